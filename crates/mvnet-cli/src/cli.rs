@@ -1,0 +1,279 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mvnet",
+    version,
+    about = "Put containers straight onto the LAN with macvlan: own MAC, own IP, no bridge, no NAT."
+)]
+pub struct Cli {
+    /// Directory holding mvnet's state.
+    #[arg(long, global = true, env = "MVNET_ROOT", default_value = mvnet_core::engine::DEFAULT_ROOT)]
+    pub root: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Create a container (a network namespace) on a network and run a command in it.
+    Run(RunArgs),
+    /// Run a command inside a running container's namespaces.
+    Exec {
+        /// Container name or id.
+        container: String,
+        /// The command and its arguments (after --).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List containers.
+    Ps {
+        /// Show all containers (default shows just running).
+        #[arg(short, long)]
+        all: bool,
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        format: String,
+        /// Only print container ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show a container's details as Docker-shaped JSON.
+    Inspect {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop running containers (SIGTERM, then SIGKILL).
+    Stop {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers, their namespaces and their addresses.
+    Rm {
+        /// Kill and remove running containers too.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Print a detached container's output.
+    Logs { container: String },
+    /// A private LAN made of network namespaces, for trying mvnet safely.
+    #[command(subcommand)]
+    Lab(LabCmd),
+    /// Build the lab, run the seed's scenario in it with a transcript, and tear it down.
+    Demo {
+        /// Keep the lab afterwards (remove it with: mvnet lab down --name NAME).
+        #[arg(long)]
+        keep: bool,
+        #[arg(long, default_value = "mvdemo")]
+        name: String,
+    },
+    /// Internal: supervises a detached container's command.
+    #[command(name = "__monitor", hide = true)]
+    Monitor { id: String },
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print help (-h is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Remove the container when its command exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Accepted for Docker compatibility (stdin is always passed through in the foreground).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Accepted for Docker compatibility (no pseudo-terminal is allocated).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Network to connect to.
+    #[arg(long)]
+    pub network: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Static IPv4 address.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Static IPv6 address.
+    #[arg(long)]
+    pub ip6: Option<String>,
+    /// MAC address (default: 02:42 + the IPv4 address bytes).
+    #[arg(long)]
+    pub mac_address: Option<String>,
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// The command and its arguments (after --).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Create a network on a parent interface.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        format: String,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show networks as Docker-shaped JSON.
+    Inspect {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove all networks without endpoints.
+    Prune {
+        /// Accepted for Docker compatibility (mvnet never prompts).
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Connect a container, or any network namespace, to a network.
+    Connect {
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        ip6: Option<String>,
+        #[arg(long)]
+        mac_address: Option<String>,
+        /// Attach this namespace instead of a container, e.g. /proc/PID/ns/net.
+        #[arg(long, conflicts_with = "container")]
+        netns: Option<String>,
+        network: String,
+        #[arg(required_unless_present = "netns")]
+        container: Option<String>,
+    },
+    /// Disconnect a container (or namespace) from a network.
+    Disconnect {
+        #[arg(long, conflicts_with = "container")]
+        netns: Option<String>,
+        network: String,
+        #[arg(required_unless_present = "netns")]
+        container: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Driver: macvlan.
+    #[arg(short, long, default_value = "macvlan")]
+    pub driver: String,
+    #[arg(long)]
+    pub subnet: Vec<String>,
+    #[arg(long)]
+    pub gateway: Vec<String>,
+    #[arg(long)]
+    pub ip_range: Vec<String>,
+    /// Reserved addresses, name=IP.
+    #[arg(long)]
+    pub aux_address: Vec<String>,
+    #[arg(long)]
+    pub ipv6: bool,
+    /// No default route: containers reach only the LAN segment.
+    #[arg(long)]
+    pub internal: bool,
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Driver options: parent=IF, macvlan_mode=bridge|private|vepa|passthru, mtu=N.
+    #[arg(short = 'o', long = "opt")]
+    pub opt: Vec<String>,
+    pub name: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCmd {
+    /// Build the lab LAN (switch, docker host, gateway, outside host, peer).
+    Up {
+        #[arg(long, default_value = mvnet_core::lab::DEFAULT_LAB)]
+        name: String,
+    },
+    /// Remove the lab and everything in it, even after a crash.
+    Down {
+        #[arg(long, default_value = mvnet_core::lab::DEFAULT_LAB)]
+        name: String,
+    },
+    /// Run a command on the lab's simulated docker host (its own mvnet state included).
+    Exec {
+        #[arg(long, default_value = mvnet_core::lab::DEFAULT_LAB)]
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// List labs that are up.
+    Ls,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seed_style_arguments_parse() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from([
+            "mvnet",
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "--subnet=10.103.19.0/24",
+            "--gateway=10.103.19.1",
+            "-o",
+            "parent=eth0",
+            "my-macvlan-net",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            super::Command::Network(super::NetworkCmd::Create(_))
+        ));
+        let cli = super::Cli::try_parse_from([
+            "mvnet",
+            "run",
+            "--rm",
+            "-itd",
+            "--network",
+            "my-macvlan-net",
+            "--name",
+            "my-macvlan-alpine",
+            "-h",
+            "box",
+            "--",
+            "sleep",
+            "-v",
+        ])
+        .unwrap();
+        let super::Command::Run(r) = cli.command else {
+            panic!()
+        };
+        assert!(r.detach && r.rm && r.interactive && r.tty);
+        assert_eq!(r.hostname.as_deref(), Some("box"));
+        assert_eq!(r.command, ["sleep", "-v"]);
+    }
+}

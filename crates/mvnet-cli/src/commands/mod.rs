@@ -1,0 +1,61 @@
+mod container;
+mod lab;
+mod network;
+
+use mvnet_core::engine::Engine;
+use mvnet_core::Result;
+
+use crate::cli::{Cli, Command};
+
+/// Runs one command; returns the process exit code.
+pub fn dispatch(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Lab(cmd) => lab::run(cmd),
+        Command::Demo { keep, name } => crate::demo::run(&name, keep),
+        other => {
+            let mut engine = Engine::open(&cli.root)?;
+            match other {
+                Command::Network(cmd) => network::run(&mut engine, cmd),
+                Command::Run(args) => container::run(&mut engine, args),
+                Command::Exec { container, command } => {
+                    container::exec(&mut engine, &container, &command)
+                }
+                Command::Ps { all, format, quiet } => {
+                    container::ps(&mut engine, all, &format, quiet)
+                }
+                Command::Inspect { containers } => container::inspect(&mut engine, &containers),
+                Command::Stop { time, containers } => {
+                    container::stop(&mut engine, time, &containers)
+                }
+                Command::Rm { force, containers } => container::rm(&mut engine, force, &containers),
+                Command::Logs { container } => container::logs(&mut engine, &container),
+                Command::Monitor { id } => {
+                    mvnet_core::runtime::monitor(&mut engine, &id)?;
+                    Ok(0)
+                }
+                Command::Lab(_) | Command::Demo { .. } => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// Prints JSON the way `docker inspect` does: an indented array.
+pub fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON values serialize")
+    );
+}
+
+/// Parses an optional IP flag with a message naming the flag.
+pub fn parse_ip(flag: &str, v: &Option<String>) -> Result<Option<std::net::IpAddr>> {
+    v.as_ref()
+        .map(|s| {
+            s.parse().map_err(|_| {
+                mvnet_core::invalid!(
+                    "invalid {flag} '{s}': expected an IP address such as 10.103.19.50"
+                )
+            })
+        })
+        .transpose()
+}

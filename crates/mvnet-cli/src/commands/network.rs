@@ -1,0 +1,142 @@
+use mvnet_core::engine::{AttachOptions, AttachTarget, Engine};
+use mvnet_core::model::CreateNetworkRequest;
+use mvnet_core::{ids, views, Result};
+
+use super::{parse_ip, print_json};
+use crate::cli::NetworkCmd;
+
+pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
+    match cmd {
+        NetworkCmd::Create(a) => {
+            let req = CreateNetworkRequest {
+                name: a.name,
+                driver: a.driver,
+                subnets: a.subnet,
+                gateways: a.gateway,
+                ip_ranges: a.ip_range,
+                aux_addresses: a.aux_address,
+                ipv6: a.ipv6,
+                internal: a.internal,
+                labels: a.label,
+                options: a.opt,
+            };
+            let (net, notices) = engine.create_network(&req)?;
+            for n in notices {
+                eprintln!("mvnet: {n}");
+            }
+            println!("{}", net.id);
+        }
+        NetworkCmd::Ls { format, quiet } => {
+            let nets = engine.networks()?;
+            let present = engine.parents_present()?;
+            if quiet {
+                nets.iter().for_each(|n| println!("{}", ids::short(&n.id)));
+            } else if format == "json" {
+                for n in &nets {
+                    println!(
+                        "{}",
+                        views::network_row(n, present.get(&n.id).copied().unwrap_or(false))
+                    );
+                }
+            } else {
+                let rows: Vec<Vec<String>> = nets
+                    .iter()
+                    .map(|n| {
+                        let missing = !present.get(&n.id).copied().unwrap_or(false);
+                        vec![
+                            ids::short(&n.id).to_string(),
+                            n.name.clone(),
+                            n.driver.to_string(),
+                            "local".into(),
+                            if missing {
+                                format!("{} (missing)", n.options.parent)
+                            } else {
+                                n.options.parent.clone()
+                            },
+                        ]
+                    })
+                    .collect();
+                crate::table::print(&["NETWORK ID", "NAME", "DRIVER", "SCOPE", "PARENT"], &rows);
+            }
+        }
+        NetworkCmd::Inspect { networks } => {
+            // Resolve all first: an unknown name prints nothing but the error, as Docker does.
+            let mut out = Vec::new();
+            for name in &networks {
+                let net = engine.network(name)?;
+                let eps = engine.store().endpoints_of_network(&net.id)?;
+                out.push(views::network_inspect(&net, &eps));
+            }
+            print_json(&serde_json::Value::Array(out));
+        }
+        NetworkCmd::Rm { networks } => {
+            let mut failed = false;
+            for name in &networks {
+                match engine.remove_network(name) {
+                    Ok(_) => println!("{name}"),
+                    Err(e) => {
+                        eprintln!("mvnet: error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(failed as u8);
+        }
+        NetworkCmd::Prune { force: _ } => {
+            let removed = engine.prune_networks()?;
+            if !removed.is_empty() {
+                println!("Deleted Networks:");
+                removed.iter().for_each(|n| println!("{n}"));
+            }
+        }
+        NetworkCmd::Connect {
+            ip,
+            ip6,
+            mac_address,
+            netns,
+            network,
+            container,
+        } => {
+            let opts = AttachOptions {
+                ipv4: parse_ip("--ip", &ip)?,
+                ipv6: parse_ip("--ip6", &ip6)?,
+                mac: mac_address.map(|m| m.parse()).transpose()?,
+                ifname: None,
+            };
+            let net = engine.network(&network)?;
+            let target = target(engine, netns.as_deref(), container.as_deref())?;
+            engine.connect(&net, &target, &opts)?;
+        }
+        NetworkCmd::Disconnect {
+            netns,
+            network,
+            container,
+        } => {
+            let net = engine.network(&network)?;
+            let target = target(engine, netns.as_deref(), container.as_deref())?;
+            let ep = engine.endpoint_on(&net, &target.container_id, &target.container_name)?;
+            engine.disconnect(&ep)?;
+        }
+    }
+    Ok(0)
+}
+
+fn target(
+    engine: &mut Engine,
+    netns: Option<&str>,
+    container: Option<&str>,
+) -> Result<AttachTarget> {
+    match (netns, container) {
+        (Some(path), _) => AttachTarget::bare_netns(path),
+        (None, Some(name)) => {
+            let c = engine.store().container(name)?;
+            Ok(AttachTarget {
+                container_id: c.id,
+                container_name: c.name,
+                netns: c.netns,
+                owned: true,
+            })
+        }
+        (None, None) => unreachable!("clap requires one of them"),
+    }
+}

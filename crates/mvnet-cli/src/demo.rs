@@ -1,0 +1,3 @@
+pub fn run(_name: &str, _keep: bool) -> mvnet_core::Result<u8> {
+    Ok(0)
+}

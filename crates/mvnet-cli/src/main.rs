@@ -1,0 +1,30 @@
+//! `mvnet`: Docker-style commands over the mvnet core. This crate only parses arguments and
+//! prints; every decision lives in mvnet-core.
+
+mod cli;
+mod commands;
+mod demo;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MVNET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    match commands::dispatch(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("mvnet: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

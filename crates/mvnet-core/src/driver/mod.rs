@@ -1,0 +1,4 @@
+//! Drivers: the kernel work of attaching an endpoint to a network. Bookkeeping (the store)
+//! happens around them in `engine`.
+
+pub mod macvlan;

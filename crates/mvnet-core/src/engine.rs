@@ -1,0 +1,410 @@
+//! The engine orders store and kernel work so that bad input changes nothing and a failure
+//! half-way rolls back: validate -> reserve in the store -> kernel -> confirm.
+//! Every front end (CLI, CNI, Docker plugin) goes through here.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::driver::macvlan::{self, AttachPlan, CreateOutcome};
+use crate::model::{
+    network::ValidatedRequest, CreateNetworkRequest, Endpoint, MacAddr, MacvlanMode, Network,
+};
+use crate::netlink::{Link, Netlink};
+use crate::netns::Netns;
+use crate::store::{EndpointRequest, SqliteStore, Store};
+use crate::{conflict, invalid, not_found, Error, Result};
+
+/// Where state lives unless `--root` or `MVNET_ROOT` says otherwise.
+pub const DEFAULT_ROOT: &str = "/var/lib/mvnet";
+
+/// Who is being attached: an mvnet container, or any namespace given by path.
+#[derive(Debug, Clone)]
+pub struct AttachTarget {
+    pub container_id: String,
+    pub container_name: String,
+    pub netns: String,
+    /// mvnet created this namespace, so a leftover interface in it (from a process killed
+    /// mid-attach) is ours to delete.
+    pub owned: bool,
+}
+
+impl AttachTarget {
+    /// A bare namespace given by path (`--netns /proc/PID/ns/net`): its identity is the
+    /// namespace inode, so two paths to one namespace are one target.
+    pub fn bare_netns(path: &str) -> Result<AttachTarget> {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(path)
+            .map_err(|e| Error::io(format!("cannot use network namespace {path}"), e))?;
+        Ok(AttachTarget {
+            container_id: format!("netns-{:x}-{:x}", md.dev(), md.ino()),
+            container_name: path.to_string(),
+            netns: path.to_string(),
+            owned: false,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AttachOptions {
+    pub ipv4: Option<IpAddr>,
+    pub ipv6: Option<IpAddr>,
+    pub mac: Option<MacAddr>,
+    pub ifname: Option<String>,
+}
+
+pub struct Engine {
+    root: PathBuf,
+    store: Box<dyn Store>,
+    netlink: Option<Netlink>,
+}
+
+impl Engine {
+    pub fn open(root: &Path) -> Result<Engine> {
+        Ok(Engine {
+            root: root.to_path_buf(),
+            store: Box::new(SqliteStore::open(root)?),
+            netlink: None,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn store(&mut self) -> &mut dyn Store {
+        self.store.as_mut()
+    }
+
+    /// The rtnetlink socket of the namespace mvnet runs in (the host's), opened on first use.
+    pub fn netlink(&mut self) -> Result<&mut Netlink> {
+        if self.netlink.is_none() {
+            self.netlink = Some(Netlink::new()?);
+        }
+        Ok(self.netlink.as_mut().expect("just set"))
+    }
+
+    // ----- networks -------------------------------------------------------------------
+
+    /// Creates a network. Returns it with notices for the user (e.g. the parent picked).
+    pub fn create_network(&mut self, req: &CreateNetworkRequest) -> Result<(Network, Vec<String>)> {
+        let v: ValidatedRequest = req.validate()?;
+        let mut notices = Vec::new();
+        let mut options = v.options;
+        if options.parent.is_empty() {
+            let parent = self.default_parent()?;
+            notices.push(format!(
+                "no -o parent given: using {parent}, the interface that holds the default route"
+            ));
+            options.parent = parent;
+        }
+        let parent = self.require_parent(&options.parent)?;
+        if let Some(mtu) = options.mtu {
+            if mtu > parent.mtu {
+                return Err(invalid!(
+                    "-o mtu={mtu} is larger than the MTU {} of parent {}; use -o mtu={} or less",
+                    parent.mtu,
+                    parent.name,
+                    parent.mtu
+                ));
+            }
+        }
+        let net = Network {
+            id: crate::ids::new_id(),
+            name: req.name.clone(),
+            driver: v.driver,
+            created: crate::model::time::now_rfc3339(),
+            pools: v.pools,
+            internal: req.internal,
+            ipv6: v.ipv6,
+            labels: v.labels,
+            options,
+        };
+        let check = |existing: &[Network]| check_against_existing(&net, existing);
+        self.store.create_network(&net, &check)?;
+        Ok((net, notices))
+    }
+
+    pub fn networks(&mut self) -> Result<Vec<Network>> {
+        self.store.networks()
+    }
+
+    pub fn network(&mut self, name_or_id: &str) -> Result<Network> {
+        self.store.network(name_or_id)
+    }
+
+    pub fn remove_network(&mut self, name_or_id: &str) -> Result<Network> {
+        let net = self.store.network(name_or_id)?;
+        self.store.remove_network(&net.id)?;
+        Ok(net)
+    }
+
+    /// Removes every network without endpoints; returns their names.
+    pub fn prune_networks(&mut self) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for net in self.store.networks()? {
+            if self.store.endpoints_of_network(&net.id)?.is_empty()
+                && self.store.remove_network(&net.id).is_ok()
+            {
+                removed.push(net.name);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Whether each network's parent exists right now (for `network ls`).
+    pub fn parents_present(&mut self) -> Result<HashMap<String, bool>> {
+        let links = self
+            .netlink()?
+            .links()
+            .map_err(|e| Error::kernel("list links", e))?;
+        let mut out = HashMap::new();
+        for net in self.store.networks()? {
+            let present = links.iter().any(|l| l.name == net.options.parent);
+            out.insert(net.id, present);
+        }
+        Ok(out)
+    }
+
+    fn default_parent(&mut self) -> Result<String> {
+        let nl = self.netlink()?;
+        let routes = nl
+            .routes(false)
+            .map_err(|e| Error::kernel("read routes", e))?;
+        let oif = routes
+            .iter()
+            .find(|r| r.destination.is_none() && r.oif.is_some())
+            .and_then(|r| r.oif)
+            .ok_or_else(|| {
+                invalid!("no -o parent given and this host has no default route to pick one from; pass -o parent=IF")
+            })?;
+        let link = nl
+            .link_by_index(oif)
+            .map_err(|e| Error::kernel("look up default-route interface", e))?
+            .ok_or_else(|| invalid!("the default-route interface vanished; pass -o parent=IF"))?;
+        Ok(link.name)
+    }
+
+    /// The parent link, or an error listing the interfaces that do exist.
+    fn require_parent(&mut self, name: &str) -> Result<Link> {
+        let nl = self.netlink()?;
+        let found = nl
+            .link_by_name(name)
+            .map_err(|e| Error::kernel(format!("look up parent {name}"), e))?;
+        match found {
+            Some(l) if l.loopback => Err(invalid!(
+                "loopback interface is not a valid macvlan parent ({name}); use a LAN interface such as eth0"
+            )),
+            Some(l) => Ok(l),
+            None => {
+                let names: Vec<String> = nl
+                    .links()
+                    .map_err(|e| Error::kernel("list links", e))?
+                    .into_iter()
+                    .filter(|l| !l.loopback)
+                    .map(|l| l.name)
+                    .collect();
+                Err(not_found!(
+                    "-o parent interface was not found on the host: {name}; interfaces here: {}",
+                    if names.is_empty() { "(none)".to_string() } else { names.join(", ") }
+                ))
+            }
+        }
+    }
+
+    // ----- endpoints ------------------------------------------------------------------
+
+    /// Attaches `target` to `net`: reserve in the store, build in the kernel, confirm.
+    /// On any failure nothing is left: no link, no address, no row.
+    pub fn connect(
+        &mut self,
+        net: &Network,
+        target: &AttachTarget,
+        opts: &AttachOptions,
+    ) -> Result<Endpoint> {
+        let parent = self.require_parent(&net.options.parent)?;
+        let ns = Netns::open(&target.netns)?;
+        let req = EndpointRequest {
+            container_id: target.container_id.clone(),
+            container_name: target.container_name.clone(),
+            netns: target.netns.clone(),
+            ifname: opts.ifname.clone(),
+            static_ipv4: opts.ipv4,
+            static_ipv6: opts.ipv6,
+            mac: opts.mac,
+            owner_pid: std::process::id(),
+        };
+        let ep = self.store.reserve_endpoint(net, &req)?;
+        match self.build_endpoint(net, &ep, &parent, &ns, target.owned) {
+            Ok(()) => {
+                self.store.activate_endpoint(&ep.id)?;
+                Ok(ep)
+            }
+            Err(e) => {
+                self.store.remove_endpoint(&ep.id)?;
+                Err(e)
+            }
+        }
+    }
+
+    fn build_endpoint(
+        &mut self,
+        net: &Network,
+        ep: &Endpoint,
+        parent: &Link,
+        ns: &Netns,
+        owned: bool,
+    ) -> Result<()> {
+        let plan = AttachPlan {
+            network: net,
+            endpoint: ep,
+            parent_index: parent.index,
+        };
+        let nl = self.netlink()?;
+        if let CreateOutcome::NameTaken = macvlan::create_link(nl, ns, &plan)? {
+            if !owned {
+                return Err(conflict!(
+                    "namespace {} already has an interface named {}; remove it or choose another interface name",
+                    ns.path().display(),
+                    ep.ifname
+                ));
+            }
+            // Our own namespace holds a leftover of an attach that was killed: replace it.
+            macvlan::delete_link(&ep.netns, &ep.ifname)?;
+            if let CreateOutcome::NameTaken = macvlan::create_link(nl, ns, &plan)? {
+                return Err(conflict!(
+                    "{} keeps existing in {}",
+                    ep.ifname,
+                    ns.path().display()
+                ));
+            }
+        }
+        if let Err(e) = macvlan::configure(ns, &plan) {
+            let _ = macvlan::delete_link(&ep.netns, &ep.ifname);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Detaches an endpoint: link first, then the store (so a crash in between leaves a row
+    /// that the next disconnect or rm still finds).
+    pub fn disconnect(&mut self, ep: &Endpoint) -> Result<()> {
+        macvlan::delete_link(&ep.netns, &ep.ifname)?;
+        self.store.remove_endpoint(&ep.id)?;
+        Ok(())
+    }
+
+    /// The endpoint of `container_id` on `net`, or a clear error.
+    pub fn endpoint_on(
+        &mut self,
+        net: &Network,
+        container_id: &str,
+        who: &str,
+    ) -> Result<Endpoint> {
+        self.store
+            .endpoints_of_container(container_id)?
+            .into_iter()
+            .find(|e| e.network_id == net.id)
+            .ok_or_else(|| not_found!("{who} is not connected to network {}", net.name))
+    }
+}
+
+/// Rules across networks on one parent (run inside the store's write transaction).
+fn check_against_existing(net: &Network, existing: &[Network]) -> Result<()> {
+    for other in existing
+        .iter()
+        .filter(|o| o.options.parent == net.options.parent)
+    {
+        if net.options.macvlan_mode == MacvlanMode::Passthru {
+            return Err(conflict!(
+                "cannot use mode passthru, macvlan network {} is already using parent interface {}",
+                other.name,
+                net.options.parent
+            ));
+        }
+        if other.options.macvlan_mode == MacvlanMode::Passthru {
+            return Err(conflict!(
+                "network {} uses parent interface {} in passthru mode, which is exclusive; pick another parent or remove {}",
+                other.name,
+                net.options.parent,
+                other.name
+            ));
+        }
+        for p in &net.pools {
+            for q in &other.pools {
+                crate::ipam::check_overlap(&p.pool(), &q.pool(), &other.name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NetworkOptions, PoolSpec};
+
+    fn net(name: &str, parent: &str, mode: MacvlanMode, subnet: &str) -> Network {
+        Network {
+            id: name.into(),
+            name: name.into(),
+            driver: crate::model::Driver::Macvlan,
+            created: String::new(),
+            pools: vec![PoolSpec {
+                subnet: subnet.parse().unwrap(),
+                gateway: None,
+                ip_range: None,
+                aux: Default::default(),
+            }],
+            internal: false,
+            ipv6: false,
+            labels: Default::default(),
+            options: NetworkOptions {
+                parent: parent.into(),
+                macvlan_mode: mode,
+                mtu: None,
+            },
+        }
+    }
+
+    #[test]
+    fn passthru_is_exclusive_both_ways() {
+        let a = net("a", "eth0", MacvlanMode::Bridge, "10.0.0.0/24");
+        let p = net("p", "eth0", MacvlanMode::Passthru, "10.1.0.0/24");
+        let e = check_against_existing(&p, &[a.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("macvlan network a is already using parent interface eth0"),
+            "{e}"
+        );
+        let b = net("b", "eth0", MacvlanMode::Bridge, "10.2.0.0/24");
+        let e = check_against_existing(&b, &[p.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("network p uses parent interface eth0 in passthru"),
+            "{e}"
+        );
+        // Other parents are independent.
+        let c = net("c", "eth1", MacvlanMode::Passthru, "10.0.0.0/24");
+        assert!(check_against_existing(&c, &[a, p]).is_ok());
+    }
+
+    #[test]
+    fn shared_parent_and_overlap() {
+        let a = net("a", "eth0", MacvlanMode::Bridge, "10.0.0.0/24");
+        let b = net("b", "eth0", MacvlanMode::Private, "10.0.1.0/24");
+        assert!(check_against_existing(&b, &[a.clone()]).is_ok());
+        let c = net("c", "eth0", MacvlanMode::Bridge, "10.0.0.0/16");
+        assert!(check_against_existing(&c, &[a.clone()])
+            .unwrap_err()
+            .to_string()
+            .contains("network a"));
+        let d = net("d", "eth1", MacvlanMode::Bridge, "10.0.0.0/24");
+        assert!(
+            check_against_existing(&d, &[a]).is_ok(),
+            "same subnet on another LAN is fine"
+        );
+    }
+}

@@ -1,0 +1,42 @@
+//! Docker-style identifiers: 64 lowercase hex characters, shown shortened to 12.
+
+use std::io::Read;
+
+/// A fresh random 256-bit id as 64 hex characters.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    random_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The 12-character form shown in tables (`NETWORK ID`, `CONTAINER ID`).
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// Fills `buf` from the kernel's CSPRNG (getrandom via /dev/urandom; never blocks after boot).
+pub fn random_bytes(buf: &mut [u8]) {
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .expect("/dev/urandom must be readable");
+}
+
+/// Whether `s` looks like an id prefix (hex only), so lookups can accept both names and ids.
+pub fn is_hex_prefix(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_64_hex_and_unique() {
+        let a = new_id();
+        let b = new_id();
+        assert_eq!(a.len(), 64);
+        assert!(is_hex_prefix(&a));
+        assert_ne!(a, b);
+        assert_eq!(short(&a).len(), 12);
+    }
+}

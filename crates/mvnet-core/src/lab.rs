@@ -1,0 +1,260 @@
+//! The sandbox lab: a private LAN made only of network namespaces, so mvnet (and its tests
+//! and demo) can run the seed's scenario without touching this machine's real interfaces.
+//!
+//! ```text
+//!   {lab}-out  198.51.100.10 ── {lab}-gw 198.51.100.1 / 10.103.19.1 ──┐
+//!                                                                      │ switch: bridge br0
+//!   {lab}-host eth0 10.103.19.10 (the "docker host", default via .1) ──┤ in {lab}-sw
+//!   {lab}-peer eth0 10.103.19.20 (another LAN host)                  ──┘
+//! ```
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::netlink::{Netlink, VethEnd};
+use crate::netns::{self, Netns};
+use crate::{Error, Result};
+
+pub const DEFAULT_LAB: &str = "mvlab";
+pub const LAN_SUBNET: &str = "10.103.19.0/24";
+pub const GATEWAY: &str = "10.103.19.1";
+pub const HOST_IP: &str = "10.103.19.10";
+pub const PEER_IP: &str = "10.103.19.20";
+pub const OUTSIDE_IP: &str = "198.51.100.10";
+
+/// Parts of a lab, by namespace suffix.
+const PARTS: [&str; 5] = ["sw", "host", "gw", "out", "peer"];
+
+/// Names and paths of one lab instance. Every name derives from `name`, so parallel tests
+/// with unique names never collide.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub name: String,
+}
+
+impl Lab {
+    pub fn new(name: &str) -> Result<Lab> {
+        crate::model::network::check_name(name, "lab")?;
+        if name.len() > 24 {
+            return Err(crate::invalid!(
+                "lab name '{name}' is too long; use at most 24 characters"
+            ));
+        }
+        Ok(Lab {
+            name: name.to_string(),
+        })
+    }
+
+    pub fn netns_name(&self, part: &str) -> String {
+        format!("{}-{part}", self.name)
+    }
+
+    pub fn netns_path(&self, part: &str) -> PathBuf {
+        netns::named_path(&self.netns_name(part))
+    }
+
+    /// The simulated Docker host, where `lab exec` runs commands.
+    pub fn host_netns(&self) -> PathBuf {
+        self.netns_path("host")
+    }
+
+    /// State of the mvnet running *inside* the lab host: separate from the real host's.
+    pub fn state_root(&self) -> PathBuf {
+        Path::new("/run/mvnet/lab").join(&self.name)
+    }
+
+    pub fn exists(&self) -> bool {
+        self.host_netns().exists()
+    }
+
+    /// Builds the lab. On failure, whatever was built is removed again.
+    pub fn up(&self) -> Result<()> {
+        if self.exists() {
+            return Err(crate::conflict!(
+                "lab {} is already up; use it (mvnet lab exec) or remove it (mvnet lab down)",
+                self.name
+            ));
+        }
+        let built = self.build();
+        if built.is_err() {
+            let _ = self.down();
+        }
+        built
+    }
+
+    fn build(&self) -> Result<()> {
+        let mut ns = std::collections::HashMap::new();
+        for part in PARTS {
+            ns.insert(part, netns::create_named(&self.netns_name(part))?);
+        }
+        let k = |op: &'static str| move |e: std::io::Error| Error::kernel(op, e);
+        // The switch: one bridge, one port per machine on the LAN.
+        let mut sw = Netlink::in_netns(&ns["sw"])?;
+        sw.create_bridge("br0").map_err(k("create lab bridge"))?;
+        let br = sw
+            .link_by_name("br0")
+            .map_err(k("find br0"))?
+            .expect("br0 just created");
+        sw.set_up(br.index, true).map_err(k("set br0 up"))?;
+        for (port, part) in [("p-host", "host"), ("p-gw", "gw"), ("p-peer", "peer")] {
+            plug(&mut sw, br.index, port, &ns[part], "eth0")?;
+        }
+        // The gateway's second leg, to the "outside" network.
+        let mut gw = Netlink::in_netns(&ns["gw"])?;
+        gw.create_veth(
+            VethEnd {
+                name: "eth1",
+                netns: None,
+            },
+            VethEnd {
+                name: "eth0",
+                netns: Some(&ns["out"]),
+            },
+        )
+        .map_err(k("create gateway uplink"))?;
+        let lan: IpAddr = GATEWAY.parse().unwrap();
+        configure(&mut gw, "eth0", lan, 24, None)?;
+        configure(&mut gw, "eth1", "198.51.100.1".parse().unwrap(), 24, None)?;
+        netns::run_in(&ns["gw"], || {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        })?
+        .map_err(|e| Error::io("enable forwarding on the lab gateway", e))?;
+        let gw_out: IpAddr = "198.51.100.1".parse().unwrap();
+        configure(
+            &mut Netlink::in_netns(&ns["out"])?,
+            "eth0",
+            OUTSIDE_IP.parse().unwrap(),
+            24,
+            Some(gw_out),
+        )?;
+        configure(
+            &mut Netlink::in_netns(&ns["host"])?,
+            "eth0",
+            HOST_IP.parse().unwrap(),
+            24,
+            Some(lan),
+        )?;
+        configure(
+            &mut Netlink::in_netns(&ns["peer"])?,
+            "eth0",
+            PEER_IP.parse().unwrap(),
+            24,
+            Some(lan),
+        )?;
+        Ok(())
+    }
+
+    /// Removes the lab and every container namespace the lab host's mvnet made. Safe to run
+    /// after a crash, twice, or on a lab that never fully came up.
+    pub fn down(&self) -> Result<()> {
+        let root = self.state_root();
+        if root.join("mvnet.db").exists() {
+            if let Ok(mut store) = crate::store::SqliteStore::open(&root) {
+                use crate::store::Store;
+                for c in store.containers().unwrap_or_default() {
+                    crate::runtime::kill_process(&c);
+                    let _ = netns::remove_persistent(Path::new(&c.netns));
+                    let _ = netns::remove_persistent(Path::new(&c.uts));
+                }
+            }
+        }
+        let mut first_err = None;
+        for part in PARTS {
+            if let Err(e) = netns::remove_persistent(&self.netns_path(part)) {
+                first_err.get_or_insert(e);
+            }
+        }
+        if root.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&root) {
+                first_err.get_or_insert(Error::io(format!("remove {}", root.display()), e));
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Labs that exist (by their host namespace), for `lab ls` and cleanup.
+    pub fn list() -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(netns::NETNS_RUN_DIR) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().to_string();
+                if let Some(lab) = n.strip_suffix("-host") {
+                    if netns::named_path(&format!("{lab}-sw")).exists() {
+                        out.push(lab.to_string());
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// A veth from the switch bridge to a machine: `port` on the bridge, `ifname` in `machine`.
+fn plug(sw: &mut Netlink, bridge: u32, port: &str, machine: &Netns, ifname: &str) -> Result<()> {
+    let k = |op: &'static str| move |e: std::io::Error| Error::kernel(op, e);
+    sw.create_veth(
+        VethEnd {
+            name: port,
+            netns: None,
+        },
+        VethEnd {
+            name: ifname,
+            netns: Some(machine),
+        },
+    )
+    .map_err(k("create lab cable"))?;
+    let p = sw
+        .link_by_name(port)
+        .map_err(k("find lab port"))?
+        .expect("port just created");
+    sw.set_master(p.index, bridge)
+        .map_err(k("plug port into lab switch"))?;
+    sw.set_up(p.index, true).map_err(k("set lab port up"))
+}
+
+fn configure(
+    nl: &mut Netlink,
+    ifname: &str,
+    ip: IpAddr,
+    prefix: u8,
+    default_via: Option<IpAddr>,
+) -> Result<()> {
+    let k = |op: &'static str| move |e: std::io::Error| Error::kernel(op, e);
+    let l = nl
+        .link_by_name(ifname)
+        .map_err(k("find lab interface"))?
+        .expect("lab interface exists");
+    nl.add_address(l.index, ip, prefix)
+        .map_err(k("address lab interface"))?;
+    nl.set_up(l.index, true)
+        .map_err(k("set lab interface up"))?;
+    if let Some(gw) = default_via {
+        nl.add_route(None, Some(gw), l.index)
+            .map_err(k("add lab default route"))?;
+    }
+    Ok(())
+}
+
+/// Brings a lab up and tears it down when dropped, even on panic: for tests and the demo.
+pub struct LabGuard {
+    pub lab: Lab,
+}
+
+impl LabGuard {
+    pub fn up(name: &str) -> Result<LabGuard> {
+        let lab = Lab::new(name)?;
+        // A previous crashed run may have left it behind.
+        let _ = lab.down();
+        lab.up()?;
+        Ok(LabGuard { lab })
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.lab.down() {
+            eprintln!("mvnet: lab {} cleanup: {e}", self.lab.name);
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! mvnet core: the network model, IPAM, the store, netlink, namespaces and drivers.
+//! Front ends (the `mvnet` CLI, later the CNI and Docker plugins) are thin layers on top.
+
+pub mod error;
+pub mod ids;
+pub mod ipam;
+pub mod model;
+pub mod store;
+
+pub use error::{Error, Result};
+pub mod driver;
+pub mod engine;
+pub mod lab;
+pub mod netlink;
+pub mod netns;
+pub mod runtime;
+pub mod views;

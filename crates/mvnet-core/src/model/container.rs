@@ -1,0 +1,45 @@
+use serde::{Deserialize, Serialize};
+
+/// An mvnet container: a named network namespace (plus a UTS namespace for its hostname)
+/// and, optionally, one process running inside them. No image, no rootfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    /// Path of the named netns (`/run/netns/mvnet-<short id>`), Docker's `SandboxKey`.
+    pub netns: String,
+    /// Path of the bind-mounted UTS namespace.
+    pub uts: String,
+    pub created: String,
+    pub command: Vec<String>,
+    pub status: ContainerStatus,
+    pub pid: u32,
+    /// The process start time (field 22 of /proc/PID/stat), so a recycled PID is not
+    /// mistaken for our process.
+    #[serde(default)]
+    pub pid_start: u64,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub auto_remove: bool,
+    pub log_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerStatus {
+    Created,
+    Running,
+    Exited,
+}
+
+impl std::fmt::Display for ContainerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Exited => "exited",
+        })
+    }
+}

@@ -1,0 +1,479 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::MacAddr;
+use crate::ipam::Pool;
+use crate::{invalid, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    Macvlan,
+}
+
+impl FromStr for Driver {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "macvlan" => Ok(Driver::Macvlan),
+            "ipvlan" => Err(crate::Error::KernelFeature(
+                "driver 'ipvlan' is not available in this build yet; use -d macvlan".into(),
+            )),
+            _ => Err(invalid!("unknown driver '{s}'; mvnet supports: macvlan")),
+        }
+    }
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Driver::Macvlan => "macvlan",
+        })
+    }
+}
+
+/// The kernel's four macvlan modes (see the seed): who may talk to whom on one parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MacvlanMode {
+    /// Sub-interfaces talk to each other inside the host, without a Linux bridge.
+    #[default]
+    Bridge,
+    /// Sub-interfaces cannot talk to each other at all.
+    Private,
+    /// Sub-interfaces talk only through an external (hairpinning, 802.1Qbg) switch.
+    Vepa,
+    /// One sub-interface owns the parent exclusively.
+    Passthru,
+}
+
+impl MacvlanMode {
+    pub const ALL: [&'static str; 4] = ["bridge", "private", "vepa", "passthru"];
+}
+
+impl FromStr for MacvlanMode {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "bridge" => Ok(Self::Bridge),
+            "private" => Ok(Self::Private),
+            "vepa" => Ok(Self::Vepa),
+            "passthru" => Ok(Self::Passthru),
+            _ => Err(invalid!(
+                "requested macvlan mode '{s}' is not valid, 'bridge' mode is the macvlan driver default; valid modes: {}",
+                Self::ALL.join(", ")
+            )),
+        }
+    }
+}
+
+impl fmt::Display for MacvlanMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Bridge => "bridge",
+            Self::Private => "private",
+            Self::Vepa => "vepa",
+            Self::Passthru => "passthru",
+        })
+    }
+}
+
+/// Driver options (`-o key=value`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NetworkOptions {
+    pub parent: String,
+    pub macvlan_mode: MacvlanMode,
+    pub mtu: Option<u32>,
+}
+
+impl NetworkOptions {
+    pub const KEYS: [&'static str; 3] = ["parent", "macvlan_mode", "mtu"];
+
+    /// Parses `-o` pairs. The parent may still be empty: the caller fills in the default.
+    pub fn parse(pairs: &[String]) -> Result<NetworkOptions> {
+        let mut o = NetworkOptions::default();
+        for pair in pairs {
+            let (k, v) = split_kv(pair, "-o")?;
+            match k {
+                "parent" => {
+                    if v.is_empty() {
+                        return Err(invalid!(
+                            "-o parent= needs an interface name, e.g. -o parent=eth0"
+                        ));
+                    }
+                    o.parent = v.to_string();
+                }
+                "macvlan_mode" => o.macvlan_mode = v.parse()?,
+                "mtu" => {
+                    let mtu: u32 = v.parse().map_err(|_| {
+                        invalid!("invalid -o mtu={v}: expected a number such as 1500")
+                    })?;
+                    if !(68..=65535).contains(&mtu) {
+                        return Err(invalid!(
+                            "invalid -o mtu={v}: the MTU must be between 68 and 65535"
+                        ));
+                    }
+                    o.mtu = Some(mtu);
+                }
+                _ => {
+                    return Err(invalid!(
+                        "unknown driver option '{k}'; macvlan accepts: {}",
+                        Self::KEYS.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    /// Options as Docker prints them under "Options".
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert("parent".into(), self.parent.clone());
+        m.insert("macvlan_mode".into(), self.macvlan_mode.to_string());
+        if let Some(mtu) = self.mtu {
+            m.insert("mtu".into(), mtu.to_string());
+        }
+        m
+    }
+}
+
+/// `key=value` with a message naming the flag when the `=` is missing.
+pub fn split_kv<'a>(pair: &'a str, flag: &str) -> Result<(&'a str, &'a str)> {
+    pair.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| invalid!("invalid {flag} '{pair}': expected key=value"))
+}
+
+/// One subnet of a network as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    pub subnet: IpNet,
+    pub gateway: Option<IpAddr>,
+    pub ip_range: Option<IpNet>,
+    /// `--aux-address name=IP`, reserved and never handed out.
+    #[serde(default)]
+    pub aux: BTreeMap<String, IpAddr>,
+}
+
+impl PoolSpec {
+    pub fn pool(&self) -> Pool {
+        // Specs are validated at creation, so rebuilding the pool cannot fail.
+        Pool {
+            subnet: self.subnet,
+            gateway: self.gateway,
+            range: self.ip_range,
+            aux: self.aux.values().copied().collect(),
+        }
+    }
+}
+
+/// A network as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub driver: Driver,
+    pub created: String,
+    pub pools: Vec<PoolSpec>,
+    pub internal: bool,
+    pub ipv6: bool,
+    pub labels: BTreeMap<String, String>,
+    pub options: NetworkOptions,
+}
+
+impl Network {
+    /// The L2 domain an address must be unique in: networks sharing a parent share a LAN.
+    pub fn address_domain(&self) -> &str {
+        &self.options.parent
+    }
+}
+
+/// What `network create` asks for, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct CreateNetworkRequest {
+    pub name: String,
+    pub driver: String,
+    pub subnets: Vec<String>,
+    pub gateways: Vec<String>,
+    pub ip_ranges: Vec<String>,
+    pub aux_addresses: Vec<String>,
+    pub ipv6: bool,
+    pub internal: bool,
+    pub labels: Vec<String>,
+    pub options: Vec<String>,
+}
+
+/// The validated parts of a request that need no kernel: driver, pools, labels, options.
+#[derive(Debug, Clone)]
+pub struct ValidatedRequest {
+    pub driver: Driver,
+    pub pools: Vec<PoolSpec>,
+    pub labels: BTreeMap<String, String>,
+    pub options: NetworkOptions,
+    pub ipv6: bool,
+}
+
+impl CreateNetworkRequest {
+    /// Pure validation: everything but the parent's existence and MTU (the kernel's part).
+    pub fn validate(&self) -> Result<ValidatedRequest> {
+        check_name(&self.name, "network")?;
+        let driver: Driver = if self.driver.is_empty() {
+            Driver::Macvlan
+        } else {
+            self.driver.parse()?
+        };
+        if self.subnets.is_empty() {
+            return Err(invalid!(
+                "a macvlan network needs the LAN's subnet: add --subnet (and --gateway), e.g. --subnet=10.103.19.0/24 --gateway=10.103.19.1"
+            ));
+        }
+        let subnets: Vec<IpNet> = self
+            .subnets
+            .iter()
+            .map(|s| parse_net(s, "--subnet"))
+            .collect::<Result<_>>()?;
+        // Gateways, ranges and aux addresses go to the subnet that contains them; one that
+        // no subnet contains is reported against the subnet in the same position.
+        let mut gateways: Vec<Option<IpAddr>> = vec![None; subnets.len()];
+        for (i, g) in self.gateways.iter().enumerate() {
+            let ip: IpAddr = g
+                .parse()
+                .map_err(|_| invalid!("invalid --gateway '{g}': expected an IP address"))?;
+            let slot = owner(&subnets, |n| n.contains(&ip), i, ip.is_ipv6());
+            if gateways[slot].is_some() && subnets[slot].contains(&ip) {
+                return Err(invalid!(
+                    "two gateways for subnet {}; give one --gateway per --subnet",
+                    subnets[slot]
+                ));
+            }
+            gateways[slot] = Some(ip);
+        }
+        let mut ranges: Vec<Option<IpNet>> = vec![None; subnets.len()];
+        for (i, r) in self.ip_ranges.iter().enumerate() {
+            let net = parse_net(r, "--ip-range")?;
+            let slot = owner(&subnets, |n| n.contains(&net), i, net.network().is_ipv6());
+            ranges[slot] = Some(net);
+        }
+        let mut aux: Vec<BTreeMap<String, IpAddr>> = vec![BTreeMap::new(); subnets.len()];
+        for (i, a) in self.aux_addresses.iter().enumerate() {
+            let (name, ip) = split_kv(a, "--aux-address")?;
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| invalid!("invalid --aux-address '{a}': expected name=IP"))?;
+            let slot = owner(&subnets, |n| n.contains(&ip), i, ip.is_ipv6());
+            aux[slot].insert(name.to_string(), ip);
+        }
+        let mut pools = Vec::new();
+        for (i, subnet) in subnets.iter().enumerate() {
+            let spec = PoolSpec {
+                subnet: *subnet,
+                gateway: gateways[i],
+                ip_range: ranges[i],
+                aux: aux[i].clone(),
+            };
+            let pool = Pool::new(spec.subnet, spec.gateway, spec.ip_range, spec.pool().aux)?;
+            for earlier in &pools {
+                crate::ipam::check_overlap(&pool, &PoolSpec::pool(earlier), &self.name).map_err(
+                    |_| {
+                        invalid!(
+                            "subnets {} and {} of this network overlap; give distinct subnets",
+                            earlier.subnet,
+                            subnet
+                        )
+                    },
+                )?;
+            }
+            pools.push(spec);
+        }
+        let has_v6 = pools.iter().any(|p| p.subnet.network().is_ipv6());
+        if has_v6 && !self.ipv6 {
+            return Err(invalid!(
+                "an IPv6 --subnet needs --ipv6 to enable IPv6 on the network; add --ipv6"
+            ));
+        }
+        let mut labels = BTreeMap::new();
+        for l in &self.labels {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            if k.is_empty() {
+                return Err(invalid!("invalid --label '{l}': expected key=value"));
+            }
+            labels.insert(k.to_string(), v.to_string());
+        }
+        Ok(ValidatedRequest {
+            driver,
+            pools,
+            labels,
+            options: NetworkOptions::parse(&self.options)?,
+            ipv6: self.ipv6,
+        })
+    }
+}
+
+/// Index of the subnet an item belongs to: the containing one, else the `i`-th (or the first
+/// of the same family) so that validation reports it against a sensible subnet.
+fn owner(subnets: &[IpNet], contains: impl Fn(&IpNet) -> bool, i: usize, v6: bool) -> usize {
+    subnets
+        .iter()
+        .position(&contains)
+        .or_else(|| (i < subnets.len()).then_some(i))
+        .or_else(|| subnets.iter().position(|n| n.network().is_ipv6() == v6))
+        .unwrap_or(0)
+}
+
+fn parse_net(s: &str, flag: &str) -> Result<IpNet> {
+    s.parse().map_err(|_| {
+        invalid!(
+            "invalid {flag} '{s}': expected CIDR notation such as 10.103.19.0/24 or 2001:db8::/64"
+        )
+    })
+}
+
+/// Names are used in paths and interface-free contexts; keep them to a safe alphabet.
+pub fn check_name(name: &str, what: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid!(
+            "invalid {what} name '{name}': use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        ))
+    }
+}
+
+/// Where an endpoint is in its life: `Creating` rows belong to a process that may have died
+/// mid-attach (kill -9) and are reclaimed when that process is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointState {
+    Creating,
+    Active,
+}
+
+/// A container's attachment to a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub network_id: String,
+    pub container_id: String,
+    /// Container name (or the netns path for bare namespaces), for inspect output.
+    pub container_name: String,
+    pub netns: String,
+    pub ifname: String,
+    pub mac: MacAddr,
+    pub ipv4: Option<(IpAddr, u8)>,
+    pub ipv6: Option<(IpAddr, u8)>,
+    pub state: EndpointState,
+    pub owner_pid: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(args: &[(&str, &str)]) -> CreateNetworkRequest {
+        let mut r = CreateNetworkRequest {
+            name: "n".into(),
+            ..Default::default()
+        };
+        for (k, v) in args {
+            match *k {
+                "subnet" => r.subnets.push(v.to_string()),
+                "gateway" => r.gateways.push(v.to_string()),
+                "range" => r.ip_ranges.push(v.to_string()),
+                "aux" => r.aux_addresses.push(v.to_string()),
+                "o" => r.options.push(v.to_string()),
+                "label" => r.labels.push(v.to_string()),
+                "ipv6" => r.ipv6 = true,
+                _ => unreachable!(),
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn seed_request_validates() {
+        let v = req(&[
+            ("subnet", "10.103.19.0/24"),
+            ("gateway", "10.103.19.1"),
+            ("o", "parent=eth0"),
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(v.options.parent, "eth0");
+        assert_eq!(v.options.macvlan_mode, MacvlanMode::Bridge);
+        assert_eq!(v.pools[0].gateway.unwrap().to_string(), "10.103.19.1");
+    }
+
+    #[test]
+    fn dual_stack_pairs_by_containment() {
+        let v = req(&[
+            ("subnet", "10.1.0.0/24"),
+            ("subnet", "2001:db8::/64"),
+            ("gateway", "2001:db8::1"),
+            ("gateway", "10.1.0.1"),
+            ("aux", "printer=10.1.0.9"),
+            ("ipv6", ""),
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(v.pools[0].gateway.unwrap().to_string(), "10.1.0.1");
+        assert_eq!(v.pools[1].gateway.unwrap().to_string(), "2001:db8::1");
+        assert_eq!(v.pools[0].aux["printer"].to_string(), "10.1.0.9");
+    }
+
+    #[test]
+    fn bad_requests_say_how_to_fix() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[], "needs the LAN's subnet"),
+            (&[("subnet", "10.1.0.0/33")], "CIDR"),
+            (
+                &[("subnet", "10.1.0.0/24"), ("gateway", "10.2.0.1")],
+                "outside subnet",
+            ),
+            (
+                &[("subnet", "10.1.0.0/24"), ("range", "10.2.0.0/28")],
+                "outside subnet",
+            ),
+            (
+                &[("subnet", "10.1.0.0/24"), ("o", "macvlan_mode=x")],
+                "valid modes: bridge, private, vepa, passthru",
+            ),
+            (
+                &[("subnet", "10.1.0.0/24"), ("o", "bogus=1")],
+                "accepts: parent",
+            ),
+            (&[("subnet", "10.1.0.0/24"), ("o", "mtu=abc")], "mtu"),
+            (&[("subnet", "2001:db8::/64")], "--ipv6"),
+            (
+                &[("subnet", "10.1.0.0/24"), ("subnet", "10.1.0.0/16")],
+                "overlap",
+            ),
+        ];
+        for (args, want) in cases {
+            let e = req(args).validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{args:?}: got '{e}', want '{want}'");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("my-macvlan-net", "network").is_ok());
+        assert!(check_name("-x", "network").is_err());
+        assert!(check_name("a/b", "network").is_err());
+        assert!(check_name("", "network").is_err());
+    }
+}

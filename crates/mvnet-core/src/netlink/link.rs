@@ -1,0 +1,265 @@
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::link::{
+    InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use super::Netlink;
+use crate::model::{MacAddr, MacvlanMode};
+use crate::netns::Netns;
+
+/// What we read back about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// `IFLA_INFO_KIND` ("macvlan", "veth", "bridge", ...); empty for plain hardware.
+    pub kind: String,
+    pub mtu: u32,
+    pub max_mtu: Option<u32>,
+    pub up: bool,
+    pub loopback: bool,
+    pub carrier: bool,
+    pub mac: Option<MacAddr>,
+    /// Index of the lower device (IFLA_LINK), e.g. a macvlan's parent.
+    pub parent_index: Option<u32>,
+    /// Index of the bridge or bond this link is enslaved to.
+    pub master_index: Option<u32>,
+    pub macvlan_mode: Option<MacvlanMode>,
+}
+
+impl Link {
+    fn from_message(m: LinkMessage) -> Link {
+        let mut l = Link {
+            index: m.header.index,
+            name: String::new(),
+            kind: String::new(),
+            mtu: 0,
+            max_mtu: None,
+            up: m.header.flags.contains(LinkFlags::Up),
+            loopback: m.header.flags.contains(LinkFlags::Loopback),
+            carrier: m.header.flags.contains(LinkFlags::LowerUp),
+            mac: None,
+            parent_index: None,
+            master_index: None,
+            macvlan_mode: None,
+        };
+        for a in m.attributes {
+            match a {
+                LinkAttribute::IfName(n) => l.name = n,
+                LinkAttribute::Mtu(v) => l.mtu = v,
+                LinkAttribute::MaxMtu(v) => l.max_mtu = Some(v),
+                LinkAttribute::Link(v) => l.parent_index = Some(v),
+                LinkAttribute::Controller(v) => l.master_index = Some(v),
+                LinkAttribute::Address(b) if b.len() == 6 => {
+                    l.mac = Some(MacAddr(b.try_into().expect("6 bytes")))
+                }
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        match i {
+                            LinkInfo::Kind(k) => l.kind = kind_name(&k),
+                            LinkInfo::Data(InfoData::MacVlan(d)) => {
+                                for x in d {
+                                    if let InfoMacVlan::Mode(m) = x {
+                                        l.macvlan_mode = from_kernel_mode(m);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        l
+    }
+}
+
+fn kind_name(k: &InfoKind) -> String {
+    match k {
+        InfoKind::Other(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn to_kernel_mode(m: MacvlanMode) -> MacVlanMode {
+    match m {
+        MacvlanMode::Bridge => MacVlanMode::Bridge,
+        MacvlanMode::Private => MacVlanMode::Private,
+        MacvlanMode::Vepa => MacVlanMode::Vepa,
+        MacvlanMode::Passthru => MacVlanMode::Passthrough,
+    }
+}
+
+fn from_kernel_mode(m: MacVlanMode) -> Option<MacvlanMode> {
+    match m {
+        MacVlanMode::Bridge => Some(MacvlanMode::Bridge),
+        MacVlanMode::Private => Some(MacvlanMode::Private),
+        MacVlanMode::Vepa => Some(MacvlanMode::Vepa),
+        MacVlanMode::Passthrough => Some(MacvlanMode::Passthru),
+        _ => None,
+    }
+}
+
+/// A macvlan sub-interface to create, possibly straight inside another namespace.
+#[derive(Debug, Clone)]
+pub struct MacvlanLink<'a> {
+    pub name: &'a str,
+    pub parent_index: u32,
+    pub mode: MacvlanMode,
+    pub mac: Option<MacAddr>,
+    pub mtu: Option<u32>,
+    /// Create it directly inside this namespace (IFLA_NET_NS_FD): no move, no rename.
+    pub netns: Option<&'a Netns>,
+}
+
+/// One end of a veth pair: its name and the namespace it is created in.
+#[derive(Debug, Clone, Copy)]
+pub struct VethEnd<'a> {
+    pub name: &'a str,
+    pub netns: Option<&'a Netns>,
+}
+
+fn new_link_message(name: &str, netns: Option<RawFd>) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    if let Some(fd) = netns {
+        m.attributes.push(LinkAttribute::NetNsFd(fd));
+    }
+    m
+}
+
+impl Netlink {
+    /// The link named `name`, or `None` when it does not exist.
+    pub fn link_by_name(&mut self, name: &str) -> io::Result<Option<Link>> {
+        let m = new_link_message(name, None);
+        match self.query(RouteNetlinkMessage::GetLink(m), false) {
+            Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
+                _ => None,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn link_by_index(&mut self, index: u32) -> io::Result<Option<Link>> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        match self.query(RouteNetlinkMessage::GetLink(m), false) {
+            Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
+                _ => None,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn links(&mut self) -> io::Result<Vec<Link>> {
+        let msgs = self.query(RouteNetlinkMessage::GetLink(LinkMessage::default()), true)?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn create_macvlan(&mut self, spec: &MacvlanLink) -> io::Result<()> {
+        let mut m = new_link_message(spec.name, spec.netns.map(|n| n.as_raw_fd()));
+        m.attributes.push(LinkAttribute::Link(spec.parent_index));
+        if let Some(mac) = spec.mac {
+            m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        }
+        if let Some(mtu) = spec.mtu {
+            m.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(to_kernel_mode(
+                spec.mode,
+            ))])),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    pub fn create_veth(&mut self, a: VethEnd, b: VethEnd) -> io::Result<()> {
+        let peer = new_link_message(b.name, b.netns.map(|n| n.as_raw_fd()));
+        let mut m = new_link_message(a.name, a.netns.map(|n| n.as_raw_fd()));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    pub fn create_bridge(&mut self, name: &str) -> io::Result<()> {
+        let mut m = new_link_message(name, None);
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
+        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    fn set_link(&mut self, index: u32, edit: impl FnOnce(&mut LinkMessage)) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        edit(&mut m);
+        self.request(RouteNetlinkMessage::SetLink(m), 0)
+    }
+
+    pub fn set_up(&mut self, index: u32, up: bool) -> io::Result<()> {
+        self.set_link(index, |m| {
+            m.header.change_mask = LinkFlags::Up;
+            m.header.flags = if up {
+                LinkFlags::Up
+            } else {
+                LinkFlags::empty()
+            };
+        })
+    }
+
+    pub fn set_master(&mut self, index: u32, master: u32) -> io::Result<()> {
+        self.set_link(index, |m| {
+            m.attributes.push(LinkAttribute::Controller(master))
+        })
+    }
+
+    /// Hairpin mode on a bridge port: frames may leave through the port they came in on,
+    /// which is what a VEPA (802.1Qbg) switch does.
+    pub fn set_hairpin(&mut self, index: u32, on: bool) -> io::Result<()> {
+        self.set_link(index, |m| {
+            m.attributes.push(LinkAttribute::LinkInfo(vec![
+                LinkInfo::PortKind(InfoPortKind::Bridge),
+                LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                    on,
+                )])),
+            ]))
+        })
+    }
+
+    /// Deletes a link; a link that is already gone is not an error.
+    pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        match self.request(RouteNetlinkMessage::DelLink(m), 0) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            other => other,
+        }
+    }
+
+    pub fn delete_link_by_name(&mut self, name: &str) -> io::Result<bool> {
+        match self.link_by_name(name)? {
+            Some(l) => self.delete_link(l.index).map(|_| true),
+            None => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! A small synchronous rtnetlink client over netlink-packet-route. One socket per network
+//! namespace: a socket stays bound to the namespace it was opened in, so we open it there
+//! once (see `netns::run_in`) instead of moving the process between namespaces.
+
+mod addr;
+mod link;
+mod route;
+
+pub use link::{Link, MacvlanLink, VethEnd};
+pub use route::Route;
+
+use std::io;
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::netns::Netns;
+use crate::{Error, Result};
+
+pub struct Netlink {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Netlink {
+    /// A socket in the calling thread's current network namespace.
+    pub fn new() -> Result<Netlink> {
+        let open = || -> io::Result<Socket> {
+            let mut sock = Socket::new(NETLINK_ROUTE)?;
+            sock.bind_auto()?;
+            sock.connect(&SocketAddr::new(0, 0))?;
+            Ok(sock)
+        };
+        let sock = open().map_err(|e| Error::kernel("open rtnetlink socket", e))?;
+        Ok(Netlink {
+            sock,
+            seq: 0,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// A socket bound inside `ns`.
+    pub fn in_netns(ns: &Netns) -> Result<Netlink> {
+        crate::netns::run_in(ns, Netlink::new)?
+    }
+
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        packet.finalize();
+        let mut out = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut out);
+        self.sock.send(&out, 0)?;
+        Ok(self.seq)
+    }
+
+    /// Reads replies to `seq` until the ACK, the error, or the end of a dump.
+    fn receive(
+        &mut self,
+        seq: u32,
+        mut on_message: impl FnMut(RouteNetlinkMessage),
+    ) -> io::Result<()> {
+        loop {
+            self.buf.clear();
+            let n = self.sock.recv(&mut self.buf, 0)?;
+            let mut offset = 0;
+            while offset < n {
+                let packet =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..n])
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = packet.header.length as usize;
+                if len == 0 {
+                    break;
+                }
+                offset += (len + 3) & !3;
+                if packet.header.sequence_number != seq {
+                    continue;
+                }
+                match packet.payload {
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(()),
+                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                        }
+                    }
+                    NetlinkPayload::InnerMessage(m) => on_message(m),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Sends a request that changes something and waits for the kernel's verdict.
+    pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        let seq = self.send(msg, flags | NLM_F_ACK)?;
+        self.receive(seq, |_| {})
+    }
+
+    /// Sends a request and collects the answers (a dump, or a single GET).
+    pub fn query(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        dump: bool,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        // A plain GET has no terminator unless an ACK is requested; dumps end with DONE.
+        let seq = self.send(msg, if dump { NLM_F_DUMP } else { NLM_F_ACK })?;
+        let mut out = Vec::new();
+        self.receive(seq, |m| out.push(m))?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,264 @@
+//! Network (and UTS) namespaces: named and persistent (compatible with `ip netns`), opened by
+//! path, and entered by one thread for a moment to open sockets that stay bound there.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+use crate::{Error, Result};
+
+/// Where `ip netns` keeps named namespaces; we use the same place so `ip netns exec` works.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// An open network namespace.
+#[derive(Debug)]
+pub struct Netns {
+    file: File,
+    path: PathBuf,
+}
+
+impl Netns {
+    pub fn open(path: impl AsRef<Path>) -> Result<Netns> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|e| {
+            Error::io(
+                format!("cannot open network namespace {}", path.display()),
+                e,
+            )
+        })?;
+        Ok(Netns { file, path })
+    }
+
+    /// The calling thread's current network namespace.
+    pub fn current() -> Result<Netns> {
+        Netns::open("/proc/thread-self/ns/net")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRawFd for Netns {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+impl AsFd for Netns {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+/// Puts the thread back into its original namespace even if the closure panics.
+struct Restore {
+    original: File,
+    kind: CloneFlags,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Err(e) = setns(self.original.as_fd(), self.kind) {
+            // A thread stranded in a container's namespace would do the wrong work.
+            eprintln!("mvnet: fatal: cannot return to the original namespace: {e}");
+            std::process::abort();
+        }
+    }
+}
+
+/// Runs `f` on this thread inside `ns`, then returns the thread to where it was.
+/// Sockets opened inside `f` stay bound to `ns`.
+pub fn run_in<T>(ns: &Netns, f: impl FnOnce() -> T) -> Result<T> {
+    let original = File::open("/proc/thread-self/ns/net")
+        .map_err(|e| Error::io("cannot open this thread's network namespace", e))?;
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
+        Error::kernel(
+            format!("enter network namespace {}", ns.path.display()),
+            e.into(),
+        )
+    })?;
+    let _restore = Restore {
+        original,
+        kind: CloneFlags::CLONE_NEWNET,
+    };
+    Ok(f())
+}
+
+/// Makes `dir` a shared mount point of its own (as `ip netns` does for /run/netns), so that
+/// namespace bind mounts under it propagate to other mount namespaces and can be unmounted.
+fn prepare_mount_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let none: Option<&str> = None;
+    let shared = || {
+        mount(
+            none,
+            dir,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            none,
+        )
+    };
+    match shared() {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) => {
+            mount(
+                Some(dir),
+                dir,
+                Some("none"),
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                none,
+            )
+            .map_err(|e| Error::kernel(format!("bind-mount {}", dir.display()), e.into()))?;
+            shared().map_err(|e| Error::kernel(format!("make {} shared", dir.display()), e.into()))
+        }
+        Err(e) => Err(Error::kernel(
+            format!("make {} shared", dir.display()),
+            e.into(),
+        )),
+    }
+}
+
+/// Creates a namespace of `kind` that outlives every process, bind-mounted at `dir/name`.
+/// `init` runs inside the new namespace before it is published (e.g. to set lo up).
+fn create_persistent(
+    kind: CloneFlags,
+    dir: &Path,
+    name: &str,
+    init: impl FnOnce() -> Result<()> + Send,
+) -> Result<PathBuf> {
+    let path = dir.join(name);
+    if !is_mount_point_ready(dir) {
+        prepare_mount_dir(dir)?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                crate::conflict!("namespace {} already exists", path.display())
+            } else {
+                Error::io(format!("cannot create {}", path.display()), e)
+            }
+        })?;
+    // unshare() changes only the calling thread, so a scoped thread keeps the caller's
+    // namespaces untouched; it ends right after the bind mount.
+    let result = std::thread::scope(|s| {
+        s.spawn(|| -> Result<()> {
+            unshare(kind).map_err(|e| Error::kernel("unshare namespace", e.into()))?;
+            init()?;
+            let own = match kind {
+                CloneFlags::CLONE_NEWUTS => "/proc/thread-self/ns/uts",
+                _ => "/proc/thread-self/ns/net",
+            };
+            let none: Option<&str> = None;
+            mount(Some(own), &path, Some("none"), MsFlags::MS_BIND, none).map_err(|e| {
+                Error::kernel(
+                    format!("bind-mount namespace at {}", path.display()),
+                    e.into(),
+                )
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::Store("namespace thread panicked".into())))
+    });
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(path)
+}
+
+/// A cheap check that avoids re-mounting on every create: we remember success per process.
+fn is_mount_point_ready(dir: &Path) -> bool {
+    use std::sync::Mutex;
+    static READY: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let mut ready = READY.lock().unwrap();
+    if ready.iter().any(|d| d == dir) {
+        return true;
+    }
+    // Already a mount point (st_dev differs from the parent's)? Then someone prepared it.
+    use std::os::unix::fs::MetadataExt;
+    let is_mp = match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+        _ => false,
+    };
+    if is_mp {
+        ready.push(dir.to_path_buf());
+    }
+    is_mp
+}
+
+/// Creates a named network namespace (visible to `ip netns`) with `lo` up.
+pub fn create_named(name: &str) -> Result<Netns> {
+    let path = create_persistent(
+        CloneFlags::CLONE_NEWNET,
+        Path::new(NETNS_RUN_DIR),
+        name,
+        || {
+            let mut nl = crate::netlink::Netlink::new()?;
+            if let Some(lo) = nl
+                .link_by_name("lo")
+                .map_err(|e| Error::kernel("find lo", e))?
+            {
+                nl.set_up(lo.index, true)
+                    .map_err(|e| Error::kernel("set lo up", e))?;
+            }
+            Ok(())
+        },
+    )?;
+    Netns::open(path)
+}
+
+/// Creates a persistent UTS namespace at `dir/name` with `hostname` set.
+pub fn create_uts(dir: &Path, name: &str, hostname: &str) -> Result<PathBuf> {
+    let host = hostname.to_string();
+    create_persistent(CloneFlags::CLONE_NEWUTS, dir, name, move || {
+        nix::unistd::sethostname(&host).map_err(|e| Error::kernel("sethostname", e.into()))
+    })
+}
+
+/// Unmounts and removes a persistent namespace file. Missing is fine (idempotent).
+pub fn remove_persistent(path: &Path) -> Result<()> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => {
+            return Err(Error::kernel(
+                format!("unmount {}", path.display()),
+                e.into(),
+            ))
+        }
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot remove {}", path.display()), e)),
+    }
+}
+
+pub fn named_path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+/// Enters the namespaces at `paths` for the rest of this process's life (used right before
+/// exec'ing a container command: setns of the net namespace needs a single thread only for
+/// user namespaces, so this is safe in a freshly forked child).
+pub fn enter_for_exec(net: &Path, uts: Option<&Path>) -> Result<()> {
+    let n = File::open(net).map_err(|e| Error::io(format!("open {}", net.display()), e))?;
+    setns(n.as_fd(), CloneFlags::CLONE_NEWNET)
+        .map_err(|e| Error::kernel("setns(net)", e.into()))?;
+    if let Some(uts) = uts {
+        let u = File::open(uts).map_err(|e| Error::io(format!("open {}", uts.display()), e))?;
+        setns(u.as_fd(), CloneFlags::CLONE_NEWUTS)
+            .map_err(|e| Error::kernel("setns(uts)", e.into()))?;
+    }
+    Ok(())
+}

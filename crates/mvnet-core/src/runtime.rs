@@ -1,0 +1,402 @@
+//! mvnet containers: a named netns + a UTS namespace + an optional process. `run -d` hands
+//! the process to a small monitor (a re-exec of mvnet) that records its exit, like conmon.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::engine::{AttachOptions, AttachTarget, Engine};
+use crate::model::{network::check_name, Container, ContainerStatus, MacAddr};
+use crate::netns;
+use crate::{conflict, invalid, Error, Result};
+
+/// Where persistent UTS namespaces are bind-mounted (netns go to /run/netns).
+pub const UTS_DIR: &str = "/run/mvnet/uts";
+
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub name: Option<String>,
+    pub network: String,
+    pub ipv4: Option<IpAddr>,
+    pub ipv6: Option<IpAddr>,
+    pub mac: Option<MacAddr>,
+    pub hostname: Option<String>,
+    pub command: Vec<String>,
+    pub auto_remove: bool,
+}
+
+/// Creates the container: store row, namespaces, network attachment. All or nothing.
+pub fn create(engine: &mut Engine, req: &RunRequest) -> Result<Container> {
+    if req.command.is_empty() {
+        return Err(invalid!(
+            "mvnet run needs a command after --, e.g. mvnet run -d --network my-net -- sleep 3600"
+        ));
+    }
+    // Validate everything cheap before touching the kernel.
+    let net = engine.network(&req.network)?;
+    if let Some(n) = &req.name {
+        check_name(n, "container")?;
+    }
+    if let Some(h) = &req.hostname {
+        if h.is_empty()
+            || h.len() > 64
+            || !h
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(invalid!(
+                "invalid --hostname '{h}': use letters, digits, '-' and '.' (at most 64)"
+            ));
+        }
+    }
+    let id = crate::ids::new_id();
+    let short = crate::ids::short(&id).to_string();
+    let name = req.name.clone().unwrap_or_else(|| short.clone());
+    let log_path = engine.root().join("containers").join(&id).join("log");
+    let c = Container {
+        id: id.clone(),
+        name: name.clone(),
+        hostname: req.hostname.clone().unwrap_or_else(|| short.clone()),
+        netns: netns::named_path(&format!("mvnet-{short}"))
+            .display()
+            .to_string(),
+        uts: Path::new(UTS_DIR).join(&short).display().to_string(),
+        created: crate::model::time::now_rfc3339(),
+        command: req.command.clone(),
+        status: ContainerStatus::Created,
+        pid: 0,
+        pid_start: 0,
+        exit_code: None,
+        started_at: None,
+        finished_at: None,
+        auto_remove: req.auto_remove,
+        log_path: Some(log_path.display().to_string()),
+    };
+    engine.store().create_container(&c)?;
+    let built = (|| -> Result<()> {
+        netns::create_named(&format!("mvnet-{short}"))?;
+        netns::create_uts(Path::new(UTS_DIR), &short, &c.hostname)?;
+        let target = AttachTarget {
+            container_id: c.id.clone(),
+            container_name: c.name.clone(),
+            netns: c.netns.clone(),
+            owned: true,
+        };
+        let opts = AttachOptions {
+            ipv4: req.ipv4,
+            ipv6: req.ipv6,
+            mac: req.mac,
+            ifname: None,
+        };
+        engine.connect(&net, &target, &opts)?;
+        Ok(())
+    })();
+    if let Err(e) = built {
+        let _ = destroy(engine, &c);
+        return Err(e);
+    }
+    Ok(c)
+}
+
+/// A command that will run inside the container's namespaces.
+fn container_command(c: &Container) -> Result<Command> {
+    let net = File::open(&c.netns).map_err(|e| Error::io(format!("open {}", c.netns), e))?;
+    let uts = File::open(&c.uts).map_err(|e| Error::io(format!("open {}", c.uts), e))?;
+    let mut cmd = Command::new(&c.command[0]);
+    cmd.args(&c.command[1..]);
+    cmd.env("HOSTNAME", &c.hostname);
+    // SAFETY: setns is async-signal-safe; the files stay open in the parent until spawn ends.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) != 0
+                || libc::setns(uts.as_raw_fd(), libc::CLONE_NEWUTS) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+fn spawn_error(c: &Container, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        invalid!("command not found: {} (the container runs host binaries; give a full path or one on PATH)", c.command[0])
+    } else {
+        Error::io(format!("cannot start {}", c.command[0]), e)
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn mark_running(engine: &mut Engine, c: &mut Container, pid: u32) -> Result<()> {
+    c.status = ContainerStatus::Running;
+    c.pid = pid;
+    c.pid_start = process_start_time(pid).unwrap_or(0);
+    c.started_at = Some(crate::model::time::now_rfc3339());
+    engine.store().update_container(c)
+}
+
+fn mark_exited(engine: &mut Engine, c: &mut Container, code: i32) -> Result<()> {
+    c.status = ContainerStatus::Exited;
+    c.exit_code = Some(code);
+    c.finished_at = Some(crate::model::time::now_rfc3339());
+    engine.store().update_container(c)
+}
+
+/// Runs the command in the foreground with the terminal's stdio; returns its exit code.
+pub fn run_foreground(engine: &mut Engine, mut c: Container) -> Result<i32> {
+    let spawned =
+        container_command(&c).and_then(|mut cmd| cmd.spawn().map_err(|e| spawn_error(&c, e)));
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(err) => {
+            if c.auto_remove {
+                let _ = destroy(engine, &c);
+            }
+            return Err(err);
+        }
+    };
+    mark_running(engine, &mut c, child.id())?;
+    // Ctrl-C goes to the command; we stay to record its exit and clean up.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::io("wait for container command", e))?;
+    let code = exit_code(status);
+    if c.auto_remove {
+        destroy(engine, &c)?;
+    } else {
+        mark_exited(engine, &mut c, code)?;
+    }
+    Ok(code)
+}
+
+/// Starts the command under a detached monitor process and returns once it runs.
+pub fn run_detached(engine: &mut Engine, c: &Container) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("find the mvnet executable", e))?;
+    let mut monitor = Command::new(exe);
+    monitor
+        .arg("--root")
+        .arg(engine.root())
+        .arg("__monitor")
+        .arg(&c.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe. A new session keeps the monitor alive after the
+    // terminal that ran `mvnet run -d` goes away.
+    unsafe {
+        monitor.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = monitor
+        .spawn()
+        .map_err(|e| Error::io("start the container monitor", e))?;
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
+    if line.starts_with("started") {
+        Ok(())
+    } else {
+        let _ = child.wait();
+        let msg = line
+            .trim()
+            .strip_prefix("error: ")
+            .unwrap_or(line.trim())
+            .to_string();
+        let _ = destroy(engine, c);
+        Err(if msg.is_empty() {
+            Error::Store("the container monitor exited before starting the command".into())
+        } else {
+            invalid!("{msg}")
+        })
+    }
+}
+
+/// The monitor's body (`mvnet __monitor ID`): start the command with output to the log,
+/// report "started" on stdout, wait, record the exit, remove if `--rm`.
+pub fn monitor(engine: &mut Engine, id: &str) -> Result<()> {
+    let mut c = engine.store().container(id)?;
+    let log = PathBuf::from(c.log_path.clone().unwrap_or_default());
+    let report = |msg: &str| {
+        // stdout is the pipe to `run -d`; after it closes, nothing else is printed.
+        println!("{msg}");
+    };
+    let started = (|| -> Result<std::process::Child> {
+        std::fs::create_dir_all(log.parent().unwrap_or(Path::new("/")))
+            .map_err(|e| Error::io("create log directory", e))?;
+        let out =
+            File::create(&log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
+        let err = out.try_clone().map_err(|e| Error::io("dup log file", e))?;
+        let mut cmd = container_command(&c)?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.spawn().map_err(|e| spawn_error(&c, e))
+    })();
+    let mut child = match started {
+        Ok(ch) => ch,
+        Err(e) => {
+            report(&format!("error: {e}"));
+            return Err(e);
+        }
+    };
+    mark_running(engine, &mut c, child.id())?;
+    report(&format!("started {}", child.id()));
+    // Close our end of the pipe so `run -d` returns now.
+    unsafe {
+        libc::close(1);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::io("wait for container command", e))?;
+    // Re-read: the container may have been removed meanwhile (rm -f).
+    let Ok(mut c) = engine.store().container(id) else {
+        return Ok(());
+    };
+    if c.auto_remove {
+        destroy(engine, &c)
+    } else {
+        mark_exited(engine, &mut c, exit_code(status))
+    }
+}
+
+/// Replaces this process with `command` inside the container's namespaces.
+pub fn exec(
+    engine: &mut Engine,
+    name: &str,
+    command: &[String],
+) -> Result<std::convert::Infallible> {
+    if command.is_empty() {
+        return Err(invalid!(
+            "mvnet exec needs a command after --, e.g. mvnet exec {name} -- ip addr"
+        ));
+    }
+    let found = engine.store().container(name)?;
+    let c = refresh(engine, found)?;
+    if c.status != ContainerStatus::Running {
+        return Err(conflict!(
+            "container {} is not running (status: {}); start a long-running command with mvnet run -d",
+            c.name,
+            c.status
+        ));
+    }
+    let mut cmd = container_command(&Container {
+        command: command.to_vec(),
+        ..c.clone()
+    })?;
+    let err = cmd.exec();
+    Err(spawn_error(
+        &Container {
+            command: command.to_vec(),
+            ..c
+        },
+        err,
+    ))
+}
+
+/// Reads the start time of `pid` (field 22 of /proc/PID/stat).
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether the container's recorded process is still the one we started.
+pub fn process_alive(c: &Container) -> bool {
+    c.pid != 0 && process_start_time(c.pid).is_some_and(|t| c.pid_start == 0 || t == c.pid_start)
+}
+
+/// Fixes up a status the store believes but the machine contradicts (monitor killed, reboot).
+pub fn refresh(engine: &mut Engine, mut c: Container) -> Result<Container> {
+    if c.status == ContainerStatus::Running && !process_alive(&c) {
+        c.status = ContainerStatus::Exited;
+        c.finished_at
+            .get_or_insert_with(crate::model::time::now_rfc3339);
+        engine.store().update_container(&c)?;
+    }
+    Ok(c)
+}
+
+/// SIGKILLs the container's process if it is still ours.
+pub fn kill_process(c: &Container) {
+    if process_alive(c) {
+        unsafe {
+            libc::kill(c.pid as i32, libc::SIGKILL);
+        }
+    }
+}
+
+/// `mvnet stop`: SIGTERM, then SIGKILL after `timeout`.
+pub fn stop(engine: &mut Engine, name: &str, timeout: Duration) -> Result<Container> {
+    let found = engine.store().container(name)?;
+    let c = refresh(engine, found)?;
+    if c.status == ContainerStatus::Running {
+        unsafe {
+            libc::kill(c.pid as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        while process_alive(&c) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill_process(&c);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process_alive(&c) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // The monitor records the exit code; wait briefly for it, else record it ourselves.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = engine.store().container(&c.id)?;
+        if now.status != ContainerStatus::Running || Instant::now() >= deadline {
+            return refresh(engine, now);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `mvnet rm`: refuses a running container unless `force`.
+pub fn remove(engine: &mut Engine, name: &str, force: bool) -> Result<Container> {
+    let found = engine.store().container(name)?;
+    let c = refresh(engine, found)?;
+    if c.status == ContainerStatus::Running && !force {
+        return Err(conflict!(
+            "cannot remove running container {}: stop it first (mvnet stop {}) or use mvnet rm -f",
+            c.name,
+            c.name
+        ));
+    }
+    destroy(engine, &c)?;
+    Ok(c)
+}
+
+/// Tears down everything a container has. Idempotent; tolerates namespaces removed behind
+/// our back. Deleting the netns deletes its macvlan links with it, in the kernel's own
+/// batched cleanup, which is far cheaper than one RTM_DELLINK each.
+fn destroy(engine: &mut Engine, c: &Container) -> Result<()> {
+    kill_process(c);
+    for ep in engine.store().endpoints_of_container(&c.id)? {
+        engine.store().remove_endpoint(&ep.id)?;
+    }
+    netns::remove_persistent(Path::new(&c.netns))?;
+    netns::remove_persistent(Path::new(&c.uts))?;
+    if let Some(log) = &c.log_path {
+        if let Some(dir) = Path::new(log).parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    engine.store().remove_container(&c.id)
+}

@@ -1,0 +1,551 @@
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{EndpointRequest, NetworkCheck, Store};
+use crate::ipam::ip_key;
+use crate::model::{Container, Endpoint, EndpointState, MacAddr, MacvlanMode, Network};
+use crate::{conflict, invalid, not_found, Error, Result};
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// Every object is one row with its JSON body; the columns beside it are the ones queried.
+/// Allocations are keyed by (address domain, address): networks sharing a parent share a LAN,
+/// so an address is unique across them.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS networks(
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, parent TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pool_cursors(
+    network_id TEXT NOT NULL, pool_idx INTEGER NOT NULL, cursor BLOB,
+    PRIMARY KEY(network_id, pool_idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS allocations(
+    domain TEXT NOT NULL, ip BLOB NOT NULL, network_id TEXT NOT NULL, endpoint_id TEXT NOT NULL,
+    PRIMARY KEY(domain, ip)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS allocations_by_endpoint ON allocations(endpoint_id);
+CREATE TABLE IF NOT EXISTS domain_counts(domain TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS endpoints(
+    id TEXT PRIMARY KEY, network_id TEXT NOT NULL, container_id TEXT NOT NULL,
+    state TEXT NOT NULL, owner_pid INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS endpoints_by_network ON endpoints(network_id);
+CREATE INDEX IF NOT EXISTS endpoints_by_container ON endpoints(container_id);
+CREATE INDEX IF NOT EXISTS endpoints_by_state ON endpoints(state);
+CREATE TABLE IF NOT EXISTS containers(
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, body TEXT NOT NULL);
+";
+
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `root/mvnet.db`.
+    pub fn open(root: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(root).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot create state directory {} (set --root or MVNET_ROOT to a writable place)",
+                    root.display()
+                ),
+                e,
+            )
+        })?;
+        let conn = Connection::open(root.join("mvnet.db"))?;
+        // WAL: readers never block the writer; synchronous=NORMAL keeps every committed
+        // transaction across a process crash (kill -9) and never corrupts on power loss.
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let mut store = SqliteStore { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let v: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if v == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let tx = self.write()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A write transaction that takes the lock up front, so concurrent writers queue instead
+    /// of failing with SQLITE_BUSY at commit.
+    fn write(&mut self) -> Result<Transaction<'_>> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("model types serialize")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::Store(format!("corrupt record: {e}")))
+}
+
+fn state_str(s: EndpointState) -> &'static str {
+    match s {
+        EndpointState::Creating => "creating",
+        EndpointState::Active => "active",
+    }
+}
+
+/// Finds one row by exact name, exact id, or unique id prefix.
+fn lookup(tx: &Connection, table: &str, what: &str, key: &str) -> Result<Option<String>> {
+    let by_name = format!("SELECT body FROM {table} WHERE name = ?1 OR id = ?1");
+    if let Some(b) = tx.query_row(&by_name, [key], |r| r.get(0)).optional()? {
+        return Ok(Some(b));
+    }
+    if !crate::ids::is_hex_prefix(key) {
+        return Ok(None);
+    }
+    let by_prefix = format!("SELECT body FROM {table} WHERE id >= ?1 AND id < ?1 || 'g' LIMIT 2");
+    let mut st = tx.prepare(&by_prefix)?;
+    let rows: Vec<String> = st
+        .query_map([key.to_ascii_lowercase()], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    match rows.len() {
+        0 => Ok(None),
+        1 => Ok(rows.into_iter().next()),
+        _ => Err(invalid!(
+            "{what} id prefix '{key}' is ambiguous; give more characters or the name"
+        )),
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    pid != 0
+        && (unsafe { libc::kill(pid as i32, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+fn endpoints_where(conn: &Connection, column: &str, value: &str) -> Result<Vec<Endpoint>> {
+    let sql = format!("SELECT body, state FROM endpoints WHERE {column} = ?1 ORDER BY rowid");
+    let mut st = conn.prepare_cached(&sql)?;
+    let rows = st.query_map([value], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (body, state) = row?;
+        let mut ep: Endpoint = from_json(&body)?;
+        ep.state = if state == "active" {
+            EndpointState::Active
+        } else {
+            EndpointState::Creating
+        };
+        out.push(ep);
+    }
+    Ok(out)
+}
+
+/// Releases an endpoint's addresses and deletes its row, inside `tx`.
+fn delete_endpoint(tx: &Transaction, id: &str) -> Result<Option<Endpoint>> {
+    let body: Option<String> = tx
+        .query_row("SELECT body FROM endpoints WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(body) = body else { return Ok(None) };
+    let ep: Endpoint = from_json(&body)?;
+    let mut st = tx.prepare_cached("SELECT domain FROM allocations WHERE endpoint_id = ?1")?;
+    let domains: Vec<String> = st
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for d in &domains {
+        tx.execute("UPDATE domain_counts SET n = n - 1 WHERE domain = ?1", [d])?;
+    }
+    tx.execute("DELETE FROM allocations WHERE endpoint_id = ?1", [id])?;
+    tx.execute("DELETE FROM endpoints WHERE id = ?1", [id])?;
+    Ok(Some(ep))
+}
+
+/// Endpoints left `creating` by a process that died mid-attach (kill -9) give their
+/// addresses back. Whoever attaches next to that netns deletes the half-made link.
+fn reclaim_abandoned(tx: &Transaction) -> Result<()> {
+    let mut st =
+        tx.prepare_cached("SELECT id, owner_pid FROM endpoints WHERE state = 'creating'")?;
+    let rows: Vec<(String, u32)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    drop(st);
+    for (id, pid) in rows {
+        if !pid_alive(pid) {
+            tracing::warn!(endpoint = %id, pid, "reclaiming endpoint abandoned mid-attach");
+            delete_endpoint(tx, &id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes one address for `endpoint_id` from pool `idx` of `net`: the static request if
+/// given (and free), else the next free address round-robin.
+fn allocate(
+    tx: &Transaction,
+    net: &Network,
+    idx: usize,
+    requested: Option<IpAddr>,
+    endpoint_id: &str,
+) -> Result<(IpAddr, u8)> {
+    let spec = &net.pools[idx];
+    let pool = spec.pool();
+    let domain = net.address_domain();
+    let mut taken_st =
+        tx.prepare_cached("SELECT endpoint_id FROM allocations WHERE domain = ?1 AND ip = ?2")?;
+    let ip = match requested {
+        Some(ip) => {
+            pool.check_static(ip)?;
+            let holder: Option<String> = taken_st
+                .query_row(params![domain, &ip_key(ip)[..]], |r| r.get(0))
+                .optional()?;
+            if let Some(holder) = holder {
+                let who: Option<String> = tx
+                    .query_row(
+                        "SELECT json_extract(body, '$.container_name') FROM endpoints WHERE id = ?1",
+                        [&holder],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                return Err(conflict!(
+                    "address {ip} is already in use by {} on this LAN; pick another --ip or leave it out to get a free one",
+                    who.unwrap_or_else(|| "another endpoint".into())
+                ));
+            }
+            ip
+        }
+        None => {
+            let cursor: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT cursor FROM pool_cursors WHERE network_id = ?1 AND pool_idx = ?2",
+                    params![net.id, idx as i64],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            let cursor = cursor.and_then(|c| key_to_ip(&c));
+            let count: i64 = tx
+                .query_row(
+                    "SELECT n FROM domain_counts WHERE domain = ?1",
+                    [domain],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            let found = pool.allocate(cursor, count.max(0) as u128, |ip| {
+                taken_st
+                    .exists(params![domain, &ip_key(ip)[..]])
+                    .map_err(Error::from)
+            })?;
+            let ip = found.ok_or_else(|| {
+                conflict!(
+                    "no free address left in {} of network {}; widen --ip-range or remove containers",
+                    spec.ip_range.unwrap_or(spec.subnet),
+                    net.name
+                )
+            })?;
+            tx.execute(
+                "INSERT INTO pool_cursors(network_id, pool_idx, cursor) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(network_id, pool_idx) DO UPDATE SET cursor = excluded.cursor",
+                params![net.id, idx as i64, &ip_key(ip)[..]],
+            )?;
+            ip
+        }
+    };
+    tx.execute(
+        "INSERT INTO allocations(domain, ip, network_id, endpoint_id) VALUES (?1, ?2, ?3, ?4)",
+        params![domain, &ip_key(ip)[..], net.id, endpoint_id],
+    )?;
+    tx.execute(
+        "INSERT INTO domain_counts(domain, n) VALUES (?1, 1)
+         ON CONFLICT(domain) DO UPDATE SET n = n + 1",
+        [domain],
+    )?;
+    Ok((ip, spec.subnet.prefix_len()))
+}
+
+fn key_to_ip(k: &[u8]) -> Option<IpAddr> {
+    if k.len() != 17 {
+        return None;
+    }
+    let v = u128::from_be_bytes(k[1..].try_into().ok()?);
+    Some(crate::ipam::u128_to_ip(v, k[0] == 6))
+}
+
+impl Store for SqliteStore {
+    fn create_network(&mut self, net: &Network, check: NetworkCheck) -> Result<()> {
+        let tx = self.write()?;
+        let exists: bool = tx
+            .prepare("SELECT 1 FROM networks WHERE name = ?1")?
+            .exists([&net.name])?;
+        if exists {
+            return Err(conflict!(
+                "network with name {} already exists; pick another name or remove it first (mvnet network rm {})",
+                net.name,
+                net.name
+            ));
+        }
+        let all = {
+            let mut st = tx.prepare("SELECT body FROM networks ORDER BY rowid")?;
+            let bodies: Vec<String> = st
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            bodies
+                .iter()
+                .map(|b| from_json(b))
+                .collect::<Result<Vec<Network>>>()?
+        };
+        check(&all)?;
+        tx.execute(
+            "INSERT INTO networks(id, name, parent, body) VALUES (?1, ?2, ?3, ?4)",
+            params![net.id, net.name, net.options.parent, to_json(net)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn networks(&mut self) -> Result<Vec<Network>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT body FROM networks ORDER BY rowid")?;
+        let bodies: Vec<String> = st
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        bodies.iter().map(|b| from_json(b)).collect()
+    }
+
+    fn network(&mut self, name_or_id: &str) -> Result<Network> {
+        match lookup(&self.conn, "networks", "network", name_or_id)? {
+            Some(b) => from_json(&b),
+            None => Err(not_found!(
+                "network {name_or_id} not found; see the networks that exist with: mvnet network ls"
+            )),
+        }
+    }
+
+    fn remove_network(&mut self, id: &str) -> Result<()> {
+        let tx = self.write()?;
+        reclaim_abandoned(&tx)?;
+        let eps = endpoints_where(&tx, "network_id", id)?;
+        if !eps.is_empty() {
+            let name: String = tx
+                .query_row("SELECT name FROM networks WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .unwrap_or_default();
+            let names: Vec<&str> = eps.iter().map(|e| e.container_name.as_str()).collect();
+            return Err(conflict!(
+                "error while removing network: network {name} id {} has active endpoints ({}); disconnect or remove them first",
+                crate::ids::short(id),
+                names.join(", ")
+            ));
+        }
+        tx.execute("DELETE FROM pool_cursors WHERE network_id = ?1", [id])?;
+        tx.execute("DELETE FROM networks WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn reserve_endpoint(&mut self, net: &Network, req: &EndpointRequest) -> Result<Endpoint> {
+        let tx = self.write()?;
+        reclaim_abandoned(&tx)?;
+        let still_there = tx
+            .prepare_cached("SELECT 1 FROM networks WHERE id = ?1")?
+            .exists([&net.id])?;
+        if !still_there {
+            return Err(not_found!(
+                "network {} was removed; nothing attached",
+                net.name
+            ));
+        }
+        let mine = endpoints_where(&tx, "container_id", &req.container_id)?;
+        if mine.iter().any(|e| e.network_id == net.id) {
+            return Err(conflict!(
+                "container {} is already connected to network {}",
+                req.container_name,
+                net.name
+            ));
+        }
+        if net.options.macvlan_mode == MacvlanMode::Passthru {
+            if let Some(owner) = endpoints_where(&tx, "network_id", &net.id)?.first() {
+                return Err(conflict!(
+                    "network {} is in passthru mode and its parent {} already belongs to {}; passthru gives the parent to exactly one container (use bridge mode to share it)",
+                    net.name,
+                    net.options.parent,
+                    owner.container_name
+                ));
+            }
+        }
+        let ifname = match &req.ifname {
+            Some(n) => {
+                if mine.iter().any(|e| &e.ifname == n) {
+                    return Err(conflict!(
+                        "container {} already has an interface named {n}",
+                        req.container_name
+                    ));
+                }
+                n.clone()
+            }
+            None => (0..)
+                .map(|i| format!("eth{i}"))
+                .find(|n| !mine.iter().any(|e| &e.ifname == n))
+                .expect("an unused ethN exists"),
+        };
+        let id = crate::ids::new_id();
+        let v4_idx = net.pools.iter().position(|p| p.subnet.network().is_ipv4());
+        let v6_idx = net
+            .pools
+            .iter()
+            .position(|p| p.subnet.network().is_ipv6())
+            .filter(|_| net.ipv6);
+        if req.static_ipv4.is_some() && v4_idx.is_none() {
+            return Err(invalid!("network {} has no IPv4 subnet for --ip", net.name));
+        }
+        if req.static_ipv6.is_some() && v6_idx.is_none() {
+            return Err(invalid!(
+                "network {} has no IPv6 subnet for --ip6",
+                net.name
+            ));
+        }
+        if req.static_ipv4.is_some_and(|ip| ip.is_ipv6())
+            || req.static_ipv6.is_some_and(|ip| ip.is_ipv4())
+        {
+            return Err(invalid!(
+                "--ip takes an IPv4 address and --ip6 an IPv6 address"
+            ));
+        }
+        let ipv4 = v4_idx
+            .map(|i| allocate(&tx, net, i, req.static_ipv4, &id))
+            .transpose()?;
+        let ipv6 = v6_idx
+            .map(|i| allocate(&tx, net, i, req.static_ipv6, &id))
+            .transpose()?;
+        let mac = req.mac.unwrap_or_else(|| match ipv4 {
+            Some((IpAddr::V4(v4), _)) => MacAddr::from_ipv4(v4),
+            _ => MacAddr::random_local(),
+        });
+        let ep = Endpoint {
+            id: id.clone(),
+            network_id: net.id.clone(),
+            container_id: req.container_id.clone(),
+            container_name: req.container_name.clone(),
+            netns: req.netns.clone(),
+            ifname,
+            mac,
+            ipv4,
+            ipv6,
+            state: EndpointState::Creating,
+            owner_pid: req.owner_pid,
+        };
+        tx.execute(
+            "INSERT INTO endpoints(id, network_id, container_id, state, owner_pid, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                ep.id,
+                ep.network_id,
+                ep.container_id,
+                state_str(ep.state),
+                ep.owner_pid,
+                to_json(&ep)
+            ],
+        )?;
+        tx.commit()?;
+        Ok(ep)
+    }
+
+    fn activate_endpoint(&mut self, id: &str) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE endpoints SET state = 'active', body = json_set(body, '$.state', 'active') WHERE id = ?1",
+            [id],
+        )?;
+        if n == 0 {
+            return Err(Error::Store(format!(
+                "endpoint {id} vanished during attach"
+            )));
+        }
+        Ok(())
+    }
+
+    fn remove_endpoint(&mut self, id: &str) -> Result<Option<Endpoint>> {
+        let tx = self.write()?;
+        let ep = delete_endpoint(&tx, id)?;
+        tx.commit()?;
+        Ok(ep)
+    }
+
+    fn endpoints_of_network(&mut self, network_id: &str) -> Result<Vec<Endpoint>> {
+        endpoints_where(&self.conn, "network_id", network_id)
+    }
+
+    fn endpoints_of_container(&mut self, container_id: &str) -> Result<Vec<Endpoint>> {
+        endpoints_where(&self.conn, "container_id", container_id)
+    }
+
+    fn create_container(&mut self, c: &Container) -> Result<()> {
+        let tx = self.write()?;
+        let holder: Option<String> = tx
+            .query_row(
+                "SELECT id FROM containers WHERE name = ?1",
+                [&c.name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(holder) = holder {
+            return Err(conflict!(
+                "the container name \"{}\" is already in use by container {}; remove it (mvnet rm -f {}) or pick another --name",
+                c.name,
+                crate::ids::short(&holder),
+                c.name
+            ));
+        }
+        tx.execute(
+            "INSERT INTO containers(id, name, body) VALUES (?1, ?2, ?3)",
+            params![c.id, c.name, to_json(c)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn update_container(&mut self, c: &Container) -> Result<()> {
+        self.conn.execute(
+            "UPDATE containers SET body = ?2 WHERE id = ?1",
+            params![c.id, to_json(c)],
+        )?;
+        Ok(())
+    }
+
+    fn containers(&mut self) -> Result<Vec<Container>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT body FROM containers ORDER BY rowid")?;
+        let bodies: Vec<String> = st
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        bodies.iter().map(|b| from_json(b)).collect()
+    }
+
+    fn container(&mut self, name_or_id: &str) -> Result<Container> {
+        match lookup(&self.conn, "containers", "container", name_or_id)? {
+            Some(b) => from_json(&b),
+            None => Err(not_found!(
+                "no such container: {name_or_id}; see the containers that exist with: mvnet ps -a"
+            )),
+        }
+    }
+
+    fn remove_container(&mut self, id: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM containers WHERE id = ?1", [id])?;
+        Ok(())
+    }
+}

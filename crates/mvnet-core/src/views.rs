@@ -1,0 +1,251 @@
+//! Docker-shaped JSON for `inspect`, `ls --format json` and `ps --format json`, built from
+//! the model alone (pure, so its shape is unit-tested without root).
+
+use serde_json::{json, Map, Value};
+
+use crate::ids::short;
+use crate::model::{Container, ContainerStatus, Endpoint, Network};
+
+fn cidr(a: &Option<(std::net::IpAddr, u8)>) -> String {
+    a.map(|(ip, p)| format!("{ip}/{p}")).unwrap_or_default()
+}
+
+/// `mvnet network inspect` element, shaped like `docker network inspect`.
+pub fn network_inspect(net: &Network, endpoints: &[Endpoint]) -> Value {
+    let config: Vec<Value> = net
+        .pools
+        .iter()
+        .map(|p| {
+            let mut m = Map::new();
+            m.insert("Subnet".into(), json!(p.subnet.to_string()));
+            if let Some(g) = p.gateway {
+                m.insert("Gateway".into(), json!(g.to_string()));
+            }
+            if let Some(r) = p.ip_range {
+                m.insert("IPRange".into(), json!(r.to_string()));
+            }
+            if !p.aux.is_empty() {
+                let aux: Map<String, Value> = p
+                    .aux
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v.to_string())))
+                    .collect();
+                m.insert("AuxiliaryAddresses".into(), Value::Object(aux));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let containers: Map<String, Value> = endpoints
+        .iter()
+        .map(|e| {
+            (
+                e.container_id.clone(),
+                json!({
+                    "Name": e.container_name,
+                    "EndpointID": e.id,
+                    "MacAddress": e.mac.to_string(),
+                    "IPv4Address": cidr(&e.ipv4),
+                    "IPv6Address": cidr(&e.ipv6),
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "Name": net.name,
+        "Id": net.id,
+        "Created": net.created,
+        "Scope": "local",
+        "Driver": net.driver.to_string(),
+        "EnableIPv6": net.ipv6,
+        "IPAM": { "Driver": "default", "Options": {}, "Config": config },
+        "Internal": net.internal,
+        "Attachable": true,
+        "Containers": containers,
+        "Options": net.options.to_map(),
+        "Labels": net.labels,
+    })
+}
+
+/// One `network ls --format json` row.
+pub fn network_row(net: &Network, parent_present: bool) -> Value {
+    json!({
+        "ID": short(&net.id),
+        "Name": net.name,
+        "Driver": net.driver.to_string(),
+        "Scope": "local",
+        "Parent": net.options.parent,
+        "ParentPresent": parent_present,
+        "Internal": net.internal,
+        "IPv6": net.ipv6,
+        "CreatedAt": net.created,
+    })
+}
+
+/// `mvnet inspect` element, shaped like `docker container inspect`.
+pub fn container_inspect(c: &Container, attached: &[(Endpoint, Network)]) -> Value {
+    let networks: Map<String, Value> = attached
+        .iter()
+        .map(|(e, n)| {
+            let gw4 = e
+                .ipv4
+                .and_then(|(ip, _)| crate::driver::macvlan::gateway_for(n, ip));
+            let gw6 = e
+                .ipv6
+                .and_then(|(ip, _)| crate::driver::macvlan::gateway_for(n, ip));
+            (
+                n.name.clone(),
+                json!({
+                    "IPAMConfig": null,
+                    "Links": null,
+                    "Aliases": [short(&c.id)],
+                    "NetworkID": n.id,
+                    "EndpointID": e.id,
+                    "Gateway": gw4.map(|g| g.to_string()).unwrap_or_default(),
+                    "IPAddress": e.ipv4.map(|(ip, _)| ip.to_string()).unwrap_or_default(),
+                    "IPPrefixLen": e.ipv4.map(|(_, p)| p).unwrap_or(0),
+                    "IPv6Gateway": gw6.map(|g| g.to_string()).unwrap_or_default(),
+                    "GlobalIPv6Address": e.ipv6.map(|(ip, _)| ip.to_string()).unwrap_or_default(),
+                    "GlobalIPv6PrefixLen": e.ipv6.map(|(_, p)| p).unwrap_or(0),
+                    "MacAddress": e.mac.to_string(),
+                    "DriverOpts": null,
+                    "InterfaceName": e.ifname,
+                }),
+            )
+        })
+        .collect();
+    let running = c.status == ContainerStatus::Running;
+    json!({
+        "Id": c.id,
+        "Created": c.created,
+        "Path": c.command.first().cloned().unwrap_or_default(),
+        "Args": c.command.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": c.status.to_string(),
+            "Running": running,
+            "Pid": if running { c.pid } else { 0 },
+            "ExitCode": c.exit_code.unwrap_or(0),
+            "StartedAt": c.started_at.clone().unwrap_or_default(),
+            "FinishedAt": c.finished_at.clone().unwrap_or_default(),
+        },
+        "Name": format!("/{}", c.name),
+        "LogPath": c.log_path.clone().unwrap_or_default(),
+        "HostConfig": { "AutoRemove": c.auto_remove },
+        "Config": { "Hostname": c.hostname, "Cmd": c.command },
+        "NetworkSettings": {
+            "SandboxKey": c.netns,
+            "Networks": networks,
+        },
+    })
+}
+
+/// One `ps --format json` row.
+pub fn container_row(c: &Container, networks: &[String]) -> Value {
+    json!({
+        "ID": short(&c.id),
+        "Names": c.name,
+        "Command": c.command.join(" "),
+        "CreatedAt": c.created,
+        "State": c.status.to_string(),
+        "Status": status_text(c),
+        "Networks": networks.join(","),
+    })
+}
+
+/// Docker's human STATUS column, without relative times: "Up", "Exited (0)", "Created".
+pub fn status_text(c: &Container) -> String {
+    match c.status {
+        ContainerStatus::Running => "Up".into(),
+        ContainerStatus::Exited => format!("Exited ({})", c.exit_code.unwrap_or(0)),
+        ContainerStatus::Created => "Created".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CreateNetworkRequest, EndpointState, MacAddr};
+
+    fn seed_network() -> Network {
+        let req = CreateNetworkRequest {
+            name: "my-macvlan-net".into(),
+            subnets: vec!["10.103.19.0/24".into()],
+            gateways: vec!["10.103.19.1".into()],
+            options: vec!["parent=eth0".into()],
+            ..Default::default()
+        };
+        let v = req.validate().unwrap();
+        Network {
+            id: "8e9ae1c6629de975356184f8d6959a490dbaf351a8ed5334ba050049a9a5c3d2".into(),
+            name: req.name,
+            driver: v.driver,
+            created: "2026-11-28T00:00:00.000000000Z".into(),
+            pools: v.pools,
+            internal: false,
+            ipv6: false,
+            labels: v.labels,
+            options: v.options,
+        }
+    }
+
+    #[test]
+    fn network_inspect_has_docker_fields() {
+        let v = network_inspect(&seed_network(), &[]);
+        assert_eq!(v["Scope"], "local");
+        assert_eq!(v["Driver"], "macvlan");
+        assert_eq!(v["IPAM"]["Config"][0]["Subnet"], "10.103.19.0/24");
+        assert_eq!(v["IPAM"]["Config"][0]["Gateway"], "10.103.19.1");
+        assert_eq!(v["Options"]["parent"], "eth0");
+        assert_eq!(v["Options"]["macvlan_mode"], "bridge");
+        assert!(v["Containers"].as_object().unwrap().is_empty());
+    }
+
+    #[test]
+    fn container_inspect_matches_the_seed() {
+        let net = seed_network();
+        let ip: std::net::IpAddr = "10.103.19.2".parse().unwrap();
+        let ep = Endpoint {
+            id: "5e88".into(),
+            network_id: net.id.clone(),
+            container_id: "bb4d75902a4e0000".into(),
+            container_name: "my-macvlan-alpine".into(),
+            netns: "/run/netns/x".into(),
+            ifname: "eth0".into(),
+            mac: MacAddr::from_ipv4("10.103.19.2".parse().unwrap()),
+            ipv4: Some((ip, 24)),
+            ipv6: None,
+            state: EndpointState::Active,
+            owner_pid: 1,
+        };
+        let c = Container {
+            id: "bb4d75902a4e0000".into(),
+            name: "my-macvlan-alpine".into(),
+            hostname: "bb4d75902a4e".into(),
+            netns: "/run/netns/x".into(),
+            uts: String::new(),
+            created: String::new(),
+            command: vec!["sleep".into(), "1".into()],
+            status: ContainerStatus::Running,
+            pid: 7,
+            pid_start: 0,
+            exit_code: None,
+            started_at: None,
+            finished_at: None,
+            auto_remove: true,
+            log_path: None,
+        };
+        let v = container_inspect(&c, &[(ep.clone(), net.clone())]);
+        let n = &v["NetworkSettings"]["Networks"]["my-macvlan-net"];
+        assert_eq!(n["IPAddress"], "10.103.19.2");
+        assert_eq!(n["IPPrefixLen"], 24);
+        assert_eq!(n["Gateway"], "10.103.19.1");
+        assert_eq!(n["MacAddress"], "02:42:0a:67:13:02");
+        assert_eq!(n["NetworkID"], net.id);
+        assert_eq!(v["State"]["Running"], true);
+        assert_eq!(v["Name"], "/my-macvlan-alpine");
+        let ni = network_inspect(&net, &[ep]);
+        assert_eq!(
+            ni["Containers"]["bb4d75902a4e0000"]["IPv4Address"],
+            "10.103.19.2/24"
+        );
+    }
+}
