@@ -39,6 +39,7 @@ pub fn create(engine: &mut Engine, req: &RunRequest) -> Result<Container> {
     }
     // Validate everything cheap before touching the kernel.
     let net = engine.network(&req.network)?;
+    resolve_command(&req.command[0])?;
     if let Some(n) = &req.name {
         check_name(n, "container")?;
     }
@@ -124,6 +125,28 @@ fn container_command(c: &Container) -> Result<Command> {
     Ok(cmd)
 }
 
+/// Fails early, before anything is created, when the command cannot be found. Containers run
+/// the host's binaries, so the host's PATH is the one that counts.
+fn resolve_command(cmd: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if cmd.contains('/') {
+        runnable(Path::new(cmd))
+    } else {
+        std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).any(|d| runnable(&d.join(cmd))))
+            .unwrap_or(false)
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(invalid!("command not found: {cmd} (the container runs host binaries; give a full path or one on PATH)"))
+    }
+}
+
 fn spawn_error(c: &Container, e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::NotFound {
         invalid!("command not found: {} (the container runs host binaries; give a full path or one on PATH)", c.command[0])
@@ -160,9 +183,8 @@ pub fn run_foreground(engine: &mut Engine, mut c: Container) -> Result<i32> {
     let mut child = match spawned {
         Ok(child) => child,
         Err(err) => {
-            if c.auto_remove {
-                let _ = destroy(engine, &c);
-            }
+            // The command never ran: leave nothing behind, --rm or not.
+            let _ = destroy(engine, &c);
             return Err(err);
         }
     };
@@ -360,7 +382,12 @@ pub fn stop(engine: &mut Engine, name: &str, timeout: Duration) -> Result<Contai
     // The monitor records the exit code; wait briefly for it, else record it ourselves.
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let now = engine.store().container(&c.id)?;
+        let now = match engine.store().container(&c.id) {
+            Ok(now) => now,
+            // A --rm container is removed by its monitor as soon as the command exits.
+            Err(Error::NotFound(_)) => return Ok(c),
+            Err(e) => return Err(e),
+        };
         if now.status != ContainerStatus::Running || Instant::now() >= deadline {
             return refresh(engine, now);
         }

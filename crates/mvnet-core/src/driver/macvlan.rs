@@ -56,8 +56,9 @@ pub fn create_link(root: &mut Netlink, ns: &Netns, plan: &AttachPlan) -> Result<
         name: &ep.ifname,
         parent_index: plan.parent_index,
         mode: net.options.macvlan_mode,
-        // In passthru mode the sub-interface takes over the parent and its MAC.
-        mac: (net.options.macvlan_mode != MacvlanMode::Passthru).then_some(ep.mac),
+        // Passthru too: the parent goes promiscuous, so the endpoint keeps its own MAC and
+        // what inspect reports is what the LAN sees.
+        mac: Some(ep.mac),
         mtu: net.options.mtu,
         netns: Some(ns),
     };
@@ -98,6 +99,12 @@ pub fn configure(ns: &Netns, plan: &AttachPlan) -> Result<()> {
         .link_by_name(&ep.ifname)
         .map_err(k("look up"))?
         .ok_or_else(|| Error::Store(format!("{} vanished right after creation", ep.ifname)))?;
+    if net.options.macvlan_mode == MacvlanMode::Passthru && link.mac != Some(ep.mac) {
+        // A new passthru link inherits the parent's MAC whatever we asked for; setting it now
+        // (as Docker does) honours the MAC rule. The kernel gives the parent its own MAC back
+        // when the passthru link goes away.
+        nl.set_mac(link.index, ep.mac).map_err(k("set MAC"))?;
+    }
     for (ip, prefix) in ep.ipv4.iter().chain(ep.ipv6.iter()) {
         nl.add_address(link.index, *ip, *prefix)
             .map_err(k("add address"))?;

@@ -235,14 +235,23 @@ impl Netlink {
 
     /// Hairpin mode on a bridge port: frames may leave through the port they came in on,
     /// which is what a VEPA (802.1Qbg) switch does.
+    /// (Port options travel in IFLA_INFO_SLAVE_DATA, which the kernel applies only through
+    /// RTM_NEWLINK on an existing link; RTM_SETLINK silently ignores them.)
     pub fn set_hairpin(&mut self, index: u32, on: bool) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                on,
+            )])),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(m), 0)
+    }
+
+    pub fn set_mac(&mut self, index: u32, mac: MacAddr) -> io::Result<()> {
         self.set_link(index, |m| {
-            m.attributes.push(LinkAttribute::LinkInfo(vec![
-                LinkInfo::PortKind(InfoPortKind::Bridge),
-                LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
-                    on,
-                )])),
-            ]))
+            m.attributes.push(LinkAttribute::Address(mac.0.to_vec()))
         })
     }
 

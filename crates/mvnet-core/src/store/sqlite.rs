@@ -85,6 +85,64 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Checks the database and the invariants between tables; returns the problems found
+    /// (empty when consistent). Used by the crash tests and by repair tooling.
+    pub fn check_consistency(&mut self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let ic: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if ic != "ok" {
+            problems.push(format!("integrity_check: {ic}"));
+        }
+        let checks = [
+            ("allocation without endpoint",
+             "SELECT count(*) FROM allocations a WHERE NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.id = a.endpoint_id)"),
+            ("endpoint without network",
+             "SELECT count(*) FROM endpoints e WHERE NOT EXISTS (SELECT 1 FROM networks n WHERE n.id = e.network_id)"),
+            ("domain count differs from allocations",
+             "SELECT count(*) FROM (SELECT domain, count(*) AS c FROM allocations GROUP BY domain) a
+              LEFT JOIN domain_counts d USING(domain) WHERE d.n IS NULL OR d.n != a.c"),
+            ("stale non-zero domain count",
+             "SELECT count(*) FROM domain_counts d WHERE d.n != 0 AND NOT EXISTS (SELECT 1 FROM allocations a WHERE a.domain = d.domain)"),
+            ("unparsable record",
+             "SELECT (SELECT count(*) FROM networks WHERE json_valid(body) = 0)
+                   + (SELECT count(*) FROM endpoints WHERE json_valid(body) = 0)
+                   + (SELECT count(*) FROM containers WHERE json_valid(body) = 0)"),
+        ];
+        for (what, sql) in checks {
+            let n: i64 = self.conn.query_row(sql, [], |r| r.get(0))?;
+            if n != 0 {
+                problems.push(format!("{what}: {n}"));
+            }
+        }
+        // Every endpoint's addresses must be allocated to it.
+        let mut st = self.conn.prepare("SELECT id, body FROM endpoints")?;
+        let rows: Vec<(String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        drop(st);
+        for (id, body) in rows {
+            let ep: Endpoint = from_json(&body)?;
+            for (ip, _) in ep.ipv4.iter().chain(ep.ipv6.iter()) {
+                let owner: Option<String> = self
+                    .conn
+                    .query_row(
+                        "SELECT endpoint_id FROM allocations WHERE ip = ?1",
+                        [&ip_key(*ip)[..]],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if owner.as_deref() != Some(id.as_str()) {
+                    problems.push(format!("endpoint {id} address {ip} not allocated to it"));
+                }
+            }
+        }
+        Ok(problems)
+    }
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("model types serialize")
 }

@@ -1,0 +1,184 @@
+//! Harness for real-kernel tests: each test gets its own lab (unique names, so tests run in
+//! parallel), runs the real `mvnet` binary on the lab's docker host, and tears it all down on
+//! drop, even when the test fails. Needs root.
+#![allow(dead_code)]
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+
+use mvnet_core::lab::LabGuard;
+
+pub struct TestLab {
+    pub guard: LabGuard,
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Out {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+pub fn require_root() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "real-kernel tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run cargo test as root"
+    );
+}
+
+/// A command that runs inside the namespace at `path`.
+fn in_netns(path: &std::path::Path, argv: &[&str]) -> Command {
+    let ns = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..]);
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+impl TestLab {
+    pub fn new() -> TestLab {
+        require_root();
+        let name = format!("t{}", &mvnet_core::ids::new_id()[..10]);
+        TestLab {
+            guard: LabGuard::up(&name).expect("lab comes up"),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.guard.lab.name
+    }
+
+    pub fn root(&self) -> std::path::PathBuf {
+        self.guard.lab.state_root()
+    }
+
+    /// `mvnet ARGS` on the lab's docker host, with the lab's state root.
+    pub fn mvnet(&self, args: &[&str]) -> Out {
+        let mut argv = vec![env!("CARGO_BIN_EXE_mvnet")];
+        argv.extend_from_slice(args);
+        let mut cmd = in_netns(&self.guard.lab.host_netns(), &argv);
+        cmd.env("MVNET_ROOT", self.root()).env_remove("MVNET_LOG");
+        cmd.output().expect("run mvnet").into()
+    }
+
+    /// `mvnet ARGS` that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.mvnet(args);
+        assert_eq!(o.code, 0, "mvnet {args:?} failed: {}{}", o.stdout, o.stderr);
+        o.stdout
+    }
+
+    /// `mvnet ARGS` that must fail with one line on stderr; returns that line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.mvnet(args);
+        assert_ne!(o.code, 0, "mvnet {args:?} should have failed: {}", o.stdout);
+        let lines: Vec<&str> = o.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one-line error expected, got: {}", o.stderr);
+        lines[0].to_string()
+    }
+
+    /// `mvnet inspect NAME` parsed.
+    pub fn inspect(&self, container: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", container])).unwrap();
+        v[0].clone()
+    }
+
+    /// Runs ARGV in one of the lab's machines ("host", "peer", "gw", "out", "sw").
+    pub fn on(&self, machine: &str, argv: &[&str]) -> Out {
+        in_netns(&self.guard.lab.netns_path(machine), argv)
+            .output()
+            .expect("run command in lab")
+            .into()
+    }
+
+    /// Whether `ping` from a lab machine to `ip` gets an answer.
+    pub fn machine_reaches(&self, machine: &str, ip: &str) -> bool {
+        self.on(machine, &["ping", "-c", "1", "-W", "1", ip]).code == 0
+    }
+
+    /// Whether `ping` from a container to `ip` gets an answer.
+    pub fn container_reaches(&self, container: &str, ip: &str) -> bool {
+        self.mvnet(&["exec", container, "--", "ping", "-c", "1", "-W", "1", ip])
+            .code
+            == 0
+    }
+
+    pub fn seed_network(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "--subnet=10.103.19.0/24",
+            "--gateway=10.103.19.1",
+            "-o",
+            "parent=eth0",
+        ];
+        args.extend_from_slice(extra);
+        args.push(name);
+        self.ok(&args).trim().to_string()
+    }
+
+    /// A detached container running `sleep infinity`.
+    pub fn container(&self, name: &str, network: &str, extra: &[&str]) -> String {
+        let mut args = vec!["run", "-d", "--network", network, "--name", name];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sleep", "infinity"]);
+        self.ok(&args).trim().to_string()
+    }
+
+    pub fn ip_of(&self, container: &str, network: &str) -> String {
+        self.inspect(container)["NetworkSettings"]["Networks"][network]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// `ip -j` of a lab machine or a path, for checks independent of mvnet.
+    pub fn ip_json(&self, netns_path: &str, args: &[&str]) -> serde_json::Value {
+        let mut argv = vec!["ip", "-j"];
+        argv.extend_from_slice(args);
+        let o: Out = in_netns(std::path::Path::new(netns_path), &argv)
+            .output()
+            .unwrap()
+            .into();
+        assert_eq!(o.code, 0, "ip {args:?}: {}", o.stderr);
+        serde_json::from_str(&o.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn host_links(&self) -> Vec<String> {
+        let v = self.ip_json(self.guard.lab.host_netns().to_str().unwrap(), &["link"]);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Everything a failed command must leave untouched: state listings and host links.
+    pub fn snapshot(&self) -> (String, String, Vec<String>, usize) {
+        let nets = self.ok(&["network", "ls", "--format", "json"]);
+        let ps = self.ok(&["ps", "-a", "--format", "json"]);
+        let netns = std::fs::read_dir("/run/netns")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        (nets, ps, self.host_links(), netns)
+    }
+}
