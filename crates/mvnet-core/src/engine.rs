@@ -371,7 +371,7 @@ mod tests {
     fn passthru_is_exclusive_both_ways() {
         let a = net("a", "eth0", MacvlanMode::Bridge, "10.0.0.0/24");
         let p = net("p", "eth0", MacvlanMode::Passthru, "10.1.0.0/24");
-        let e = check_against_existing(&p, &[a.clone()])
+        let e = check_against_existing(&p, std::slice::from_ref(&a))
             .unwrap_err()
             .to_string();
         assert!(
@@ -379,7 +379,7 @@ mod tests {
             "{e}"
         );
         let b = net("b", "eth0", MacvlanMode::Bridge, "10.2.0.0/24");
-        let e = check_against_existing(&b, &[p.clone()])
+        let e = check_against_existing(&b, std::slice::from_ref(&p))
             .unwrap_err()
             .to_string();
         assert!(
@@ -395,9 +395,9 @@ mod tests {
     fn shared_parent_and_overlap() {
         let a = net("a", "eth0", MacvlanMode::Bridge, "10.0.0.0/24");
         let b = net("b", "eth0", MacvlanMode::Private, "10.0.1.0/24");
-        assert!(check_against_existing(&b, &[a.clone()]).is_ok());
+        assert!(check_against_existing(&b, std::slice::from_ref(&a)).is_ok());
         let c = net("c", "eth0", MacvlanMode::Bridge, "10.0.0.0/16");
-        assert!(check_against_existing(&c, &[a.clone()])
+        assert!(check_against_existing(&c, std::slice::from_ref(&a))
             .unwrap_err()
             .to_string()
             .contains("network a"));

@@ -2,6 +2,8 @@ mod container;
 mod lab;
 mod network;
 
+pub use lab::lab_command;
+
 use mvnet_core::engine::Engine;
 use mvnet_core::Result;
 

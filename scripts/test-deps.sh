@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Installs what mvnet's test suite needs on Debian (run as root). Idempotent.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends \
+  iproute2 iputils-ping jq procps \
+  qemu-system-x86 linux-image-amd64 busybox-static cpio

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's second command and CI run it (as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/test-deps.sh
+cargo build --workspace --all-targets
+cargo test --workspace -- --test-threads=8
