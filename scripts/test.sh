@@ -5,3 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/test-deps.sh
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=8
+# Tests that need 802.1Q/ipvlan, under Debian's full kernel in a VM (fails if it cannot boot).
+bash scripts/vm-tests.sh

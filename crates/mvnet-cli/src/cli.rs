@@ -76,6 +76,14 @@ pub enum Command {
         #[arg(long, default_value = "mvdemo")]
         name: String,
     },
+    /// Check whether mvnet can work on this host, and how to fix what blocks it.
+    Doctor {
+        /// The parent interface to check (default: the default-route interface).
+        #[arg(long)]
+        parent: Option<String>,
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        format: String,
+    },
     /// Internal: supervises a detached container's command.
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },

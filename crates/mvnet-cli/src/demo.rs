@@ -222,7 +222,15 @@ fn scenario(d: &Demo) -> Result<()> {
         Expect::Success,
     )?;
 
-    d.say("802.1Q trunk parents (-o parent=ens19.1318) are not part of this build yet: skipped.");
+    if d.lab.has_trunk() {
+        vlan_example(d)?;
+    } else {
+        let f = mvnet_core::kernel::feature(mvnet_core::netlink::ProbeKind::Vlan);
+        d.say(&format!(
+            "802.1Q part skipped: this kernel has no {} support ({}; modprobe {}).",
+            f.name, f.config, f.module
+        ));
+    }
 
     d.say("Clean up.");
     d.step(&["mvnet", "rm", "-f", "my-macvlan-alpine"], Expect::Success)?;
@@ -230,5 +238,98 @@ fn scenario(d: &Demo) -> Result<()> {
         &["mvnet", "network", "rm", "my-macvlan-net"],
         Expect::Success,
     )?;
+    Ok(())
+}
+
+/// The seed's second example: a network on VLAN 1318 of the trunk `ens19`, which mvnet
+/// creates on the fly (and brings the trunk up, as `ifconfig ens19 up` does in the seed).
+fn vlan_example(d: &Demo) -> Result<()> {
+    d.say("802.1Q: the trunk ens19 carries VLANs 1317/1318. mvnet creates ens19.1318 on the fly.");
+    d.step(
+        &[
+            "mvnet",
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "--subnet=10.103.18.0/24",
+            "--gateway=10.103.18.1",
+            "-o",
+            "parent=ens19.1318",
+            "my-8021q-1318-macvlan-net",
+        ],
+        Expect::Success,
+    )?;
+    d.step(
+        &["mvnet", "network", "ls"],
+        Expect::Contains("my-8021q-1318-macvlan-net"),
+    )?;
+    d.step(
+        &[
+            "mvnet",
+            "run",
+            "--rm",
+            "-d",
+            "--network",
+            "my-8021q-1318-macvlan-net",
+            "--name",
+            "my-8021q-1318-macvlan-alpine",
+            "--",
+            "sleep",
+            "infinity",
+        ],
+        Expect::Success,
+    )?;
+    d.step(
+        &["mvnet", "inspect", "my-8021q-1318-macvlan-alpine"],
+        Expect::Contains("\"MacAddress\": \"02:42:0a:67:12:02\""),
+    )?;
+    d.step(
+        &[
+            "mvnet",
+            "exec",
+            "my-8021q-1318-macvlan-alpine",
+            "--",
+            "ip",
+            "addr",
+            "show",
+            "eth0",
+        ],
+        Expect::Contains("inet 10.103.18.2/24"),
+    )?;
+    d.step(
+        &[
+            "mvnet",
+            "exec",
+            "my-8021q-1318-macvlan-alpine",
+            "--",
+            "ip",
+            "route",
+        ],
+        Expect::Contains("default via 10.103.18.1 dev eth0"),
+    )?;
+    d.step(
+        &[
+            "mvnet",
+            "exec",
+            "my-8021q-1318-macvlan-alpine",
+            "--",
+            "ping",
+            "-c",
+            "2",
+            "10.103.18.1",
+        ],
+        Expect::Success,
+    )?;
+    d.step(
+        &["mvnet", "rm", "-f", "my-8021q-1318-macvlan-alpine"],
+        Expect::Success,
+    )?;
+    d.say("The last network on a VLAN parent mvnet created takes the parent with it.");
+    d.step(
+        &["mvnet", "network", "rm", "my-8021q-1318-macvlan-net"],
+        Expect::Success,
+    )?;
+    d.step(&["ip", "-br", "link"], Expect::Success)?;
     Ok(())
 }

@@ -88,7 +88,7 @@ fn main() {
         labels: v.labels,
         options: v.options,
     };
-    store.create_network(&net, &|_| Ok(())).unwrap();
+    store.create_network(&net, &|_| Ok(()), false).unwrap();
     let mut n = 0u64;
     let stored = run_levels(|| {
         n += 1;

@@ -98,17 +98,7 @@ impl Engine {
             ));
             options.parent = parent;
         }
-        let parent = self.require_parent(&options.parent)?;
-        if let Some(mtu) = options.mtu {
-            if mtu > parent.mtu {
-                return Err(invalid!(
-                    "-o mtu={mtu} is larger than the MTU {} of parent {}; use -o mtu={} or less",
-                    parent.mtu,
-                    parent.name,
-                    parent.mtu
-                ));
-            }
-        }
+        crate::model::network::fold_vlan_option(&mut options)?;
         let net = Network {
             id: crate::ids::new_id(),
             name: req.name.clone(),
@@ -120,8 +110,40 @@ impl Engine {
             labels: v.labels,
             options,
         };
-        let check = |existing: &[Network]| check_against_existing(&net, existing);
-        self.store.create_network(&net, &check)?;
+        // Refuse what the store would refuse before creating any link.
+        let existing = self.store.networks()?;
+        if existing.iter().any(|n| n.name == net.name) {
+            return Err(conflict!(
+                "network with name {} already exists; pick another name or remove it first (mvnet network rm {})",
+                net.name,
+                net.name
+            ));
+        }
+        check_against_existing(&net, &existing)?;
+        let (parent, created) = self.ensure_parent(&net.options.parent)?;
+        let stored = (|| {
+            if let Some(mtu) = net.options.mtu {
+                if mtu > parent.mtu {
+                    return Err(invalid!(
+                        "-o mtu={mtu} is larger than the MTU {} of parent {}; use -o mtu={} or less",
+                        parent.mtu,
+                        parent.name,
+                        parent.mtu
+                    ));
+                }
+            }
+            if created {
+                notices.push(format!("created 802.1Q parent {}", parent.name));
+            }
+            let check = |existing: &[Network]| check_against_existing(&net, existing);
+            self.store.create_network(&net, &check, created)
+        })();
+        if let Err(e) = stored {
+            if created {
+                let _ = self.delete_parent(&parent.name);
+            }
+            return Err(e);
+        }
         Ok((net, notices))
     }
 
@@ -133,9 +155,12 @@ impl Engine {
         self.store.network(name_or_id)
     }
 
+    /// Removes a network; a VLAN parent mvnet created goes with the last network using it.
     pub fn remove_network(&mut self, name_or_id: &str) -> Result<Network> {
         let net = self.store.network(name_or_id)?;
-        self.store.remove_network(&net.id)?;
+        if let Some(parent) = self.store.remove_network(&net.id)? {
+            self.delete_parent(&parent)?;
+        }
         Ok(net)
     }
 
@@ -144,12 +169,131 @@ impl Engine {
         let mut removed = Vec::new();
         for net in self.store.networks()? {
             if self.store.endpoints_of_network(&net.id)?.is_empty()
-                && self.store.remove_network(&net.id).is_ok()
+                && self.remove_network(&net.id).is_ok()
             {
                 removed.push(net.name);
             }
         }
         Ok(removed)
+    }
+
+    fn delete_parent(&mut self, name: &str) -> Result<()> {
+        self.netlink()?
+            .delete_link_by_name(name)
+            .map(|_| ())
+            .map_err(|e| Error::kernel(format!("delete parent {name}"), e))
+    }
+
+    /// The parent link, created first when it is a missing `BASE.VID` 802.1Q sub-interface
+    /// (Docker's rule). Returns whether this call created it.
+    fn ensure_parent(&mut self, name: &str) -> Result<(Link, bool)> {
+        let nl = self.netlink()?;
+        let found = nl
+            .link_by_name(name)
+            .map_err(|e| Error::kernel(format!("look up parent {name}"), e))?;
+        match found {
+            Some(l) if l.loopback => Err(invalid!(
+                "loopback interface is not a valid macvlan parent ({name}); use a LAN interface such as eth0"
+            )),
+            Some(l) => Ok((l, false)),
+            None => match crate::model::network::parse_vlan_parent(name)? {
+                Some((base, vid)) => self.create_vlan_parent(name, &base, vid),
+                None => Err(self.missing_parent(name)),
+            },
+        }
+    }
+
+    fn missing_parent(&mut self, name: &str) -> Error {
+        let names: Vec<String> = match self
+            .netlink()
+            .and_then(|nl| nl.links().map_err(|e| Error::kernel("list links", e)))
+        {
+            Ok(links) => links
+                .into_iter()
+                .filter(|l| !l.loopback)
+                .map(|l| l.name)
+                .collect(),
+            Err(e) => return e,
+        };
+        not_found!(
+            "-o parent interface was not found on the host: {name}; interfaces here: {}",
+            if names.is_empty() {
+                "(none)".to_string()
+            } else {
+                names.join(", ")
+            }
+        )
+    }
+
+    fn create_vlan_parent(&mut self, name: &str, base: &str, vid: u16) -> Result<(Link, bool)> {
+        let nl = self.netlink()?;
+        let k = |op: String| move |e: std::io::Error| Error::kernel(op, e);
+        let Some(base_link) = nl
+            .link_by_name(base)
+            .map_err(k(format!("look up {base}")))?
+        else {
+            return Err(self.missing_parent(base));
+        };
+        let created = match nl.create_vlan(name, base_link.index, vid, None) {
+            Ok(()) => true,
+            // Another mvnet created it a moment ago: use it, but it is not ours.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => false,
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                return Err(
+                    crate::kernel::feature(crate::netlink::ProbeKind::Vlan).missing_error(
+                        &format!("parent {name} (an 802.1Q VLAN sub-interface of {base})"),
+                    ),
+                )
+            }
+            Err(e) => return Err(Error::kernel(format!("create VLAN {vid} on {base}"), e)),
+        };
+        let configured = (|| {
+            // Like `ifconfig ens19 up` in the seed: a trunk port that is down carries nothing.
+            if !base_link.up {
+                nl.set_up(base_link.index, true)
+                    .map_err(k(format!("set {base} up")))?;
+            }
+            let link = nl
+                .link_by_name(name)
+                .map_err(k(format!("look up {name}")))?
+                .ok_or_else(|| Error::Store(format!("{name} vanished right after creation")))?;
+            nl.set_up(link.index, true)
+                .map_err(k(format!("set {name} up")))?;
+            Ok(Link { up: true, ..link })
+        })();
+        match configured {
+            Ok(link) => Ok((link, created)),
+            Err(e) => {
+                if created {
+                    let _ = nl.delete_link_by_name(name);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The parent of an existing network, re-created if it is a VLAN parent mvnet made that
+    /// has gone missing (after a reboot, say).
+    fn parent_for_use(&mut self, net: &Network) -> Result<Link> {
+        let name = &net.options.parent;
+        let found = self
+            .netlink()?
+            .link_by_name(name)
+            .map_err(|e| Error::kernel(format!("look up parent {name}"), e))?;
+        match found {
+            Some(l) => Ok(l),
+            None if self.store.parent_is_owned(name)? => {
+                let (base, vid) = crate::model::network::parse_vlan_parent(name)?
+                    .ok_or_else(|| Error::Store(format!("owned parent {name} is not a VLAN name")))?;
+                tracing::info!(parent = %name, "re-creating missing 802.1Q parent");
+                Ok(self.create_vlan_parent(name, &base, vid)?.0)
+            }
+            None => Err(not_found!(
+                "parent interface {name} of network {} is missing; bring it back, or remove the network (mvnet network rm {})",
+                net.name,
+                net.name
+            )),
+        }
     }
 
     /// Whether each network's parent exists right now (for `network ls`).
@@ -185,33 +329,6 @@ impl Engine {
         Ok(link.name)
     }
 
-    /// The parent link, or an error listing the interfaces that do exist.
-    fn require_parent(&mut self, name: &str) -> Result<Link> {
-        let nl = self.netlink()?;
-        let found = nl
-            .link_by_name(name)
-            .map_err(|e| Error::kernel(format!("look up parent {name}"), e))?;
-        match found {
-            Some(l) if l.loopback => Err(invalid!(
-                "loopback interface is not a valid macvlan parent ({name}); use a LAN interface such as eth0"
-            )),
-            Some(l) => Ok(l),
-            None => {
-                let names: Vec<String> = nl
-                    .links()
-                    .map_err(|e| Error::kernel("list links", e))?
-                    .into_iter()
-                    .filter(|l| !l.loopback)
-                    .map(|l| l.name)
-                    .collect();
-                Err(not_found!(
-                    "-o parent interface was not found on the host: {name}; interfaces here: {}",
-                    if names.is_empty() { "(none)".to_string() } else { names.join(", ") }
-                ))
-            }
-        }
-    }
-
     // ----- endpoints ------------------------------------------------------------------
 
     /// Attaches `target` to `net`: reserve in the store, build in the kernel, confirm.
@@ -222,7 +339,7 @@ impl Engine {
         target: &AttachTarget,
         opts: &AttachOptions,
     ) -> Result<Endpoint> {
-        let parent = self.require_parent(&net.options.parent)?;
+        let parent = self.parent_for_use(net)?;
         let ns = Netns::open(&target.netns)?;
         let req = EndpointRequest {
             container_id: target.container_id.clone(),

@@ -7,6 +7,11 @@
 //!   {lab}-host eth0 10.103.19.10 (the "docker host", default via .1) ──┤ in {lab}-sw
 //!   {lab}-peer eth0 10.103.19.20 (another LAN host)                  ──┘
 //! ```
+//!
+//! Where the kernel has 802.1Q, a second switch (br1) carries a trunk, as in the seed:
+//! the host's `ens19` (left down, like a fresh trunk port), the gateway's `ens19` with
+//! VLAN 1317 (10.103.17.1) and 1318 (10.103.18.1), and the peer's `ens19` with VLAN 1317
+//! (10.103.17.20 and, to prove L2 separation, 10.103.18.99) plus untagged 10.103.18.98.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +26,8 @@ pub const GATEWAY: &str = "10.103.19.1";
 pub const HOST_IP: &str = "10.103.19.10";
 pub const PEER_IP: &str = "10.103.19.20";
 pub const OUTSIDE_IP: &str = "198.51.100.10";
+/// The trunk's VLANs and their gateways (seed: 10.103.[17-18].0/24).
+pub const TRUNK_VLANS: [(u16, &str); 2] = [(1317, "10.103.17.1"), (1318, "10.103.18.1")];
 
 /// Parts of a lab, by namespace suffix.
 const PARTS: [&str; 5] = ["sw", "host", "gw", "out", "peer"];
@@ -141,6 +148,66 @@ impl Lab {
             24,
             Some(lan),
         )?;
+        if crate::kernel::supports(crate::netlink::ProbeKind::Vlan)? {
+            self.build_trunk(&mut sw, &ns)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this lab has the 802.1Q trunk (the kernel supports it).
+    pub fn has_trunk(&self) -> bool {
+        Netns::open(self.netns_path("gw"))
+            .and_then(|ns| Netlink::in_netns(&ns))
+            .and_then(|mut nl| {
+                nl.link_by_name("ens19")
+                    .map_err(|e| Error::kernel("look up trunk", e))
+            })
+            .is_ok_and(|l| l.is_some())
+    }
+
+    fn build_trunk(
+        &self,
+        sw: &mut Netlink,
+        ns: &std::collections::HashMap<&str, Netns>,
+    ) -> Result<()> {
+        let k = |op: &'static str| move |e: std::io::Error| Error::kernel(op, e);
+        sw.create_bridge("br1").map_err(k("create trunk switch"))?;
+        let br = sw
+            .link_by_name("br1")
+            .map_err(k("find br1"))?
+            .expect("br1 just created");
+        sw.set_up(br.index, true).map_err(k("set br1 up"))?;
+        for (port, part) in [("t-host", "host"), ("t-gw", "gw"), ("t-peer", "peer")] {
+            plug(sw, br.index, port, &ns[part], "ens19")?;
+        }
+        let mut gw = Netlink::in_netns(&ns["gw"])?;
+        let trunk = up_link(&mut gw, "ens19")?;
+        for (vid, gw_ip) in TRUNK_VLANS {
+            let name = format!("ens19.{vid}");
+            gw.create_vlan(&name, trunk, vid, None)
+                .map_err(k("create gateway VLAN"))?;
+            configure(&mut gw, &name, gw_ip.parse().unwrap(), 24, None)?;
+        }
+        let mut peer = Netlink::in_netns(&ns["peer"])?;
+        let trunk = up_link(&mut peer, "ens19")?;
+        peer.add_address(trunk, "10.103.18.98".parse().unwrap(), 24)
+            .map_err(k("address peer trunk"))?;
+        peer.create_vlan("ens19.1317", trunk, 1317, None)
+            .map_err(k("create peer VLAN"))?;
+        configure(
+            &mut peer,
+            "ens19.1317",
+            "10.103.17.20".parse().unwrap(),
+            24,
+            None,
+        )?;
+        let v = peer
+            .link_by_name("ens19.1317")
+            .map_err(k("find peer VLAN"))?
+            .expect("just created");
+        peer.add_address(v.index, "10.103.18.99".parse().unwrap(), 24)
+            .map_err(k("address peer VLAN"))?;
+        // The docker host's ens19 stays down: mvnet brings a trunk up when it needs it.
         Ok(())
     }
 
@@ -211,6 +278,16 @@ fn plug(sw: &mut Netlink, bridge: u32, port: &str, machine: &Netns, ifname: &str
     sw.set_master(p.index, bridge)
         .map_err(k("plug port into lab switch"))?;
     sw.set_up(p.index, true).map_err(k("set lab port up"))
+}
+
+fn up_link(nl: &mut Netlink, name: &str) -> Result<u32> {
+    let l = nl
+        .link_by_name(name)
+        .map_err(|e| Error::kernel("find lab link", e))?
+        .ok_or_else(|| Error::Store(format!("lab link {name} missing")))?;
+    nl.set_up(l.index, true)
+        .map_err(|e| Error::kernel("set lab link up", e))?;
+    Ok(l.index)
 }
 
 fn configure(

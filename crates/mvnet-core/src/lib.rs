@@ -8,8 +8,10 @@ pub mod model;
 pub mod store;
 
 pub use error::{Error, Result};
+pub mod doctor;
 pub mod driver;
 pub mod engine;
+pub mod kernel;
 pub mod lab;
 pub mod netlink;
 pub mod netns;

@@ -57,7 +57,7 @@ fn make_network(root: &Path, subnet: &str) -> Network {
     };
     SqliteStore::open(root)
         .unwrap()
-        .create_network(&net, &|_| Ok(()))
+        .create_network(&net, &|_| Ok(()), false)
         .unwrap();
     net
 }

@@ -31,6 +31,25 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 }
                 Command::Rm { force, containers } => container::rm(&mut engine, force, &containers),
                 Command::Logs { container } => container::logs(&mut engine, &container),
+                Command::Doctor { parent, format } => {
+                    let nets = engine.networks()?;
+                    let checks = mvnet_core::doctor::run(parent.as_deref(), &nets)?;
+                    if format == "json" {
+                        print_json(&serde_json::to_value(&checks).expect("checks serialize"));
+                    } else {
+                        for c in &checks {
+                            println!("{:<4}  {}: {}", c.status.to_string(), c.check, c.detail);
+                            if !c.fix.is_empty() {
+                                println!("      fix: {}", c.fix);
+                            }
+                        }
+                    }
+                    Ok(if mvnet_core::doctor::passed(&checks) {
+                        0
+                    } else {
+                        1
+                    })
+                }
                 Command::Monitor { id } => {
                     mvnet_core::runtime::monitor(&mut engine, &id)?;
                     Ok(0)

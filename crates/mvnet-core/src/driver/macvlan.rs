@@ -52,7 +52,7 @@ fn explain_create_error(e: io::Error, net: &Network, ep: &Endpoint) -> Error {
 pub fn create_link(root: &mut Netlink, ns: &Netns, plan: &AttachPlan) -> Result<CreateOutcome> {
     let ep = plan.endpoint;
     let net = plan.network;
-    let spec = MacvlanLink {
+    let mut spec = MacvlanLink {
         name: &ep.ifname,
         parent_index: plan.parent_index,
         mode: net.options.macvlan_mode,
@@ -63,10 +63,38 @@ pub fn create_link(root: &mut Netlink, ns: &Netns, plan: &AttachPlan) -> Result<
         netns: Some(ns),
     };
     match root.create_macvlan(&spec) {
-        Ok(()) => Ok(CreateOutcome::Created),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(CreateOutcome::NameTaken),
-        Err(e) => Err(explain_create_error(e, net, ep)),
+        Ok(()) => return Ok(CreateOutcome::Created),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(explain_create_error(e, net, ep)),
     }
+    // EEXIST: either the container already has the name (a leftover), or the kernel checked
+    // the name in *our* namespace, where the host's own eth0 lives (kernels before 6.x do;
+    // that is why the CNI reference plugin always uses a temporary name).
+    let mut inside = Netlink::in_netns(ns)?;
+    let taken = inside
+        .link_by_name(&ep.ifname)
+        .map_err(|e| Error::kernel("look up interface in container", e))?;
+    if taken.is_some() {
+        return Ok(CreateOutcome::NameTaken);
+    }
+    let temp = format!("mvtmp{}", &crate::ids::new_id()[..10]);
+    spec.name = &temp;
+    root.create_macvlan(&spec)
+        .map_err(|e| explain_create_error(e, net, ep))?;
+    let renamed = inside
+        .link_by_name(&temp)
+        .map_err(|e| Error::kernel("look up new interface", e))?
+        .ok_or_else(|| Error::Store(format!("{temp} vanished right after creation")))
+        .and_then(|l| {
+            inside
+                .set_name(l.index, &ep.ifname)
+                .map_err(|e| Error::kernel(format!("rename {temp} to {}", ep.ifname), e))
+        });
+    if let Err(e) = renamed {
+        let _ = inside.delete_link_by_name(&temp);
+        return Err(e);
+    }
+    Ok(CreateOutcome::Created)
 }
 
 /// Everything after the link exists: sysctls, addresses, up, routes. On error the caller

@@ -89,10 +89,14 @@ pub struct NetworkOptions {
     pub parent: String,
     pub macvlan_mode: MacvlanMode,
     pub mtu: Option<u32>,
+    /// `-o vlan=VID`: a cleaner spelling of `-o parent=BASE.VID`; folded into `parent`
+    /// before the network is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
 }
 
 impl NetworkOptions {
-    pub const KEYS: [&'static str; 3] = ["parent", "macvlan_mode", "mtu"];
+    pub const KEYS: [&'static str; 4] = ["parent", "macvlan_mode", "mtu", "vlan"];
 
     /// Parses `-o` pairs. The parent may still be empty: the caller fills in the default.
     pub fn parse(pairs: &[String]) -> Result<NetworkOptions> {
@@ -109,6 +113,7 @@ impl NetworkOptions {
                     o.parent = v.to_string();
                 }
                 "macvlan_mode" => o.macvlan_mode = v.parse()?,
+                "vlan" => o.vlan = Some(parse_vid(v)?),
                 "mtu" => {
                     let mtu: u32 = v.parse().map_err(|_| {
                         invalid!("invalid -o mtu={v}: expected a number such as 1500")
@@ -141,6 +146,54 @@ impl NetworkOptions {
         }
         m
     }
+}
+
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+pub const MAX_IFNAME: usize = 15;
+
+fn parse_vid(v: &str) -> Result<u16> {
+    match v.parse::<i64>() {
+        Ok(n) if (1..=4094).contains(&n) => Ok(n as u16),
+        Ok(n) => Err(invalid!("vlan id must be between 1-4094, received: {n}")),
+        Err(_) => Err(invalid!(
+            "vlan id must be a number between 1-4094, received: {v}"
+        )),
+    }
+}
+
+/// Docker's reading of a parent name that does not exist: `BASE.VID` names an 802.1Q
+/// sub-interface to create. `Ok(None)` means a plain name (no dot).
+pub fn parse_vlan_parent(name: &str) -> Result<Option<(String, u16)>> {
+    let Some((base, vid)) = name.rsplit_once('.') else {
+        return Ok(None);
+    };
+    if base.is_empty() || vid.is_empty() || !vid.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return Err(invalid!(
+            "invalid subinterface vlan name {name}, example formatting is eth0.10"
+        ));
+    }
+    let vid = parse_vid(vid)?;
+    if name.len() > MAX_IFNAME {
+        return Err(invalid!(
+            "interface name {name} is longer than {MAX_IFNAME} characters; use a shorter parent name"
+        ));
+    }
+    Ok(Some((base.to_string(), vid)))
+}
+
+/// `-o vlan=VID` with `-o parent=BASE` yields the same name as `-o parent=BASE.VID`.
+pub fn fold_vlan_option(o: &mut NetworkOptions) -> Result<()> {
+    if let Some(vid) = o.vlan.take() {
+        if o.parent.contains('.') {
+            return Err(invalid!(
+                "-o vlan={vid} needs a plain parent such as -o parent=eth0, not {}",
+                o.parent
+            ));
+        }
+        o.parent = format!("{}.{vid}", o.parent);
+        parse_vlan_parent(&o.parent)?;
+    }
+    Ok(())
 }
 
 /// `key=value` with a message naming the flag when the `=` is missing.
@@ -467,6 +520,34 @@ mod tests {
             let e = req(args).validate().unwrap_err().to_string();
             assert!(e.contains(want), "{args:?}: got '{e}', want '{want}'");
         }
+    }
+
+    #[test]
+    fn vlan_parent_names_follow_docker() {
+        assert_eq!(
+            parse_vlan_parent("ens19.1318").unwrap(),
+            Some(("ens19".into(), 1318))
+        );
+        assert_eq!(parse_vlan_parent("eth0").unwrap(), None);
+        let e = parse_vlan_parent("eth0.5000").unwrap_err().to_string();
+        assert_eq!(e, "vlan id must be between 1-4094, received: 5000");
+        let e = parse_vlan_parent("eth0.0").unwrap_err().to_string();
+        assert_eq!(e, "vlan id must be between 1-4094, received: 0");
+        let e = parse_vlan_parent("eth0.abc").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid subinterface vlan name eth0.abc, example formatting is eth0.10"
+        );
+        assert!(parse_vlan_parent(".10").is_err());
+        assert!(parse_vlan_parent("averyverylongname.10")
+            .unwrap_err()
+            .to_string()
+            .contains("15"));
+        let mut o = NetworkOptions::parse(&["parent=ens19".into(), "vlan=1318".into()]).unwrap();
+        fold_vlan_option(&mut o).unwrap();
+        assert_eq!(o.parent, "ens19.1318");
+        assert_eq!(o.vlan, None);
+        assert!(NetworkOptions::parse(&["vlan=9999".into()]).is_err());
     }
 
     #[test]

@@ -3,8 +3,9 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+    InfoBridgePort, InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoMacVtap, InfoPortData,
+    InfoPortKind, InfoVeth, InfoVlan, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    MacVlanMode, MacVtapMode,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -118,6 +119,15 @@ pub struct MacvlanLink<'a> {
     pub netns: Option<&'a Netns>,
 }
 
+/// Link types whose kernel support `kernel::probe` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    Macvlan,
+    Vlan,
+    Ipvlan,
+    Macvtap,
+}
+
 /// One end of a veth pair: its name and the namespace it is created in.
 #[derive(Debug, Clone, Copy)]
 pub struct VethEnd<'a> {
@@ -190,6 +200,59 @@ impl Netlink {
         self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
     }
 
+    /// An 802.1Q sub-interface `name` of `base` carrying VLAN `vid`.
+    pub fn create_vlan(
+        &mut self,
+        name: &str,
+        base_index: u32,
+        vid: u16,
+        netns: Option<&Netns>,
+    ) -> io::Result<()> {
+        let mut m = new_link_message(name, netns.map(|n| n.as_raw_fd()));
+        m.attributes.push(LinkAttribute::Link(base_index));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vlan),
+            LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(vid)])),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// A link of `kind` stacked on `parent_index` with default settings: used to probe
+    /// whether the kernel supports a link type at all.
+    pub fn create_probe_link(
+        &mut self,
+        name: &str,
+        parent_index: u32,
+        kind: ProbeKind,
+    ) -> io::Result<()> {
+        let mut m = new_link_message(name, None);
+        m.attributes.push(LinkAttribute::Link(parent_index));
+        let info = match kind {
+            ProbeKind::Macvlan => vec![
+                LinkInfo::Kind(InfoKind::MacVlan),
+                LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                    MacVlanMode::Bridge,
+                )])),
+            ],
+            ProbeKind::Vlan => vec![
+                LinkInfo::Kind(InfoKind::Vlan),
+                LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(42)])),
+            ],
+            ProbeKind::Ipvlan => vec![
+                LinkInfo::Kind(InfoKind::IpVlan),
+                LinkInfo::Data(InfoData::IpVlan(vec![InfoIpVlan::Mode(IpVlanMode::L2)])),
+            ],
+            ProbeKind::Macvtap => vec![
+                LinkInfo::Kind(InfoKind::MacVtap),
+                LinkInfo::Data(InfoData::MacVtap(vec![InfoMacVtap::Mode(
+                    MacVtapMode::Bridge,
+                )])),
+            ],
+        };
+        m.attributes.push(LinkAttribute::LinkInfo(info));
+        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
     pub fn create_veth(&mut self, a: VethEnd, b: VethEnd) -> io::Result<()> {
         let peer = new_link_message(b.name, b.netns.map(|n| n.as_raw_fd()));
         let mut m = new_link_message(a.name, a.netns.map(|n| n.as_raw_fd()));
@@ -247,6 +310,12 @@ impl Netlink {
             )])),
         ]));
         self.request(RouteNetlinkMessage::NewLink(m), 0)
+    }
+
+    pub fn set_name(&mut self, index: u32, name: &str) -> io::Result<()> {
+        self.set_link(index, |m| {
+            m.attributes.push(LinkAttribute::IfName(name.to_string()))
+        })
     }
 
     pub fn set_mac(&mut self, index: u32, mac: MacAddr) -> io::Result<()> {

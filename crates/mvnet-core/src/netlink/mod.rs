@@ -6,7 +6,7 @@ mod addr;
 mod link;
 mod route;
 
-pub use link::{Link, MacvlanLink, VethEnd};
+pub use link::{Link, MacvlanLink, ProbeKind, VethEnd};
 pub use route::Route;
 
 use std::io;

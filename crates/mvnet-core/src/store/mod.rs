@@ -31,13 +31,23 @@ pub struct EndpointRequest {
 pub type NetworkCheck<'a> = &'a dyn Fn(&[Network]) -> Result<()>;
 
 pub trait Store {
-    /// Adds `net` if `check` accepts it against the current networks.
-    fn create_network(&mut self, net: &Network, check: NetworkCheck) -> Result<()>;
+    /// Adds `net` if `check` accepts it against the current networks. `created_parent` says
+    /// mvnet itself just created the parent link (an 802.1Q sub-interface), so it is
+    /// recorded as owned: deleted with the last network using it, re-created after a reboot.
+    fn create_network(
+        &mut self,
+        net: &Network,
+        check: NetworkCheck,
+        created_parent: bool,
+    ) -> Result<()>;
     fn networks(&mut self) -> Result<Vec<Network>>;
     /// By exact name, full id, or unique id prefix.
     fn network(&mut self, name_or_id: &str) -> Result<Network>;
-    /// Refuses while endpoints remain, naming them.
-    fn remove_network(&mut self, id: &str) -> Result<()>;
+    /// Refuses while endpoints remain, naming them. Returns the parent link to delete now:
+    /// one mvnet created that no remaining network uses.
+    fn remove_network(&mut self, id: &str) -> Result<Option<String>>;
+    /// Whether mvnet created this parent link (and so may re-create it).
+    fn parent_is_owned(&mut self, name: &str) -> Result<bool>;
 
     /// Reserves an endpoint row (state `creating`) with its addresses and interface name.
     fn reserve_endpoint(&mut self, net: &Network, req: &EndpointRequest) -> Result<Endpoint>;

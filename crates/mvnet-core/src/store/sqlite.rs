@@ -9,7 +9,7 @@ use crate::ipam::ip_key;
 use crate::model::{Container, Endpoint, EndpointState, MacAddr, MacvlanMode, Network};
 use crate::{conflict, invalid, not_found, Error, Result};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Every object is one row with its JSON body; the columns beside it are the ones queried.
 /// Allocations are keyed by (address domain, address): networks sharing a parent share a LAN,
@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS endpoints(
 CREATE INDEX IF NOT EXISTS endpoints_by_network ON endpoints(network_id);
 CREATE INDEX IF NOT EXISTS endpoints_by_container ON endpoints(container_id);
 CREATE INDEX IF NOT EXISTS endpoints_by_state ON endpoints(state);
+CREATE TABLE IF NOT EXISTS owned_parents(name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS containers(
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, body TEXT NOT NULL);
 ";
@@ -340,7 +341,12 @@ fn key_to_ip(k: &[u8]) -> Option<IpAddr> {
 }
 
 impl Store for SqliteStore {
-    fn create_network(&mut self, net: &Network, check: NetworkCheck) -> Result<()> {
+    fn create_network(
+        &mut self,
+        net: &Network,
+        check: NetworkCheck,
+        created_parent: bool,
+    ) -> Result<()> {
         let tx = self.write()?;
         let exists: bool = tx
             .prepare("SELECT 1 FROM networks WHERE name = ?1")?
@@ -367,6 +373,12 @@ impl Store for SqliteStore {
             "INSERT INTO networks(id, name, parent, body) VALUES (?1, ?2, ?3, ?4)",
             params![net.id, net.name, net.options.parent, to_json(net)],
         )?;
+        if created_parent {
+            tx.execute(
+                "INSERT OR IGNORE INTO owned_parents(name) VALUES (?1)",
+                [&net.options.parent],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -390,7 +402,7 @@ impl Store for SqliteStore {
         }
     }
 
-    fn remove_network(&mut self, id: &str) -> Result<()> {
+    fn remove_network(&mut self, id: &str) -> Result<Option<String>> {
         let tx = self.write()?;
         reclaim_abandoned(&tx)?;
         let eps = endpoints_where(&tx, "network_id", id)?;
@@ -408,10 +420,34 @@ impl Store for SqliteStore {
                 names.join(", ")
             ));
         }
+        let parent: Option<String> = tx
+            .query_row("SELECT parent FROM networks WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
         tx.execute("DELETE FROM pool_cursors WHERE network_id = ?1", [id])?;
         tx.execute("DELETE FROM networks WHERE id = ?1", [id])?;
+        // The last network on a parent mvnet created takes the parent with it.
+        let mut to_delete = None;
+        if let Some(parent) = parent {
+            let still_used = tx
+                .prepare("SELECT 1 FROM networks WHERE parent = ?1")?
+                .exists([&parent])?;
+            if !still_used
+                && tx.execute("DELETE FROM owned_parents WHERE name = ?1", [&parent])? > 0
+            {
+                to_delete = Some(parent);
+            }
+        }
         tx.commit()?;
-        Ok(())
+        Ok(to_delete)
+    }
+
+    fn parent_is_owned(&mut self, name: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM owned_parents WHERE name = ?1")?
+            .exists([name])?)
     }
 
     fn reserve_endpoint(&mut self, net: &Network, req: &EndpointRequest) -> Result<Endpoint> {

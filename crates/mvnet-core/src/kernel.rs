@@ -1,0 +1,115 @@
+//! What the running kernel can do, found by trying: modules may be built in and there may be
+//! no /proc/modules, so the only reliable test is to create a throw-away link in a
+//! throw-away network namespace.
+
+use std::sync::OnceLock;
+
+use nix::sched::{unshare, CloneFlags};
+
+use crate::netlink::{Netlink, ProbeKind, VethEnd};
+use crate::{Error, Result};
+
+/// A kernel feature mvnet may need, with how to get it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Feature {
+    pub kind: ProbeKind,
+    pub name: &'static str,
+    pub module: &'static str,
+    pub config: &'static str,
+}
+
+pub const FEATURES: [Feature; 4] = [
+    Feature {
+        kind: ProbeKind::Macvlan,
+        name: "macvlan",
+        module: "macvlan",
+        config: "CONFIG_MACVLAN",
+    },
+    Feature {
+        kind: ProbeKind::Vlan,
+        name: "802.1Q VLAN (8021q)",
+        module: "8021q",
+        config: "CONFIG_VLAN_8021Q",
+    },
+    Feature {
+        kind: ProbeKind::Ipvlan,
+        name: "ipvlan",
+        module: "ipvlan",
+        config: "CONFIG_IPVLAN",
+    },
+    Feature {
+        kind: ProbeKind::Macvtap,
+        name: "macvtap",
+        module: "macvtap",
+        config: "CONFIG_MACVTAP",
+    },
+];
+
+pub fn feature(kind: ProbeKind) -> Feature {
+    *FEATURES
+        .iter()
+        .find(|f| f.kind == kind)
+        .expect("every kind is listed")
+}
+
+impl Feature {
+    /// The error for a missing feature: names it and says how to get it.
+    pub fn missing_error(&self, what: &str) -> Error {
+        Error::KernelFeature(format!(
+            "{what} needs kernel support for {}, which this kernel lacks: load it with 'modprobe {}' or use a kernel built with {}",
+            self.name, self.module, self.config
+        ))
+    }
+}
+
+/// Support for each feature in FEATURES order, probed once per process.
+pub fn probe() -> Result<[bool; 4]> {
+    static CACHE: OnceLock<[bool; 4]> = OnceLock::new();
+    if let Some(c) = CACHE.get() {
+        return Ok(*c);
+    }
+    // A scoped thread gets a private, unnamed namespace that dies with it.
+    let r = std::thread::scope(|s| {
+        s.spawn(|| -> Result<[bool; 4]> {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::kernel("unshare a probe namespace", e.into()))?;
+            let mut nl = Netlink::new()?;
+            let mut out = [false; 4];
+            for (i, f) in FEATURES.iter().enumerate() {
+                // One lower device per probe: macvlan and ipvlan refuse to share one.
+                let (a, b) = (format!("probe{i}a"), format!("probe{i}b"));
+                nl.create_veth(
+                    VethEnd {
+                        name: &a,
+                        netns: None,
+                    },
+                    VethEnd {
+                        name: &b,
+                        netns: None,
+                    },
+                )
+                .map_err(|e| Error::kernel("create a probe veth", e))?;
+                let lower = nl
+                    .link_by_name(&a)
+                    .map_err(|e| Error::kernel("find probe veth", e))?
+                    .ok_or_else(|| Error::Store("probe veth vanished".into()))?;
+                out[i] = nl
+                    .create_probe_link(&format!("probe{i}x"), lower.index, f.kind)
+                    .is_ok();
+            }
+            Ok(out)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::Store("probe thread panicked".into())))
+    })?;
+    let _ = CACHE.set(r);
+    Ok(r)
+}
+
+pub fn supports(kind: ProbeKind) -> Result<bool> {
+    let i = FEATURES
+        .iter()
+        .position(|f| f.kind == kind)
+        .expect("listed");
+    Ok(probe()?[i])
+}
