@@ -480,6 +480,7 @@ mod tests {
                 parent: parent.into(),
                 macvlan_mode: mode,
                 mtu: None,
+                vlan: None,
             },
         }
     }
