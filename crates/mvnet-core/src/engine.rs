@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::driver::macvlan::{self, AttachPlan, CreateOutcome};
+use crate::driver::macvlan;
 use crate::model::{
     network::ValidatedRequest, CreateNetworkRequest, Endpoint, MacAddr, MacvlanMode, Network,
 };
@@ -184,92 +184,8 @@ impl Engine {
             .map_err(|e| Error::kernel(format!("delete parent {name}"), e))
     }
 
-    /// The parent link, created first when it is a missing `BASE.VID` 802.1Q sub-interface
-    /// (Docker's rule). Returns whether this call created it.
     fn ensure_parent(&mut self, name: &str) -> Result<(Link, bool)> {
-        let nl = self.netlink()?;
-        let found = nl
-            .link_by_name(name)
-            .map_err(|e| Error::kernel(format!("look up parent {name}"), e))?;
-        match found {
-            Some(l) if l.loopback => Err(invalid!(
-                "loopback interface is not a valid macvlan parent ({name}); use a LAN interface such as eth0"
-            )),
-            Some(l) => Ok((l, false)),
-            None => match crate::model::network::parse_vlan_parent(name)? {
-                Some((base, vid)) => self.create_vlan_parent(name, &base, vid),
-                None => Err(self.missing_parent(name)),
-            },
-        }
-    }
-
-    fn missing_parent(&mut self, name: &str) -> Error {
-        let names: Vec<String> = match self
-            .netlink()
-            .and_then(|nl| nl.links().map_err(|e| Error::kernel("list links", e)))
-        {
-            Ok(links) => links
-                .into_iter()
-                .filter(|l| !l.loopback)
-                .map(|l| l.name)
-                .collect(),
-            Err(e) => return e,
-        };
-        not_found!(
-            "-o parent interface was not found on the host: {name}; interfaces here: {}",
-            if names.is_empty() {
-                "(none)".to_string()
-            } else {
-                names.join(", ")
-            }
-        )
-    }
-
-    fn create_vlan_parent(&mut self, name: &str, base: &str, vid: u16) -> Result<(Link, bool)> {
-        let nl = self.netlink()?;
-        let k = |op: String| move |e: std::io::Error| Error::kernel(op, e);
-        let Some(base_link) = nl
-            .link_by_name(base)
-            .map_err(k(format!("look up {base}")))?
-        else {
-            return Err(self.missing_parent(base));
-        };
-        let created = match nl.create_vlan(name, base_link.index, vid, None) {
-            Ok(()) => true,
-            // Another mvnet created it a moment ago: use it, but it is not ours.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => false,
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                return Err(
-                    crate::kernel::feature(crate::netlink::ProbeKind::Vlan).missing_error(
-                        &format!("parent {name} (an 802.1Q VLAN sub-interface of {base})"),
-                    ),
-                )
-            }
-            Err(e) => return Err(Error::kernel(format!("create VLAN {vid} on {base}"), e)),
-        };
-        let configured = (|| {
-            // Like `ifconfig ens19 up` in the seed: a trunk port that is down carries nothing.
-            if !base_link.up {
-                nl.set_up(base_link.index, true)
-                    .map_err(k(format!("set {base} up")))?;
-            }
-            let link = nl
-                .link_by_name(name)
-                .map_err(k(format!("look up {name}")))?
-                .ok_or_else(|| Error::Store(format!("{name} vanished right after creation")))?;
-            nl.set_up(link.index, true)
-                .map_err(k(format!("set {name} up")))?;
-            Ok(Link { up: true, ..link })
-        })();
-        match configured {
-            Ok(link) => Ok((link, created)),
-            Err(e) => {
-                if created {
-                    let _ = nl.delete_link_by_name(name);
-                }
-                Err(e)
-            }
-        }
+        crate::parent::ensure(self.netlink()?, name)
     }
 
     /// The parent of an existing network, re-created if it is a VLAN parent mvnet made that
@@ -286,7 +202,7 @@ impl Engine {
                 let (base, vid) = crate::model::network::parse_vlan_parent(name)?
                     .ok_or_else(|| Error::Store(format!("owned parent {name} is not a VLAN name")))?;
                 tracing::info!(parent = %name, "re-creating missing 802.1Q parent");
-                Ok(self.create_vlan_parent(name, &base, vid)?.0)
+                Ok(crate::parent::create_vlan(self.netlink()?, name, &base, vid)?.0)
             }
             None => Err(not_found!(
                 "parent interface {name} of network {} is missing; bring it back, or remove the network (mvnet network rm {})",
@@ -364,43 +280,10 @@ impl Engine {
         }
     }
 
-    fn build_endpoint(
-        &mut self,
-        net: &Network,
-        ep: &Endpoint,
-        parent: &Link,
-        ns: &Netns,
-        owned: bool,
-    ) -> Result<()> {
-        let plan = AttachPlan {
-            network: net,
-            endpoint: ep,
-            parent_index: parent.index,
-        };
+    fn build_endpoint(&mut self, net: &Network, ep: &Endpoint, parent: &Link, ns: &Netns, owned: bool) -> Result<()> {
+        let plan = macvlan::LinkPlan::for_endpoint(net, ep, parent.index);
         let nl = self.netlink()?;
-        if let CreateOutcome::NameTaken = macvlan::create_link(nl, ns, &plan)? {
-            if !owned {
-                return Err(conflict!(
-                    "namespace {} already has an interface named {}; remove it or choose another interface name",
-                    ns.path().display(),
-                    ep.ifname
-                ));
-            }
-            // Our own namespace holds a leftover of an attach that was killed: replace it.
-            macvlan::delete_link(&ep.netns, &ep.ifname)?;
-            if let CreateOutcome::NameTaken = macvlan::create_link(nl, ns, &plan)? {
-                return Err(conflict!(
-                    "{} keeps existing in {}",
-                    ep.ifname,
-                    ns.path().display()
-                ));
-            }
-        }
-        if let Err(e) = macvlan::configure(ns, &plan) {
-            let _ = macvlan::delete_link(&ep.netns, &ep.ifname);
-            return Err(e);
-        }
-        Ok(())
+        macvlan::attach(nl, ns, &plan, owned)
     }
 
     /// Detaches an endpoint: link first, then the store (so a crash in between leaves a row
@@ -472,6 +355,8 @@ mod tests {
                 gateway: None,
                 ip_range: None,
                 aux: Default::default(),
+                range_start: None,
+                range_end: None,
             }],
             internal: false,
             ipv6: false,

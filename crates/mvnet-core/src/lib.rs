@@ -17,3 +17,4 @@ pub mod netlink;
 pub mod netns;
 pub mod runtime;
 pub mod views;
+pub mod parent;

@@ -68,6 +68,7 @@ fn veth_and_macvlan_created_in_other_namespaces_read_back() {
         mode: MacvlanMode::Private,
         mac: Some(mac),
         mtu: Some(1400),
+        bc_queue_len: None,
         netns: Some(&ns_b),
     })
     .unwrap();

@@ -1,22 +1,72 @@
 //! The macvlan attach sequence, in the order that makes the kernel do the right thing:
-//! create the sub-interface directly inside the container netns (final name, final MAC), add
+//! create the sub-interface inside the container netns (final name, final MAC), add
 //! addresses, bring it up (arp_notify/ndisc_notify then announce it), then add routes.
+//!
+//! It works on a plain `LinkPlan`, so every front end shares it: the CLI fills the plan from
+//! mvnet's own IPAM, the CNI plugin from whichever IPAM plugin the config names.
 
 use std::io;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::model::{Endpoint, MacvlanMode, Network};
+use crate::model::{Endpoint, MacAddr, MacvlanMode, Network};
 use crate::netlink::{MacvlanLink, Netlink};
 use crate::netns::{self, Netns};
 use crate::{Error, Result};
 
-/// What the kernel needs to know for one attachment.
-pub struct AttachPlan<'a> {
-    pub network: &'a Network,
-    pub endpoint: &'a Endpoint,
+/// One route to add in the container: `dst` None is the default route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePlan {
+    pub dst: Option<IpNet>,
+    pub gateway: Option<IpAddr>,
+}
+
+/// Everything the kernel needs for one attachment.
+#[derive(Debug, Clone)]
+pub struct LinkPlan {
+    pub ifname: String,
     pub parent_index: u32,
+    /// Name of the parent, for messages.
+    pub parent_name: String,
+    pub mode: MacvlanMode,
+    pub mac: MacAddr,
+    pub mtu: Option<u32>,
+    pub addresses: Vec<(IpAddr, u8)>,
+    pub routes: Vec<RoutePlan>,
+    /// Run IPv6 duplicate address detection and wait for it (CNI does; Docker skips it).
+    pub wait_dad: bool,
+    /// Broadcast queue length of the macvlan port (CNI `bcqueuelen`).
+    pub bc_queue_len: Option<u32>,
+}
+
+impl LinkPlan {
+    /// The plan for an mvnet endpoint: its addresses, and a default route through each
+    /// subnet's gateway unless the network is internal.
+    pub fn for_endpoint(net: &Network, ep: &Endpoint, parent_index: u32) -> LinkPlan {
+        let addresses: Vec<(IpAddr, u8)> = ep.ipv4.iter().chain(ep.ipv6.iter()).copied().collect();
+        let routes = if net.internal {
+            Vec::new()
+        } else {
+            addresses
+                .iter()
+                .filter_map(|(ip, _)| gateway_for(net, *ip))
+                .map(|gw| RoutePlan { dst: None, gateway: Some(gw) })
+                .collect()
+        };
+        LinkPlan {
+            ifname: ep.ifname.clone(),
+            parent_index,
+            parent_name: net.options.parent.clone(),
+            mode: net.options.macvlan_mode,
+            mac: ep.mac,
+            mtu: net.options.mtu,
+            addresses,
+            routes,
+            wait_dad: false,
+            bc_queue_len: None,
+        }
+    }
 }
 
 /// Outcome of creating the link, so the caller can recover from a leftover of a crashed run.
@@ -26,69 +76,68 @@ pub enum CreateOutcome {
 }
 
 /// Turns a kernel error from creating a macvlan into one a user can act on.
-fn explain_create_error(e: io::Error, net: &Network, ep: &Endpoint) -> Error {
+fn explain_create_error(e: io::Error, plan: &LinkPlan) -> Error {
     match e.raw_os_error() {
-        Some(libc::EOPNOTSUPP) => Error::KernelFeature(
-            "this kernel has no macvlan support: load it with 'modprobe macvlan' or build with CONFIG_MACVLAN".into(),
-        ),
+        Some(libc::EOPNOTSUPP) => crate::kernel::feature(crate::netlink::ProbeKind::Macvlan)
+            .missing_error("a macvlan network"),
         Some(libc::EBUSY) => crate::conflict!(
             "the kernel refused a macvlan on {} (device busy): another macvlan/ipvlan or passthru user owns the parent; see mvnet network ls",
-            net.options.parent
+            plan.parent_name
         ),
         Some(libc::EADDRINUSE) => crate::conflict!(
-            "MAC address {} is already used by another macvlan on {}; pass a different --mac-address",
-            ep.mac,
-            net.options.parent
+            "MAC address {} is already used by another macvlan on {}; pass a different MAC address",
+            plan.mac,
+            plan.parent_name
         ),
-        Some(libc::EINVAL) if net.options.mtu.is_some() => crate::invalid!(
+        Some(libc::EINVAL) if plan.mtu.is_some() => crate::invalid!(
             "the kernel refused MTU {} on parent {}; use an MTU no larger than the parent's",
-            net.options.mtu.unwrap_or_default(),
-            net.options.parent
+            plan.mtu.unwrap_or_default(),
+            plan.parent_name
         ),
-        _ => Error::kernel(format!("create macvlan {} on {}", ep.ifname, net.options.parent), e),
+        _ => Error::kernel(format!("create macvlan {} on {}", plan.ifname, plan.parent_name), e),
     }
 }
 
-pub fn create_link(root: &mut Netlink, ns: &Netns, plan: &AttachPlan) -> Result<CreateOutcome> {
-    let ep = plan.endpoint;
-    let net = plan.network;
+/// Creates the link inside `ns`. `root` is a socket in the namespace that holds the parent
+/// (the host's, or the container's own when the parent lives there).
+pub fn create_link(root: &mut Netlink, ns: &Netns, plan: &LinkPlan) -> Result<CreateOutcome> {
     let mut spec = MacvlanLink {
-        name: &ep.ifname,
+        name: &plan.ifname,
         parent_index: plan.parent_index,
-        mode: net.options.macvlan_mode,
+        mode: plan.mode,
         // Passthru too: the parent goes promiscuous, so the endpoint keeps its own MAC and
         // what inspect reports is what the LAN sees.
-        mac: Some(ep.mac),
-        mtu: net.options.mtu,
+        mac: Some(plan.mac),
+        mtu: plan.mtu,
+        bc_queue_len: plan.bc_queue_len,
         netns: Some(ns),
     };
     match root.create_macvlan(&spec) {
         Ok(()) => return Ok(CreateOutcome::Created),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-        Err(e) => return Err(explain_create_error(e, net, ep)),
+        Err(e) => return Err(explain_create_error(e, plan)),
     }
     // EEXIST: either the container already has the name (a leftover), or the kernel checked
     // the name in *our* namespace, where the host's own eth0 lives (kernels before 6.x do;
     // that is why the CNI reference plugin always uses a temporary name).
     let mut inside = Netlink::in_netns(ns)?;
     let taken = inside
-        .link_by_name(&ep.ifname)
+        .link_by_name(&plan.ifname)
         .map_err(|e| Error::kernel("look up interface in container", e))?;
     if taken.is_some() {
         return Ok(CreateOutcome::NameTaken);
     }
     let temp = format!("mvtmp{}", &crate::ids::new_id()[..10]);
     spec.name = &temp;
-    root.create_macvlan(&spec)
-        .map_err(|e| explain_create_error(e, net, ep))?;
+    root.create_macvlan(&spec).map_err(|e| explain_create_error(e, plan))?;
     let renamed = inside
         .link_by_name(&temp)
         .map_err(|e| Error::kernel("look up new interface", e))?
         .ok_or_else(|| Error::Store(format!("{temp} vanished right after creation")))
         .and_then(|l| {
             inside
-                .set_name(l.index, &ep.ifname)
-                .map_err(|e| Error::kernel(format!("rename {temp} to {}", ep.ifname), e))
+                .set_name(l.index, &plan.ifname)
+                .map_err(|e| Error::kernel(format!("rename {temp} to {}", plan.ifname), e))
         });
     if let Err(e) = renamed {
         let _ = inside.delete_link_by_name(&temp);
@@ -97,56 +146,75 @@ pub fn create_link(root: &mut Netlink, ns: &Netns, plan: &AttachPlan) -> Result<
     Ok(CreateOutcome::Created)
 }
 
-/// Everything after the link exists: sysctls, addresses, up, routes. On error the caller
-/// deletes the link.
-pub fn configure(ns: &Netns, plan: &AttachPlan) -> Result<()> {
-    let ep = plan.endpoint;
-    let net = plan.network;
+/// Everything after the link exists: sysctls, MAC (passthru), addresses, up, routes.
+/// On error the caller deletes the link.
+pub fn configure(ns: &Netns, plan: &LinkPlan) -> Result<()> {
     // One trip into the namespace: the rtnetlink socket stays bound there, and the sysctl
     // files are resolved against the namespace of the thread that opens them.
+    let has_v6 = plan.addresses.iter().any(|(ip, _)| ip.is_ipv6());
     let mut nl = netns::run_in(ns, || -> Result<Netlink> {
         // Kernel announcements on link-up: gratuitous ARP (IPv4) and unsolicited NA (IPv6),
         // so LAN caches learn the new MAC for a reused address.
-        write_sysctl(
-            &format!("/proc/sys/net/ipv4/conf/{}/arp_notify", ep.ifname),
-            "1",
-        )?;
-        if ep.ipv6.is_some() {
-            write_sysctl(
-                &format!("/proc/sys/net/ipv6/conf/{}/ndisc_notify", ep.ifname),
-                "1",
-            )?;
+        write_sysctl(&format!("/proc/sys/net/ipv4/conf/{}/arp_notify", plan.ifname), "1")?;
+        if has_v6 {
+            write_sysctl(&format!("/proc/sys/net/ipv6/conf/{}/ndisc_notify", plan.ifname), "1")?;
         }
         Netlink::new()
     })??;
     let k = |op: &str| {
-        let op = format!("{op} on {} in {}", ep.ifname, ns.path().display());
+        let op = format!("{op} on {} in {}", plan.ifname, ns.path().display());
         move |e: io::Error| Error::kernel(op, e)
     };
     let link = nl
-        .link_by_name(&ep.ifname)
+        .link_by_name(&plan.ifname)
         .map_err(k("look up"))?
-        .ok_or_else(|| Error::Store(format!("{} vanished right after creation", ep.ifname)))?;
-    if net.options.macvlan_mode == MacvlanMode::Passthru && link.mac != Some(ep.mac) {
+        .ok_or_else(|| Error::Store(format!("{} vanished right after creation", plan.ifname)))?;
+    if plan.mode == MacvlanMode::Passthru && link.mac != Some(plan.mac) {
         // A new passthru link inherits the parent's MAC whatever we asked for; setting it now
         // (as Docker does) honours the MAC rule. The kernel gives the parent its own MAC back
         // when the passthru link goes away.
-        nl.set_mac(link.index, ep.mac).map_err(k("set MAC"))?;
+        nl.set_mac(link.index, plan.mac).map_err(k("set MAC"))?;
     }
-    for (ip, prefix) in ep.ipv4.iter().chain(ep.ipv6.iter()) {
-        nl.add_address(link.index, *ip, *prefix)
+    for (ip, prefix) in &plan.addresses {
+        nl.add_address_dad(link.index, *ip, *prefix, plan.wait_dad)
             .map_err(k("add address"))?;
     }
     nl.set_up(link.index, true).map_err(k("set up"))?;
-    if !net.internal {
-        for (ip, _) in ep.ipv4.iter().chain(ep.ipv6.iter()) {
-            if let Some(gw) = gateway_for(net, *ip) {
-                nl.add_route(None, Some(gw), link.index)
-                    .map_err(k("add default route"))?;
-            }
+    if plan.wait_dad && has_v6 {
+        wait_for_dad(&mut nl, link.index, &plan.ifname)?;
+    }
+    for r in &plan.routes {
+        match nl.add_route(r.dst, r.gateway, link.index) {
+            // The same default route from two sources (e.g. IPAM routes) is not an error.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            other => other.map_err(k("add route"))?,
         }
     }
     Ok(())
+}
+
+/// Waits until no IPv6 address of the link is tentative; fails on a duplicate.
+fn wait_for_dad(nl: &mut Netlink, index: u32, ifname: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (tentative, failed) = nl
+            .dad_state(index)
+            .map_err(|e| Error::kernel(format!("read addresses of {ifname}"), e))?;
+        if let Some(ip) = failed.first() {
+            return Err(crate::conflict!(
+                "IPv6 address {ip} is already used on the LAN (duplicate address detection failed); pick another address"
+            ));
+        }
+        if tentative.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(crate::conflict!(
+                "IPv6 duplicate address detection on {ifname} did not finish within 10 s"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The gateway of the pool an address came from.
@@ -155,13 +223,6 @@ pub fn gateway_for(net: &Network, ip: IpAddr) -> Option<IpAddr> {
         .iter()
         .find(|p| p.subnet.contains(&ip))
         .and_then(|p| p.gateway)
-}
-
-pub fn subnet_for(net: &Network, ip: IpAddr) -> Option<IpNet> {
-    net.pools
-        .iter()
-        .find(|p| p.subnet.contains(&ip))
-        .map(|p| p.subnet)
 }
 
 fn write_sysctl(path: &str, value: &str) -> Result<()> {
@@ -179,4 +240,28 @@ pub fn delete_link(netns_path: &str, ifname: &str) -> Result<()> {
     nl.delete_link_by_name(ifname)
         .map(|_| ())
         .map_err(|e| Error::kernel(format!("delete {ifname} in {netns_path}"), e))
+}
+
+/// Creates and configures in one go; on failure nothing is left in `ns`.
+pub fn attach(root: &mut Netlink, ns: &Netns, plan: &LinkPlan, replace_leftover: bool) -> Result<()> {
+    if let CreateOutcome::NameTaken = create_link(root, ns, plan)? {
+        if !replace_leftover {
+            return Err(crate::conflict!(
+                "namespace {} already has an interface named {}; remove it or choose another interface name",
+                ns.path().display(),
+                plan.ifname
+            ));
+        }
+        // Our own namespace holds a leftover of an attach that was killed: replace it.
+        let path = ns.path().display().to_string();
+        delete_link(&path, &plan.ifname)?;
+        if let CreateOutcome::NameTaken = create_link(root, ns, plan)? {
+            return Err(crate::conflict!("{} keeps existing in {path}", plan.ifname));
+        }
+    }
+    if let Err(e) = configure(ns, plan) {
+        let _ = delete_link(&ns.path().display().to_string(), &plan.ifname);
+        return Err(e);
+    }
+    Ok(())
 }

@@ -14,6 +14,9 @@ pub struct Pool {
     pub range: Option<IpNet>,
     /// `--aux-address` values: never handed out.
     pub aux: Vec<IpAddr>,
+    /// CNI host-local style `rangeStart` / `rangeEnd` (inclusive), on top of `range`.
+    pub start: Option<IpAddr>,
+    pub end: Option<IpAddr>,
 }
 
 impl Pool {
@@ -37,6 +40,8 @@ impl Pool {
             gateway,
             range,
             aux,
+            start: None,
+            end: None,
         };
         if let Some(gw) = gateway {
             if !subnet.contains(&gw) {
@@ -80,6 +85,26 @@ impl Pool {
         Ok(pool)
     }
 
+    /// Limits automatic allocation to `start..=end` (CNI's rangeStart/rangeEnd).
+    pub fn with_bounds(mut self, start: Option<IpAddr>, end: Option<IpAddr>) -> Result<Pool> {
+        for (what, ip) in [("rangeStart", start), ("rangeEnd", end)] {
+            if let Some(ip) = ip {
+                if !self.subnet.contains(&ip) {
+                    return Err(invalid!("{what} {ip} is outside subnet {}; give an address inside it", self.subnet));
+                }
+            }
+        }
+        self.start = start;
+        self.end = end;
+        if self.first_last().is_none() {
+            return Err(invalid!(
+                "rangeStart/rangeEnd leave no address to hand out in {}; check their order",
+                self.subnet
+            ));
+        }
+        Ok(self)
+    }
+
     pub fn is_v6(&self) -> bool {
         self.subnet.network().is_ipv6()
     }
@@ -107,6 +132,12 @@ impl Pool {
         }
         if !self.is_host_address(u128_to_ip(last, self.is_v6())) {
             last -= 1;
+        }
+        if let Some(s) = self.start {
+            first = first.max(ip_to_u128(s));
+        }
+        if let Some(e) = self.end {
+            last = last.min(ip_to_u128(e));
         }
         (first <= last).then_some((first, last))
     }
@@ -346,6 +377,20 @@ mod tests {
         assert!(pool("2001:db8::/48", None, None, &[]).is_err());
         assert!(pool("10.0.0.0/24", Some("10.0.0.255"), None, &[]).is_err());
         assert!(pool("10.0.0.0/24", None, None, &["10.0.9.9"]).is_err());
+    }
+
+    #[test]
+    fn range_start_and_end_bound_allocation() {
+        let p = pool("10.1.2.0/24", Some("10.1.2.1"), None, &[])
+            .unwrap()
+            .with_bounds(Some("10.1.2.100".parse().unwrap()), Some("10.1.2.101".parse().unwrap()))
+            .unwrap();
+        let (mut c, mut t) = (None, HashSet::new());
+        let got: Vec<_> = std::iter::from_fn(|| alloc(&p, &mut c, &mut t)).map(|i| i.to_string()).collect();
+        assert_eq!(got, ["10.1.2.100", "10.1.2.101"]);
+        let p = pool("10.1.2.0/24", None, None, &[]).unwrap();
+        assert!(p.clone().with_bounds(Some("10.9.0.1".parse().unwrap()), None).is_err());
+        assert!(p.with_bounds(Some("10.1.2.9".parse().unwrap()), Some("10.1.2.3".parse().unwrap())).is_err());
     }
 
     #[test]

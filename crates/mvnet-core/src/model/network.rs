@@ -212,6 +212,11 @@ pub struct PoolSpec {
     /// `--aux-address name=IP`, reserved and never handed out.
     #[serde(default)]
     pub aux: BTreeMap<String, IpAddr>,
+    /// CNI `rangeStart` / `rangeEnd` (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_start: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<IpAddr>,
 }
 
 impl PoolSpec {
@@ -222,6 +227,8 @@ impl PoolSpec {
             gateway: self.gateway,
             range: self.ip_range,
             aux: self.aux.values().copied().collect(),
+            start: self.range_start,
+            end: self.range_end,
         }
     }
 }
@@ -329,6 +336,8 @@ impl CreateNetworkRequest {
                 gateway: gateways[i],
                 ip_range: ranges[i],
                 aux: aux[i].clone(),
+                range_start: None,
+                range_end: None,
             };
             let pool = Pool::new(spec.subnet, spec.gateway, spec.ip_range, spec.pool().aux)?;
             for earlier in &pools {

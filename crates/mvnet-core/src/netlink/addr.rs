@@ -9,7 +9,12 @@ use super::Netlink;
 
 impl Netlink {
     /// Adds `ip/prefix` to a link; IPv4 gets its broadcast address as `ip addr add` does.
+    /// IPv6 addresses skip duplicate address detection (as Docker does) unless `dad`.
     pub fn add_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
+        self.add_address_dad(index, ip, prefix, false)
+    }
+
+    pub fn add_address_dad(&mut self, index: u32, ip: IpAddr, prefix: u8, dad: bool) -> io::Result<()> {
         let mut m = AddressMessage::default();
         m.header.index = index;
         m.header.prefix_len = prefix;
@@ -22,7 +27,7 @@ impl Netlink {
                 let bc = u32::from(v4) | host_bits;
                 m.attributes.push(AddressAttribute::Broadcast(bc.into()));
             }
-        } else {
+        } else if !dad {
             // Like Docker: the address is ours by allocation, so skip the ~1 s of DAD that
             // would leave it unusable right after attach.
             m.attributes
@@ -32,6 +37,35 @@ impl Netlink {
             RouteNetlinkMessage::NewAddress(m),
             NLM_F_CREATE | NLM_F_EXCL,
         )
+    }
+
+    /// IPv6 addresses on `index` still in duplicate address detection, and those that failed it.
+    pub fn dad_state(&mut self, index: u32) -> io::Result<(Vec<IpAddr>, Vec<IpAddr>)> {
+        let msgs = self.query(RouteNetlinkMessage::GetAddress(AddressMessage::default()), true)?;
+        let (mut tentative, mut failed) = (Vec::new(), Vec::new());
+        for m in msgs {
+            let RouteNetlinkMessage::NewAddress(a) = m else { continue };
+            if a.header.index != index {
+                continue;
+            }
+            let mut flags = AddressFlags::from_bits_retain(a.header.flags.bits() as u32);
+            let mut ip = None;
+            for x in &a.attributes {
+                match x {
+                    AddressAttribute::Flags(f) => flags |= *f,
+                    AddressAttribute::Address(addr) if addr.is_ipv6() => ip = Some(*addr),
+                    _ => {}
+                }
+            }
+            if let Some(ip) = ip {
+                if flags.contains(AddressFlags::Dadfailed) {
+                    failed.push(ip);
+                } else if flags.contains(AddressFlags::Tentative) {
+                    tentative.push(ip);
+                }
+            }
+        }
+        Ok((tentative, failed))
     }
 
     /// Addresses on link `index` (all links when `None`), with their prefix lengths.

@@ -115,6 +115,7 @@ pub struct MacvlanLink<'a> {
     pub mode: MacvlanMode,
     pub mac: Option<MacAddr>,
     pub mtu: Option<u32>,
+    pub bc_queue_len: Option<u32>,
     /// Create it directly inside this namespace (IFLA_NET_NS_FD): no move, no rename.
     pub netns: Option<&'a Netns>,
 }
@@ -193,9 +194,11 @@ impl Netlink {
         }
         m.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::MacVlan),
-            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(to_kernel_mode(
-                spec.mode,
-            ))])),
+            LinkInfo::Data(InfoData::MacVlan(
+                std::iter::once(InfoMacVlan::Mode(to_kernel_mode(spec.mode)))
+                    .chain(spec.bc_queue_len.map(InfoMacVlan::BcQueueLen))
+                    .collect(),
+            )),
         ]));
         self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
     }
