@@ -280,7 +280,14 @@ impl Engine {
         }
     }
 
-    fn build_endpoint(&mut self, net: &Network, ep: &Endpoint, parent: &Link, ns: &Netns, owned: bool) -> Result<()> {
+    fn build_endpoint(
+        &mut self,
+        net: &Network,
+        ep: &Endpoint,
+        parent: &Link,
+        ns: &Netns,
+        owned: bool,
+    ) -> Result<()> {
         let plan = macvlan::LinkPlan::for_endpoint(net, ep, parent.index);
         let nl = self.netlink()?;
         macvlan::attach(nl, ns, &plan, owned)
@@ -310,7 +317,7 @@ impl Engine {
 }
 
 /// Rules across networks on one parent (run inside the store's write transaction).
-fn check_against_existing(net: &Network, existing: &[Network]) -> Result<()> {
+pub fn check_against_existing(net: &Network, existing: &[Network]) -> Result<()> {
     for other in existing
         .iter()
         .filter(|o| o.options.parent == net.options.parent)

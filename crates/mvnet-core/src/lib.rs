@@ -15,6 +15,6 @@ pub mod kernel;
 pub mod lab;
 pub mod netlink;
 pub mod netns;
+pub mod parent;
 pub mod runtime;
 pub mod views;
-pub mod parent;

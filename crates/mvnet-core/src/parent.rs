@@ -26,12 +26,20 @@ pub fn ensure(nl: &mut Netlink, name: &str) -> Result<(Link, bool)> {
 /// "Not found" with the interfaces that do exist, so the user can pick one.
 pub fn missing(nl: &mut Netlink, name: &str) -> Error {
     let names: Vec<String> = match nl.links() {
-        Ok(links) => links.into_iter().filter(|l| !l.loopback).map(|l| l.name).collect(),
+        Ok(links) => links
+            .into_iter()
+            .filter(|l| !l.loopback)
+            .map(|l| l.name)
+            .collect(),
         Err(e) => return Error::kernel("list links", e),
     };
     not_found!(
         "-o parent interface was not found on the host: {name}; interfaces here: {}",
-        if names.is_empty() { "(none)".to_string() } else { names.join(", ") }
+        if names.is_empty() {
+            "(none)".to_string()
+        } else {
+            names.join(", ")
+        }
     )
 }
 
@@ -39,28 +47,36 @@ pub fn missing(nl: &mut Netlink, name: &str) -> Error {
 /// here (false when another process created it a moment earlier).
 pub fn create_vlan(nl: &mut Netlink, name: &str, base: &str, vid: u16) -> Result<(Link, bool)> {
     let k = |op: String| move |e: std::io::Error| Error::kernel(op, e);
-    let Some(base_link) = nl.link_by_name(base).map_err(k(format!("look up {base}")))? else {
+    let Some(base_link) = nl
+        .link_by_name(base)
+        .map_err(k(format!("look up {base}")))?
+    else {
         return Err(missing(nl, base));
     };
     let created = match nl.create_vlan(name, base_link.index, vid, None) {
         Ok(()) => true,
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => false,
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-            return Err(crate::kernel::feature(ProbeKind::Vlan)
-                .missing_error(&format!("parent {name} (an 802.1Q VLAN sub-interface of {base})")))
+            return Err(
+                crate::kernel::feature(ProbeKind::Vlan).missing_error(&format!(
+                    "parent {name} (an 802.1Q VLAN sub-interface of {base})"
+                )),
+            )
         }
         Err(e) => return Err(Error::kernel(format!("create VLAN {vid} on {base}"), e)),
     };
     let configured = (|| {
         // Like `ifconfig ens19 up` in the seed: a trunk port that is down carries nothing.
         if !base_link.up {
-            nl.set_up(base_link.index, true).map_err(k(format!("set {base} up")))?;
+            nl.set_up(base_link.index, true)
+                .map_err(k(format!("set {base} up")))?;
         }
         let link = nl
             .link_by_name(name)
             .map_err(k(format!("look up {name}")))?
             .ok_or_else(|| Error::Store(format!("{name} vanished right after creation")))?;
-        nl.set_up(link.index, true).map_err(k(format!("set {name} up")))?;
+        nl.set_up(link.index, true)
+            .map_err(k(format!("set {name} up")))?;
         Ok(Link { up: true, ..link })
     })();
     match configured {

@@ -51,7 +51,10 @@ impl LinkPlan {
             addresses
                 .iter()
                 .filter_map(|(ip, _)| gateway_for(net, *ip))
-                .map(|gw| RoutePlan { dst: None, gateway: Some(gw) })
+                .map(|gw| RoutePlan {
+                    dst: None,
+                    gateway: Some(gw),
+                })
                 .collect()
         };
         LinkPlan {
@@ -129,7 +132,8 @@ pub fn create_link(root: &mut Netlink, ns: &Netns, plan: &LinkPlan) -> Result<Cr
     }
     let temp = format!("mvtmp{}", &crate::ids::new_id()[..10]);
     spec.name = &temp;
-    root.create_macvlan(&spec).map_err(|e| explain_create_error(e, plan))?;
+    root.create_macvlan(&spec)
+        .map_err(|e| explain_create_error(e, plan))?;
     let renamed = inside
         .link_by_name(&temp)
         .map_err(|e| Error::kernel("look up new interface", e))?
@@ -155,9 +159,15 @@ pub fn configure(ns: &Netns, plan: &LinkPlan) -> Result<()> {
     let mut nl = netns::run_in(ns, || -> Result<Netlink> {
         // Kernel announcements on link-up: gratuitous ARP (IPv4) and unsolicited NA (IPv6),
         // so LAN caches learn the new MAC for a reused address.
-        write_sysctl(&format!("/proc/sys/net/ipv4/conf/{}/arp_notify", plan.ifname), "1")?;
+        write_sysctl(
+            &format!("/proc/sys/net/ipv4/conf/{}/arp_notify", plan.ifname),
+            "1",
+        )?;
         if has_v6 {
-            write_sysctl(&format!("/proc/sys/net/ipv6/conf/{}/ndisc_notify", plan.ifname), "1")?;
+            write_sysctl(
+                &format!("/proc/sys/net/ipv6/conf/{}/ndisc_notify", plan.ifname),
+                "1",
+            )?;
         }
         Netlink::new()
     })??;
@@ -243,7 +253,12 @@ pub fn delete_link(netns_path: &str, ifname: &str) -> Result<()> {
 }
 
 /// Creates and configures in one go; on failure nothing is left in `ns`.
-pub fn attach(root: &mut Netlink, ns: &Netns, plan: &LinkPlan, replace_leftover: bool) -> Result<()> {
+pub fn attach(
+    root: &mut Netlink,
+    ns: &Netns,
+    plan: &LinkPlan,
+    replace_leftover: bool,
+) -> Result<()> {
     if let CreateOutcome::NameTaken = create_link(root, ns, plan)? {
         if !replace_leftover {
             return Err(crate::conflict!(

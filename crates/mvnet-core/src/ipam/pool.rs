@@ -90,7 +90,10 @@ impl Pool {
         for (what, ip) in [("rangeStart", start), ("rangeEnd", end)] {
             if let Some(ip) = ip {
                 if !self.subnet.contains(&ip) {
-                    return Err(invalid!("{what} {ip} is outside subnet {}; give an address inside it", self.subnet));
+                    return Err(invalid!(
+                        "{what} {ip} is outside subnet {}; give an address inside it",
+                        self.subnet
+                    ));
                 }
             }
         }
@@ -383,14 +386,27 @@ mod tests {
     fn range_start_and_end_bound_allocation() {
         let p = pool("10.1.2.0/24", Some("10.1.2.1"), None, &[])
             .unwrap()
-            .with_bounds(Some("10.1.2.100".parse().unwrap()), Some("10.1.2.101".parse().unwrap()))
+            .with_bounds(
+                Some("10.1.2.100".parse().unwrap()),
+                Some("10.1.2.101".parse().unwrap()),
+            )
             .unwrap();
         let (mut c, mut t) = (None, HashSet::new());
-        let got: Vec<_> = std::iter::from_fn(|| alloc(&p, &mut c, &mut t)).map(|i| i.to_string()).collect();
+        let got: Vec<_> = std::iter::from_fn(|| alloc(&p, &mut c, &mut t))
+            .map(|i| i.to_string())
+            .collect();
         assert_eq!(got, ["10.1.2.100", "10.1.2.101"]);
         let p = pool("10.1.2.0/24", None, None, &[]).unwrap();
-        assert!(p.clone().with_bounds(Some("10.9.0.1".parse().unwrap()), None).is_err());
-        assert!(p.with_bounds(Some("10.1.2.9".parse().unwrap()), Some("10.1.2.3".parse().unwrap())).is_err());
+        assert!(p
+            .clone()
+            .with_bounds(Some("10.9.0.1".parse().unwrap()), None)
+            .is_err());
+        assert!(p
+            .with_bounds(
+                Some("10.1.2.9".parse().unwrap()),
+                Some("10.1.2.3".parse().unwrap())
+            )
+            .is_err());
     }
 
     #[test]

@@ -14,7 +14,13 @@ impl Netlink {
         self.add_address_dad(index, ip, prefix, false)
     }
 
-    pub fn add_address_dad(&mut self, index: u32, ip: IpAddr, prefix: u8, dad: bool) -> io::Result<()> {
+    pub fn add_address_dad(
+        &mut self,
+        index: u32,
+        ip: IpAddr,
+        prefix: u8,
+        dad: bool,
+    ) -> io::Result<()> {
         let mut m = AddressMessage::default();
         m.header.index = index;
         m.header.prefix_len = prefix;
@@ -41,10 +47,15 @@ impl Netlink {
 
     /// IPv6 addresses on `index` still in duplicate address detection, and those that failed it.
     pub fn dad_state(&mut self, index: u32) -> io::Result<(Vec<IpAddr>, Vec<IpAddr>)> {
-        let msgs = self.query(RouteNetlinkMessage::GetAddress(AddressMessage::default()), true)?;
+        let msgs = self.query(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            true,
+        )?;
         let (mut tentative, mut failed) = (Vec::new(), Vec::new());
         for m in msgs {
-            let RouteNetlinkMessage::NewAddress(a) = m else { continue };
+            let RouteNetlinkMessage::NewAddress(a) = m else {
+                continue;
+            };
             if a.header.index != index {
                 continue;
             }

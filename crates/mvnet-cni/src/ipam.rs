@@ -1,0 +1,335 @@
+//! IPAM for the plugin: none (L2 only), mvnet's built-in IPAM (no second exec; kept in
+//! mvnet's store, so `mvnet network ls/inspect` shows CNI attachments), or any other IPAM
+//! plugin, delegated through CNI_PATH exactly as the spec says.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::Value;
+
+use mvnet_core::engine::Engine;
+use mvnet_core::ipam::Pool;
+use mvnet_core::model::{Endpoint, Network, NetworkOptions, PoolSpec};
+use mvnet_core::store::EndpointRequest;
+
+use crate::conf::{Env, NetConf};
+use crate::error::{code, CniError, CniResult};
+use crate::result::{IpConfig, Outcome, Route};
+
+// ----- delegation ---------------------------------------------------------------------
+
+fn find_plugin(env: &Env, name: &str) -> CniResult<PathBuf> {
+    if name.contains('/') {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!("invalid IPAM type {name:?}"),
+        ));
+    }
+    env.path
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                format!("IPAM plugin {name:?} not found in CNI_PATH ({})", env.path),
+            )
+        })
+}
+
+/// Runs the IPAM plugin with `command` and the same config on stdin. Returns its parsed
+/// stdout (when any); its spec error, if it fails, is passed on with the plugin's name.
+pub fn exec(env: &Env, name: &str, command: &str, stdin: &[u8]) -> CniResult<Option<Value>> {
+    let path = find_plugin(env, name)?;
+    let mut child = Command::new(&path)
+        .env("CNI_COMMAND", command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            CniError::new(
+                code::IO,
+                format!("cannot run IPAM plugin {}: {e}", path.display()),
+            )
+        })?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin)
+        .map_err(|e| CniError::new(code::IO, format!("cannot write to IPAM plugin {name}: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| CniError::new(code::IO, format!("IPAM plugin {name} failed: {e}")))?;
+    let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+    if !out.status.success() {
+        let (c, msg) = parsed
+            .as_ref()
+            .map(|v| {
+                (
+                    v.get("code")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(code::INTERNAL as u64) as u32,
+                    v.get("msg")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            })
+            .unwrap_or((
+                code::INTERNAL,
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            ));
+        return Err(CniError::new(c, format!("IPAM plugin {name}: {msg}")));
+    }
+    Ok(parsed)
+}
+
+// ----- built-in IPAM ---------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+struct RangeConf {
+    subnet: String,
+    #[serde(rename = "rangeStart", default)]
+    range_start: Option<IpAddr>,
+    #[serde(rename = "rangeEnd", default)]
+    range_end: Option<IpAddr>,
+    #[serde(default)]
+    gateway: Option<IpAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RouteConf {
+    dst: IpNet,
+    #[serde(default)]
+    gw: Option<IpAddr>,
+}
+
+/// `"ipam": {"type": "mvnet", ...}`: host-local's fields (subnet/rangeStart/rangeEnd/gateway
+/// or ranges, routes), plus `dataDir` for mvnet's state root.
+#[derive(Debug, Deserialize)]
+pub struct BuiltinConf {
+    #[serde(flatten)]
+    single: RangeConfOpt,
+    #[serde(default)]
+    ranges: Vec<Vec<RangeConf>>,
+    #[serde(default)]
+    routes: Vec<RouteConf>,
+    #[serde(rename = "dataDir", default)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RangeConfOpt {
+    #[serde(default)]
+    subnet: Option<String>,
+    #[serde(rename = "rangeStart", default)]
+    range_start: Option<IpAddr>,
+    #[serde(rename = "rangeEnd", default)]
+    range_end: Option<IpAddr>,
+    #[serde(default)]
+    gateway: Option<IpAddr>,
+}
+
+impl BuiltinConf {
+    pub fn parse(ipam: &Value) -> CniResult<BuiltinConf> {
+        serde_json::from_value(ipam.clone()).map_err(|e| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                format!("invalid mvnet IPAM config: {e}"),
+            )
+        })
+    }
+
+    /// The pools, host-local style: the gateway defaults to the subnet's first address.
+    pub fn pools(&self) -> CniResult<Vec<PoolSpec>> {
+        let mut sets: Vec<RangeConf> = Vec::new();
+        if let Some(subnet) = &self.single.subnet {
+            sets.push(RangeConf {
+                subnet: subnet.clone(),
+                range_start: self.single.range_start,
+                range_end: self.single.range_end,
+                gateway: self.single.gateway,
+            });
+        }
+        for set in &self.ranges {
+            if set.len() != 1 {
+                return Err(CniError::new(
+                    code::UNSUPPORTED_FIELD,
+                    "mvnet IPAM takes one range per range set; put each subnet in its own set",
+                ));
+            }
+            let r = &set[0];
+            sets.push(RangeConf {
+                subnet: r.subnet.clone(),
+                range_start: r.range_start,
+                range_end: r.range_end,
+                gateway: r.gateway,
+            });
+        }
+        if sets.is_empty() {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "mvnet IPAM needs \"subnet\" or \"ranges\"",
+            ));
+        }
+        let mut out = Vec::new();
+        for r in sets {
+            let subnet: IpNet = r.subnet.parse().map_err(|_| {
+                CniError::new(
+                    code::INVALID_CONFIG,
+                    format!("invalid subnet {:?}", r.subnet),
+                )
+            })?;
+            let subnet = subnet.trunc();
+            let gateway = r.gateway.or_else(|| subnet.hosts().next());
+            let pool = Pool::new(subnet, gateway, None, vec![])
+                .and_then(|p| p.with_bounds(r.range_start, r.range_end))
+                .map_err(CniError::from)?;
+            out.push(PoolSpec {
+                subnet: pool.subnet,
+                gateway: pool.gateway,
+                ip_range: None,
+                aux: BTreeMap::new(),
+                range_start: pool.start,
+                range_end: pool.end,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Routes for the result: as configured (host-local passes them through).
+    pub fn routes(&self) -> Vec<Route> {
+        self.routes
+            .iter()
+            .map(|r| Route {
+                dst: r.dst,
+                gw: r.gw,
+            })
+            .collect()
+    }
+}
+
+/// The store network behind a CNI network name: created on first ADD, checked after that.
+pub fn builtin_network(
+    engine: &mut Engine,
+    conf: &NetConf,
+    master: &str,
+    pools: Vec<PoolSpec>,
+) -> CniResult<Network> {
+    let subnets = |ps: &[PoolSpec]| {
+        let mut v: Vec<String> = ps.iter().map(|p| p.subnet.to_string()).collect();
+        v.sort();
+        v
+    };
+    let wanted = subnets(&pools);
+    let check_same = |net: &Network| -> CniResult<()> {
+        if net.options.parent != master || subnets(&net.pools) != wanted {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "mvnet network {} already exists with subnets {:?} on parent {}, but this config says {:?} on {}; rename the CNI network or remove the mvnet one",
+                    net.name, subnets(&net.pools), net.options.parent, wanted, master
+                ),
+            ));
+        }
+        Ok(())
+    };
+    if let Ok(net) = engine.network(&conf.name) {
+        check_same(&net)?;
+        return Ok(net);
+    }
+    let ipv6 = pools.iter().any(|p| p.subnet.addr().is_ipv6());
+    let net = Network {
+        id: mvnet_core::ids::new_id(),
+        name: conf.name.clone(),
+        driver: mvnet_core::model::Driver::Macvlan,
+        created: mvnet_core::model::time::now_rfc3339(),
+        pools,
+        internal: false,
+        ipv6,
+        labels: [("mvnet.cni".to_string(), "true".to_string())].into(),
+        options: NetworkOptions {
+            parent: master.to_string(),
+            macvlan_mode: conf.macvlan_mode()?,
+            mtu: (conf.mtu > 0).then_some(conf.mtu),
+            vlan: None,
+        },
+    };
+    let check = |existing: &[Network]| mvnet_core::engine::check_against_existing(&net, existing);
+    match engine.store().create_network(&net, &check, false) {
+        Ok(()) => Ok(net),
+        // Another ADD created it a moment ago.
+        Err(mvnet_core::Error::Conflict(_)) if engine.network(&conf.name).is_ok() => {
+            let net = engine.network(&conf.name)?;
+            check_same(&net)?;
+            Ok(net)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reserves addresses for the attachment; the caller activates or removes the endpoint.
+pub fn builtin_reserve(
+    engine: &mut Engine,
+    net: &Network,
+    env: &Env,
+    req_ip: Option<IpAddr>,
+    mac: Option<mvnet_core::model::MacAddr>,
+) -> CniResult<Endpoint> {
+    let req = EndpointRequest {
+        container_id: env.container_id.clone(),
+        container_name: env.container_id.chars().take(12).collect(),
+        netns: env.netns.clone(),
+        ifname: Some(env.ifname.clone()),
+        static_ipv4: req_ip.filter(IpAddr::is_ipv4),
+        static_ipv6: req_ip.filter(IpAddr::is_ipv6),
+        mac,
+        owner_pid: std::process::id(),
+    };
+    Ok(engine.store().reserve_endpoint(net, &req)?)
+}
+
+/// The endpoint of this container/interface on the CNI network, if any.
+pub fn builtin_find(
+    engine: &mut Engine,
+    conf: &NetConf,
+    env: &Env,
+) -> CniResult<Option<(Network, Endpoint)>> {
+    let Ok(net) = engine.network(&conf.name) else {
+        return Ok(None);
+    };
+    let ep = engine
+        .store()
+        .endpoints_of_container(&env.container_id)?
+        .into_iter()
+        .find(|e| e.network_id == net.id && e.ifname == env.ifname);
+    Ok(ep.map(|e| (net, e)))
+}
+
+/// The result's IP configs for an mvnet endpoint.
+pub fn endpoint_ips(net: &Network, ep: &Endpoint) -> Vec<IpConfig> {
+    ep.ipv4
+        .iter()
+        .chain(ep.ipv6.iter())
+        .map(|(ip, p)| IpConfig {
+            address: IpNet::new(*ip, *p).expect("valid prefix"),
+            gateway: mvnet_core::driver::macvlan::gateway_for(net, *ip),
+            interface: Some(0),
+        })
+        .collect()
+}
+
+/// What IPAM produced for an ADD.
+pub struct IpamOutcome {
+    pub result: Outcome,
+    /// Set for the built-in IPAM: the reserved endpoint to activate or roll back.
+    pub endpoint: Option<(Network, Endpoint)>,
+}

@@ -1,0 +1,436 @@
+//! The CNI commands. ADD is atomic: IPAM first (so the MAC can follow the address), then the
+//! link; if anything fails after IPAM, IPAM is released and no link is left behind.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use mvnet_core::driver::macvlan::{self, LinkPlan, RoutePlan};
+use mvnet_core::engine::Engine;
+use mvnet_core::model::MacAddr;
+use mvnet_core::netlink::{Link, Netlink};
+use mvnet_core::netns::Netns;
+
+use crate::conf::{parse_args, version_at_least, Env, NetConf, SUPPORTED_VERSIONS};
+use crate::error::{code, CniError, CniResult};
+use crate::ipam::{self, BuiltinConf, IpamOutcome};
+use crate::result::{Interface, Outcome};
+
+/// mvnet's state root for the built-in IPAM: ipam.dataDir, else MVNET_ROOT, else the default.
+fn state_root(conf: &NetConf) -> CniResult<PathBuf> {
+    let b = BuiltinConf::parse(&conf.ipam)?;
+    Ok(b.data_dir
+        .or_else(|| std::env::var_os("MVNET_ROOT").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(mvnet_core::engine::DEFAULT_ROOT)))
+}
+
+fn open_netns(path: &str) -> CniResult<Netns> {
+    Netns::open(path).map_err(|e| {
+        CniError::new(
+            code::INVALID_ENV,
+            format!("failed to open netns {path:?}: {e}"),
+        )
+    })
+}
+
+/// The parent link: named, or the default-route interface; 802.1Q names are created.
+fn resolve_master(nl: &mut Netlink, conf: &NetConf) -> CniResult<Link> {
+    let mut name = conf.master_name()?;
+    if name.is_empty() {
+        let routes = nl
+            .routes(false)
+            .map_err(|e| CniError::new(code::INTERNAL, format!("read routes: {e}")))?;
+        let oif = routes
+            .iter()
+            .find(|r| r.destination.is_none())
+            .and_then(|r| r.oif)
+            .ok_or_else(|| {
+                CniError::new(
+                    code::INVALID_CONFIG,
+                    "no \"master\" given and no default route to pick one from; set \"master\"",
+                )
+            })?;
+        name = nl
+            .link_by_index(oif)
+            .ok()
+            .flatten()
+            .map(|l| l.name)
+            .ok_or_else(|| {
+                CniError::new(
+                    code::INVALID_CONFIG,
+                    "the default-route interface vanished; set \"master\"",
+                )
+            })?;
+    }
+    let exists = nl.link_by_name(&name).ok().flatten().is_some();
+    let vlan = mvnet_core::model::network::parse_vlan_parent(&name).map_err(CniError::from)?;
+    if !exists && vlan.is_none() {
+        let names: Vec<String> = nl
+            .links()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| !l.loopback)
+            .map(|l| l.name)
+            .collect();
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "master interface {name} not found; interfaces here: {}",
+                names.join(", ")
+            ),
+        ));
+    }
+    Ok(mvnet_core::parent::ensure(nl, &name)?.0)
+}
+
+pub fn version(conf: Option<&NetConf>) -> Value {
+    json!({
+        "cniVersion": conf.map(|c| c.version()).unwrap_or("1.1.0"),
+        "supportedVersions": SUPPORTED_VERSIONS,
+    })
+}
+
+pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
+    let args = parse_args(&env.args)?;
+    let mode = conf.macvlan_mode()?;
+    let requested_mac = conf.requested_mac(&args)?;
+    let req_ip: Option<IpAddr> = args
+        .ip
+        .as_deref()
+        .map(|s| {
+            s.parse().map_err(|_| {
+                CniError::new(code::INVALID_ENV, format!("invalid IP in CNI_ARGS: {s}"))
+            })
+        })
+        .transpose()?;
+    let ns = open_netns(&env.netns)?;
+    let mut nl = if conf.link_in_container {
+        Netlink::in_netns(&ns)?
+    } else {
+        Netlink::new()?
+    };
+    let master = resolve_master(&mut nl, conf)?;
+    if conf.mtu > master.mtu {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "invalid MTU {}, must be [0, master MTU({})]",
+                conf.mtu, master.mtu
+            ),
+        ));
+    }
+
+    // IPAM first, so the default MAC can follow the IPv4 address.
+    let mut engine = None;
+    let ipam_out = match conf.ipam_type() {
+        "" => IpamOutcome {
+            result: Outcome::default(),
+            endpoint: None,
+        },
+        "mvnet" => {
+            let b = BuiltinConf::parse(&conf.ipam)?;
+            let pools = b.pools()?;
+            let e = engine.insert(Engine::open(&state_root(conf)?)?);
+            let net = ipam::builtin_network(e, conf, &master.name, pools)?;
+            let ep = ipam::builtin_reserve(e, &net, env, req_ip, requested_mac)?;
+            let result = Outcome {
+                ips: ipam::endpoint_ips(&net, &ep),
+                routes: b.routes(),
+                ..Default::default()
+            };
+            IpamOutcome {
+                result,
+                endpoint: Some((net, ep)),
+            }
+        }
+        other => {
+            let v = ipam::exec(env, other, "ADD", raw)?.ok_or_else(|| {
+                CniError::new(
+                    code::DECODE,
+                    format!("IPAM plugin {other} printed no result"),
+                )
+            })?;
+            IpamOutcome {
+                result: Outcome::parse(&v)?,
+                endpoint: None,
+            }
+        }
+    };
+    let release = |engine: &mut Option<Engine>, out: &IpamOutcome| {
+        if let (Some(e), Some((_, ep))) = (engine.as_mut(), &out.endpoint) {
+            let _ = e.store().remove_endpoint(&ep.id);
+        } else if !conf.ipam_type().is_empty() && conf.ipam_type() != "mvnet" {
+            let _ = ipam::exec(env, conf.ipam_type(), "DEL", raw);
+        }
+    };
+
+    let mac = match &ipam_out.endpoint {
+        Some((_, ep)) => ep.mac,
+        None => requested_mac.unwrap_or_else(|| {
+            match ipam_out
+                .result
+                .ips
+                .iter()
+                .find_map(|i| match i.address.addr() {
+                    IpAddr::V4(v4) => Some(v4),
+                    _ => None,
+                }) {
+                Some(v4) => MacAddr::from_ipv4(v4),
+                None => MacAddr::random_local(),
+            }
+        }),
+    };
+    let r = &ipam_out.result;
+    let routes = r
+        .routes
+        .iter()
+        .map(|rt| RoutePlan {
+            dst: (rt.dst.prefix_len() != 0).then_some(rt.dst),
+            // A route without "gw" goes through the gateway of its family, as ConfigureIface does.
+            gateway: rt.gw.or_else(|| {
+                r.ips
+                    .iter()
+                    .find(|i| i.address.addr().is_ipv6() == rt.dst.addr().is_ipv6())
+                    .and_then(|i| i.gateway)
+            }),
+        })
+        .collect();
+    let plan = LinkPlan {
+        ifname: env.ifname.clone(),
+        parent_index: master.index,
+        parent_name: master.name.clone(),
+        mode,
+        mac,
+        mtu: (conf.mtu > 0).then_some(conf.mtu),
+        addresses: r
+            .ips
+            .iter()
+            .map(|i| (i.address.addr(), i.address.prefix_len()))
+            .collect(),
+        routes,
+        wait_dad: true,
+        bc_queue_len: conf.bcqueuelen,
+    };
+    if let Err(e) = macvlan::attach(&mut nl, &ns, &plan, false) {
+        release(&mut engine, &ipam_out);
+        return Err(e.into());
+    }
+    if let (Some(e), Some((_, ep))) = (engine.as_mut(), &ipam_out.endpoint) {
+        if let Err(err) = e.store().activate_endpoint(&ep.id) {
+            let _ = macvlan::delete_link(&env.netns, &env.ifname);
+            release(&mut engine, &ipam_out);
+            return Err(err.into());
+        }
+    }
+    let mut result = ipam_out.result;
+    result.interfaces = vec![Interface {
+        name: env.ifname.clone(),
+        mac: mac.to_string(),
+        sandbox: env.netns.clone(),
+    }];
+    for ip in &mut result.ips {
+        ip.interface = Some(0);
+    }
+    result.to_json(conf.version())
+}
+
+/// DEL is idempotent: a missing netns, link or IPAM record is success.
+pub fn del(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
+    match conf.ipam_type() {
+        "" => {}
+        "mvnet" => {
+            let mut engine = Engine::open(&state_root(conf)?)?;
+            if let Some((_, ep)) = ipam::builtin_find(&mut engine, conf, env)? {
+                engine.store().remove_endpoint(&ep.id)?;
+            }
+        }
+        other => {
+            ipam::exec(env, other, "DEL", raw)?;
+        }
+    }
+    if !env.netns.is_empty() {
+        macvlan::delete_link(&env.netns, &env.ifname)?;
+    }
+    Ok(())
+}
+
+pub fn check(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
+    if !version_at_least(conf.version(), "0.4.0") {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            "config version does not allow CHECK",
+        ));
+    }
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "required prevResult missing"))?;
+    let prev = Outcome::parse(prev)?;
+    match conf.ipam_type() {
+        "" => {}
+        "mvnet" => {
+            let mut engine = Engine::open(&state_root(conf)?)?;
+            let (net, ep) = ipam::builtin_find(&mut engine, conf, env)?.ok_or_else(|| {
+                CniError::new(
+                    code::UNKNOWN_CONTAINER,
+                    format!(
+                        "mvnet IPAM has no record of {} {}",
+                        env.container_id, env.ifname
+                    ),
+                )
+            })?;
+            let have = ipam::endpoint_ips(&net, &ep);
+            for ip in prev.ips.iter() {
+                if !have.iter().any(|h| h.address == ip.address) {
+                    return Err(CniError::new(
+                        code::INVALID_CONFIG,
+                        format!("mvnet IPAM does not hold {}", ip.address),
+                    ));
+                }
+            }
+        }
+        other => {
+            ipam::exec(env, other, "CHECK", raw)?;
+        }
+    }
+    let ns = open_netns(&env.netns)?;
+    let mut nl = Netlink::in_netns(&ns)?;
+    let fail = |m: String| Err(CniError::new(code::INVALID_CONFIG, m));
+    let Some(link) = nl
+        .link_by_name(&env.ifname)
+        .map_err(|e| CniError::new(code::INTERNAL, e.to_string()))?
+    else {
+        return fail(format!(
+            "interface {} not found in {}",
+            env.ifname, env.netns
+        ));
+    };
+    if link.kind != "macvlan" {
+        return fail(format!(
+            "interface {} is a {:?}, not a macvlan",
+            env.ifname, link.kind
+        ));
+    }
+    let mode = conf.macvlan_mode()?;
+    if link.macvlan_mode != Some(mode) {
+        return fail(format!(
+            "interface {} has macvlan mode {:?}, config says {mode}",
+            env.ifname, link.macvlan_mode
+        ));
+    }
+    let idx = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == env.ifname && (i.sandbox.is_empty() || i.sandbox == env.netns));
+    if let Some(i) = idx {
+        let want = &prev.interfaces[i].mac;
+        if !want.is_empty() && link.mac.map(|m| m.to_string()) != Some(want.to_ascii_lowercase()) {
+            return fail(format!(
+                "interface {} has MAC {:?}, prevResult says {want}",
+                env.ifname, link.mac
+            ));
+        }
+    } else {
+        return fail(format!(
+            "prevResult has no interface {} in {}",
+            env.ifname, env.netns
+        ));
+    }
+    let addrs = nl
+        .addresses(Some(link.index))
+        .map_err(|e| CniError::new(code::INTERNAL, e.to_string()))?;
+    for ip in prev
+        .ips
+        .iter()
+        .filter(|ip| ip.interface.is_none() || ip.interface == idx)
+    {
+        if !addrs
+            .iter()
+            .any(|(_, a, p)| *a == ip.address.addr() && *p == ip.address.prefix_len())
+        {
+            return fail(format!(
+                "address {} is missing on {}",
+                ip.address, env.ifname
+            ));
+        }
+    }
+    let mut routes = nl
+        .routes(false)
+        .map_err(|e| CniError::new(code::INTERNAL, e.to_string()))?;
+    routes.extend(
+        nl.routes(true)
+            .map_err(|e| CniError::new(code::INTERNAL, e.to_string()))?,
+    );
+    for r in &prev.routes {
+        let dst = (r.dst.prefix_len() != 0).then_some(r.dst);
+        let found = routes
+            .iter()
+            .any(|have| have.destination == dst && (r.gw.is_none() || have.gateway == r.gw));
+        if !found {
+            return fail(format!("route to {} is missing in {}", r.dst, env.netns));
+        }
+    }
+    Ok(())
+}
+
+/// STATUS: can this plugin serve ADDs now?
+pub fn status(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
+    if !conf.link_in_container {
+        let name = conf.master_name()?;
+        if !name.is_empty() {
+            let mut nl = Netlink::new()?;
+            let exists = |nl: &mut Netlink, n: &str| nl.link_by_name(n).ok().flatten().is_some();
+            let base_ok = mvnet_core::model::network::parse_vlan_parent(&name)
+                .ok()
+                .flatten()
+                .is_some_and(|(base, _)| exists(&mut nl, &base));
+            if !exists(&mut nl, &name) && !base_ok {
+                return Err(CniError::new(
+                    code::NOT_AVAILABLE,
+                    format!("master interface {name} does not exist"),
+                ));
+            }
+        }
+    }
+    match conf.ipam_type() {
+        "" => Ok(()),
+        "mvnet" => Engine::open(&state_root(conf)?).map(|_| ()).map_err(|e| {
+            CniError::new(
+                code::NOT_AVAILABLE,
+                format!("mvnet's store is not usable: {e}"),
+            )
+        }),
+        other => ipam::exec(env, other, "STATUS", raw).map(|_| ()),
+    }
+}
+
+/// GC: release what no valid attachment uses any more.
+pub fn gc(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
+    match conf.ipam_type() {
+        "" => Ok(()),
+        "mvnet" => {
+            let valid: Vec<(String, String)> = conf
+                .valid_attachments
+                .iter()
+                .flatten()
+                .map(|a| (a.container_id.clone(), a.ifname.clone()))
+                .collect();
+            let mut engine = Engine::open(&state_root(conf)?)?;
+            let Ok(net) = engine.network(&conf.name) else {
+                return Ok(());
+            };
+            for ep in engine.store().endpoints_of_network(&net.id)? {
+                let keep = valid
+                    .iter()
+                    .any(|(c, i)| *c == ep.container_id && (i.is_empty() || *i == ep.ifname));
+                if !keep {
+                    let _ = macvlan::delete_link(&ep.netns, &ep.ifname);
+                    engine.store().remove_endpoint(&ep.id)?;
+                }
+            }
+            Ok(())
+        }
+        other => ipam::exec(env, other, "GC", raw).map(|_| ()),
+    }
+}
