@@ -4,5 +4,6 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends \
-  iproute2 iputils-ping jq procps \
-  qemu-system-x86 linux-image-amd64 busybox-static cpio
+  iproute2 iputils-ping jq procps tar \
+  qemu-system-x86 linux-image-amd64 busybox-static cpio \
+  containernetworking-plugins podman runc

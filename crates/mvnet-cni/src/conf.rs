@@ -47,12 +47,14 @@ impl Env {
                     "required env variables [CNI_COMMAND] missing",
                 ))
             }
-            other => return Err(CniError::new(
-                code::INVALID_ENV,
-                format!(
+            other => {
+                return Err(CniError::new(
+                    code::INVALID_ENV,
+                    format!(
                     "unknown CNI_COMMAND {other}: expected ADD, DEL, CHECK, VERSION, STATUS or GC"
                 ),
-            )),
+                ))
+            }
         };
         let env = Env {
             command,
