@@ -6,4 +6,4 @@ apt-get update
 apt-get install -y --no-install-recommends \
   iproute2 iputils-ping jq procps tar \
   qemu-system-x86 linux-image-amd64 busybox-static cpio \
-  containernetworking-plugins podman runc
+  containernetworking-plugins podman runc netavark iperf3

@@ -63,25 +63,39 @@ fn resolve_master(nl: &mut Netlink, conf: &NetConf) -> CniResult<Link> {
                 )
             })?;
     }
-    let exists = nl.link_by_name(&name).ok().flatten().is_some();
-    let vlan = mvnet_core::model::network::parse_vlan_parent(&name).map_err(CniError::from)?;
-    if !exists && vlan.is_none() {
-        let names: Vec<String> = nl
-            .links()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|l| !l.loopback)
-            .map(|l| l.name)
-            .collect();
-        return Err(CniError::new(
+    // One lookup on the hot path; the VLAN-creating path (rare) looks again in `ensure`.
+    match nl
+        .link_by_name(&name)
+        .map_err(|e| CniError::new(code::INTERNAL, format!("look up {name}: {e}")))?
+    {
+        Some(l) if !l.loopback => Ok(l),
+        Some(_) => Err(CniError::new(
             code::INVALID_CONFIG,
-            format!(
-                "master interface {name} not found; interfaces here: {}",
-                names.join(", ")
-            ),
-        ));
+            format!("master {name} is the loopback interface; use a LAN interface"),
+        )),
+        None if mvnet_core::model::network::parse_vlan_parent(&name)
+            .map_err(CniError::from)?
+            .is_some() =>
+        {
+            Ok(mvnet_core::parent::ensure(nl, &name)?.0)
+        }
+        None => {
+            let names: Vec<String> = nl
+                .links()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|l| !l.loopback)
+                .map(|l| l.name)
+                .collect();
+            Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "master interface {name} not found; interfaces here: {}",
+                    names.join(", ")
+                ),
+            ))
+        }
     }
-    Ok(mvnet_core::parent::ensure(nl, &name)?.0)
 }
 
 pub fn version(conf: Option<&NetConf>) -> Value {
@@ -91,7 +105,32 @@ pub fn version(conf: Option<&NetConf>) -> Value {
     })
 }
 
+/// `MVNET_TIMING=1`: phase timings on stderr, to see where an ADD spends its time.
+struct Phases(Option<(std::time::Instant, Vec<(&'static str, f64)>)>);
+
+impl Phases {
+    fn new() -> Phases {
+        Phases(std::env::var_os("MVNET_TIMING").map(|_| (std::time::Instant::now(), Vec::new())))
+    }
+    fn mark(&mut self, what: &'static str) {
+        if let Some((t, v)) = &mut self.0 {
+            v.push((what, t.elapsed().as_secs_f64() * 1e3));
+            *t = std::time::Instant::now();
+        }
+    }
+}
+
+impl Drop for Phases {
+    fn drop(&mut self) {
+        if let Some((_, v)) = &self.0 {
+            let parts: Vec<String> = v.iter().map(|(w, ms)| format!("{w}={ms:.3}ms")).collect();
+            eprintln!("mvnet-cni timing: {}", parts.join(" "));
+        }
+    }
+}
+
 pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
+    let mut phases = Phases::new();
     let args = parse_args(&env.args)?;
     let mode = conf.macvlan_mode()?;
     let requested_mac = conf.requested_mac(&args)?;
@@ -111,6 +150,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
         Netlink::new()?
     };
     let master = resolve_master(&mut nl, conf)?;
+    phases.mark("netns+master");
     if conf.mtu > master.mtu {
         return Err(CniError::new(
             code::INVALID_CONFIG,
@@ -132,7 +172,9 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
             let b = BuiltinConf::parse(&conf.ipam)?;
             let pools = b.pools()?;
             let e = engine.insert(Engine::open(&state_root(conf)?)?);
+            phases.mark("store-open");
             let net = ipam::builtin_network(e, conf, &master.name, pools)?;
+            phases.mark("network");
             let ep = ipam::builtin_reserve(e, &net, env, req_ip, requested_mac)?;
             let result = Outcome {
                 ips: ipam::endpoint_ips(&net, &ep),
@@ -157,6 +199,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
             }
         }
     };
+    phases.mark("ipam");
     let release = |engine: &mut Option<Engine>, out: &IpamOutcome| {
         if let (Some(e), Some((_, ep))) = (engine.as_mut(), &out.endpoint) {
             let _ = e.store().remove_endpoint(&ep.id);
@@ -216,6 +259,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
         release(&mut engine, &ipam_out);
         return Err(e.into());
     }
+    phases.mark("link");
     if let (Some(e), Some((_, ep))) = (engine.as_mut(), &ipam_out.endpoint) {
         if let Err(err) = e.store().activate_endpoint(&ep.id) {
             let _ = macvlan::delete_link(&env.netns, &env.ifname);
@@ -223,6 +267,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
             return Err(err.into());
         }
     }
+    phases.mark("activate");
     let mut result = ipam_out.result;
     result.interfaces = vec![Interface {
         name: env.ifname.clone(),

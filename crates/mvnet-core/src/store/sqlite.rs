@@ -56,8 +56,15 @@ impl SqliteStore {
         // WAL: readers never block the writer; synchronous=NORMAL keeps every committed
         // transaction across a process crash (kill -9) and never corrupts on power loss.
         conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Short-lived processes (every CNI exec) are usually the last connection: without
+        // this, each one would checkpoint (two fsyncs), delete the WAL, and the next would
+        // recreate it. SQLite's own auto-checkpoint still runs every 1000 pages, and an
+        // uncheckpointed WAL is replayed on open, so nothing is lost.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         let mut store = SqliteStore { conn };
         store.migrate()?;
         Ok(store)
@@ -70,6 +77,8 @@ impl SqliteStore {
         if v == SCHEMA_VERSION {
             return Ok(());
         }
+        // WAL is a property of the database file: set once, it holds for every later open.
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
         let tx = self.write()?;
         tx.execute_batch(SCHEMA)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -1,0 +1,715 @@
+//! `mvnet-bench`: mvnet against the reference CNI plugin, netavark, an iproute2 floor and
+//! Docker, in one run on one private lab, interleaved so machine noise hits all alike.
+//! Prints medians, p90s and ratios to mvnet; writes raw numbers (JSON) and SVG plots.
+//!
+//! Run it through scripts/bench.sh, which installs the contestants first.
+
+mod contestants;
+mod proc;
+mod svg;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Parser;
+use serde_json::{json, Value};
+
+use contestants::{nth_ip, Cni, Contestant, Ctx, Docker, Iproute2, MvnetCli, Netavark};
+use mvnet_core::lab::LabGuard;
+use mvnet_core::netns;
+use proc::{median, percentile, run, run_in, Sample};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Benchmark mvnet against the reference CNI plugin, netavark, iproute2 and Docker"
+)]
+struct Args {
+    /// Output directory for results.json, table.md and the plots.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// Attach/detach rounds per contestant.
+    #[arg(long, default_value_t = 200)]
+    n: usize,
+    /// Endpoints for the scale curve (blocks of 100).
+    #[arg(long, default_value_t = 2000)]
+    scale: usize,
+    /// Concurrent ADDs.
+    #[arg(long, default_value_t = 100)]
+    parallel: usize,
+    /// Containers for the bulk teardown.
+    #[arg(long, default_value_t = 500)]
+    teardown: usize,
+    /// iperf3 seconds per data-plane run.
+    #[arg(long, default_value_t = 5)]
+    iperf_secs: u32,
+    /// Leave Docker out (the smoke test does; the full run needs docker.io).
+    #[arg(long)]
+    no_docker: bool,
+    /// The mvnet and mvnet-cni binaries (default: next to this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+fn stats(v: &[f64]) -> Value {
+    json!({"median": median(v), "p90": percentile(v, 0.9), "n": v.len()})
+}
+
+/// Fresh named namespaces for targets, removed on drop.
+struct Targets(Vec<String>);
+
+impl Targets {
+    fn make(&mut self, name: String) -> String {
+        netns::create_named(&name).expect("create target namespace");
+        self.0.push(name.clone());
+        name
+    }
+    fn remove(&mut self, name: &str) {
+        let _ = netns::remove_persistent(&netns::named_path(name));
+        self.0.retain(|n| n != name);
+    }
+}
+
+impl Drop for Targets {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = netns::remove_persistent(&netns::named_path(n));
+        }
+    }
+}
+
+struct Workdir(PathBuf);
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "mvnet-bench needs root (it builds a lab of namespaces)"
+    );
+    let tag = mvnet_core::ids::new_id()[..6].to_string();
+    let bin_dir = args.bin_dir.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf()
+    });
+    let lab = LabGuard::up(&format!("bn{tag}")).expect("lab comes up");
+    let work = Workdir(std::env::temp_dir().join(format!("mvnet-bench-{tag}")));
+    std::fs::create_dir_all(&work.0).unwrap();
+    let ctx = Ctx {
+        host_netns: lab.lab.host_netns(),
+        work: work.0.clone(),
+        mvnet: bin_dir.join("mvnet"),
+        mvnet_cni: bin_dir.join("mvnet-cni"),
+    };
+    std::fs::create_dir_all(&args.out).unwrap();
+    // Run from the lab's docker host, as a container runtime on that host would: every
+    // contestant is then a plain spawn, with no namespace switch in the measured path.
+    let host = std::fs::File::open(&ctx.host_netns).unwrap();
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&host), libc::CLONE_NEWNET) } != 0 {
+        panic!(
+            "cannot enter the lab host namespace: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let mut targets = Targets(Vec::new());
+    let mvnet = |a: &[&str]| {
+        let mut argv = vec![ctx.mvnet.to_str().unwrap()];
+        argv.extend_from_slice(a);
+        let (s, out) = run(
+            &argv,
+            &[("MVNET_ROOT", ctx.cli_root().display().to_string())],
+            b"",
+        );
+        assert!(s.ok, "mvnet {a:?}: {out}");
+        out
+    };
+    mvnet(&[
+        "network",
+        "create",
+        "--subnet=10.206.0.0/16",
+        "--gateway=10.206.0.1",
+        "-o",
+        "parent=eth0",
+        "bench-cli",
+    ]);
+    let uname = std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut results = json!({
+        "machine": {"kernel": uname, "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "params": {"n": args.n, "scale": args.scale, "parallel": args.parallel, "teardown": args.teardown},
+    });
+
+    // ----- 1. attach/detach latency, interleaved --------------------------------------
+    let builtin = Cni::new(
+        "mvnet-cni (built-in IPAM)",
+        &ctx.mvnet_cni,
+        json!({"type": "mvnet", "subnet": "10.201.0.0/16", "routes": [{"dst": "0.0.0.0/0"}]}),
+    );
+    let mut contest: Vec<Box<dyn Contestant>> = vec![
+        Box::new(builtin.clone()),
+        Box::new(Cni::new(
+            "mvnet-cni + host-local",
+            &ctx.mvnet_cni,
+            json!({"type": "host-local", "subnet": "10.202.0.0/16", "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ctx.work.join("hl-mvnet")}),
+        )),
+        Box::new(Cni::new(
+            "reference macvlan + host-local",
+            Path::new("/usr/lib/cni/macvlan"),
+            json!({"type": "host-local", "subnet": "10.203.0.0/16", "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ctx.work.join("hl-ref")}),
+        )),
+        Box::new(Netavark {
+            bin: PathBuf::from("/usr/lib/podman/netavark"),
+        }),
+        Box::new(Iproute2),
+        Box::new(MvnetCli),
+    ];
+    let docker = if args.no_docker {
+        eprintln!("bench: Docker left out (--no-docker)");
+        None
+    } else {
+        match Docker::start(&ctx) {
+            Ok(d) => Some(d),
+            Err(e) => panic!("cannot start the Docker contestant: {e} (or pass --no-docker)"),
+        }
+    };
+    let mut docker_slot = docker;
+    let names: Vec<String> = contest
+        .iter()
+        .map(|c| c.name().to_string())
+        .chain(docker_slot.iter().map(|d| d.name().to_string()))
+        .collect();
+    let mut adds: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+    let mut dels: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+    eprintln!(
+        "bench: latency, {} rounds x {} contestants",
+        args.n,
+        names.len()
+    );
+    for i in 0..args.n {
+        let k = contest.len() + docker_slot.is_some() as usize;
+        let order: Vec<usize> = (0..k).map(|j| (i + j) % k).collect();
+        let mut made = Vec::new();
+        for &j in &order {
+            let t = targets.make(format!("bt{tag}-{j}-{i}"));
+            let s = match contest.get_mut(j) {
+                Some(c) => c.add(&ctx, i, &t),
+                None => docker_slot.as_mut().unwrap().add(&ctx, i, &t),
+            };
+            adds.entry(names[j].clone()).or_default().push(s);
+            made.push((j, t));
+        }
+        for (j, t) in made {
+            let s = match contest.get_mut(j) {
+                Some(c) => c.del(&ctx, i, &t),
+                None => docker_slot.as_mut().unwrap().del(&ctx, i, &t),
+            };
+            dels.entry(names[j].clone()).or_default().push(s);
+            targets.remove(&t);
+        }
+    }
+    if let Some(d) = docker_slot.take() {
+        d.stop(&ctx);
+    }
+    let wall = |v: &[Sample]| v.iter().map(|s| s.wall_ms).collect::<Vec<_>>();
+    let mut latency = serde_json::Map::new();
+    for n in &names {
+        let (a, d) = (&adds[n], &dels[n]);
+        latency.insert(n.clone(), json!({
+            "add_ms": stats(&wall(a)), "del_ms": stats(&wall(d)),
+            "add_cpu_ms": stats(&a.iter().map(|s| s.cpu_ms).collect::<Vec<_>>()),
+            "add_max_rss_kib": stats(&a.iter().map(|s| s.max_rss_kib as f64).collect::<Vec<_>>()),
+            "errors": a.iter().chain(d.iter()).filter(|s| !s.ok).count(),
+            "add_samples_ms": wall(a), "del_samples_ms": wall(d),
+        }));
+    }
+    results["latency"] = Value::Object(latency);
+
+    // ----- 2. scale: ADD latency as the network fills ---------------------------------
+    eprintln!("bench: scale to {} endpoints", args.scale);
+    let mut reference = Cni::new(
+        "reference macvlan + host-local",
+        Path::new("/usr/lib/cni/macvlan"),
+        json!({"type": "host-local", "subnet": "10.212.0.0/16", "dataDir": ctx.work.join("hl-scale")}),
+    );
+    reference.conf["name"] = json!("bench-scale-ref");
+    let mut ours = Cni::new(
+        "mvnet-cni (built-in IPAM)",
+        &ctx.mvnet_cni,
+        json!({"type": "mvnet", "subnet": "10.213.0.0/16"}),
+    );
+    ours.conf["name"] = json!("bench-scale-mvnet");
+    let mut curve: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut scale_targets = Vec::new();
+    for i in 0..args.scale {
+        for (j, c) in [&mut ours, &mut reference].into_iter().enumerate() {
+            let t = targets.make(format!("bs{tag}-{j}-{i}"));
+            let s = c.add(&ctx, i, &t);
+            curve.entry(c.label.clone()).or_default().push(s.wall_ms);
+            scale_targets.push((j, t));
+        }
+    }
+    let blocks: BTreeMap<String, Vec<f64>> = curve
+        .iter()
+        .map(|(k, v)| (k.clone(), v.chunks(100).map(median).collect()))
+        .collect();
+    for (j, t) in scale_targets.drain(..) {
+        let c = if j == 0 { &mut ours } else { &mut reference };
+        c.del(&ctx, 0, &t);
+        targets.remove(&t);
+    }
+    results["scale"] = json!({"block": 100, "add_median_ms_per_block": blocks});
+
+    // ----- 3. parallel ADDs ---------------------------------------------------------
+    eprintln!("bench: {} parallel ADDs", args.parallel);
+    let mut parallel = serde_json::Map::new();
+    for (j, c) in [builtin.clone(), Cni::new("reference macvlan + host-local", Path::new("/usr/lib/cni/macvlan"),
+        json!({"type": "host-local", "subnet": "10.214.0.0/16", "dataDir": ctx.work.join("hl-par")}))].into_iter().enumerate() {
+        let ts: Vec<String> = (0..args.parallel).map(|i| targets.make(format!("bp{tag}-{j}-{i}"))).collect();
+        let start = Instant::now();
+        let samples: Vec<Sample> = std::thread::scope(|s| {
+            let hs: Vec<_> = ts.iter().enumerate().map(|(i, t)| {
+                let mut c = c.clone();
+                let ctx = &ctx;
+                s.spawn(move || c.add(ctx, i, t))
+            }).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let wall_ms = start.elapsed().as_secs_f64() * 1e3;
+        let mut c2 = c.clone();
+        for t in &ts {
+            c2.del(&ctx, 0, t);
+            targets.remove(t);
+        }
+        parallel.insert(c.label.clone(), json!({"wall_ms": wall_ms, "errors": samples.iter().filter(|s| !s.ok).count()}));
+    }
+    results["parallel"] = Value::Object(parallel);
+
+    // ----- 4. data plane: macvlan vs Linux bridge + veth ------------------------------
+    eprintln!("bench: data plane");
+    results["dataplane"] = dataplane(&ctx, &lab, &mut targets, &tag, args.iperf_secs);
+
+    // ----- 5. bulk teardown ---------------------------------------------------------
+    eprintln!("bench: bulk teardown of {}", args.teardown);
+    mvnet(&[
+        "network",
+        "create",
+        "--subnet=10.211.0.0/16",
+        "-o",
+        "parent=eth0",
+        "bench-td",
+    ]);
+    let names_td: Vec<String> = (0..args.teardown).map(|i| format!("td{i}")).collect();
+    for n in &names_td {
+        mvnet(&[
+            "run",
+            "-d",
+            "--network",
+            "bench-td",
+            "--name",
+            n,
+            "--",
+            "sleep",
+            "infinity",
+        ]);
+    }
+    let mut rm_args = vec!["rm", "-f"];
+    rm_args.extend(names_td.iter().map(String::as_str));
+    let start = Instant::now();
+    mvnet(&rm_args);
+    let mvnet_rm_ms = start.elapsed().as_secs_f64() * 1e3;
+    let mut refdel = Cni::new(
+        "reference macvlan + host-local",
+        Path::new("/usr/lib/cni/macvlan"),
+        json!({"type": "host-local", "subnet": "10.215.0.0/16", "dataDir": ctx.work.join("hl-td")}),
+    );
+    refdel.conf["name"] = json!("bench-td-ref");
+    let ts: Vec<String> = (0..args.teardown)
+        .map(|i| targets.make(format!("bd{tag}-{i}")))
+        .collect();
+    for (i, t) in ts.iter().enumerate() {
+        refdel.add(&ctx, i, t);
+    }
+    let start = Instant::now();
+    for t in &ts {
+        refdel.del(&ctx, 0, t);
+    }
+    let ref_del_ms = start.elapsed().as_secs_f64() * 1e3;
+    for t in &ts {
+        targets.remove(t);
+    }
+    drop(targets);
+    let start = Instant::now();
+    drop(lab);
+    let lab_down_ms = start.elapsed().as_secs_f64() * 1e3;
+    results["teardown"] = json!({"count": args.teardown, "mvnet_rm_ms": mvnet_rm_ms, "reference_sequential_del_ms": ref_del_ms, "mvnet_lab_down_ms": lab_down_ms});
+
+    report(&args, &names, results);
+}
+
+/// iperf3 and ping between two endpoints, and from one to the LAN peer, on an mvnet macvlan
+/// network and on a reference `bridge` CNI network (Linux bridge + veth).
+fn dataplane(ctx: &Ctx, lab: &LabGuard, targets: &mut Targets, tag: &str, secs: u32) -> Value {
+    let in_ns =
+        |ns: &str, argv: &[&str]| run_in(Path::new(&format!("/run/netns/{ns}")), argv, &[], b"");
+    let peer = lab.lab.netns_name("peer");
+    // The peer reaches the bridge network through the docker host, which routes for it.
+    let host = mvnet_core::netns::Netns::open(lab.lab.host_netns()).unwrap();
+    mvnet_core::netns::run_in(&host, || {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+    })
+    .unwrap()
+    .unwrap();
+    let run = |argv: &[&str], env: &[(&str, String)], stdin: &[u8]| run(argv, env, stdin);
+    in_ns(
+        &peer,
+        &[
+            "ip",
+            "route",
+            "add",
+            "10.209.0.0/24",
+            "via",
+            mvnet_core::lab::HOST_IP,
+        ],
+    );
+    let env = [("MVNET_ROOT", ctx.cli_root().display().to_string())];
+    run(
+        &[
+            ctx.mvnet.to_str().unwrap(),
+            "network",
+            "create",
+            "--subnet=10.103.19.0/24",
+            "--ip-range=10.103.19.128/26",
+            "-o",
+            "parent=eth0",
+            "bench-dp",
+        ],
+        &env,
+        b"",
+    );
+    let bridge_conf = json!({"cniVersion": "1.0.0", "name": "bench-br", "type": "bridge", "bridge": "cnibr0", "isGateway": true, "ipMasq": false,
+        "ipam": {"type": "host-local", "subnet": "10.209.0.0/24", "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ctx.work.join("hl-br")}});
+    let mut out = serde_json::Map::new();
+    for kind in [
+        "mvnet macvlan (bridge mode)",
+        "Linux bridge + veth (reference bridge plugin)",
+    ] {
+        let a = targets.make(format!("dp{tag}-{}-a", out.len()));
+        let b = targets.make(format!("dp{tag}-{}-b", out.len()));
+        let mut ip_of = BTreeMap::new();
+        for t in [&a, &b] {
+            let r = if kind.starts_with("mvnet") {
+                run(
+                    &[
+                        ctx.mvnet.to_str().unwrap(),
+                        "network",
+                        "connect",
+                        "bench-dp",
+                        "--netns",
+                        &format!("/run/netns/{t}"),
+                    ],
+                    &env,
+                    b"",
+                )
+            } else {
+                let e = [
+                    ("CNI_COMMAND", "ADD".to_string()),
+                    ("CNI_CONTAINERID", format!("br-{t}")),
+                    ("CNI_NETNS", format!("/run/netns/{t}")),
+                    ("CNI_IFNAME", "eth0".to_string()),
+                    ("CNI_PATH", "/usr/lib/cni".to_string()),
+                ];
+                run(
+                    &["/usr/lib/cni/bridge"],
+                    &e,
+                    bridge_conf.to_string().as_bytes(),
+                )
+            };
+            assert!(r.0.ok, "{kind} attach: {}", r.1);
+            let (_, addr) = in_ns(t, &["ip", "-4", "-o", "addr", "show", "eth0"]);
+            let ip = addr
+                .split_whitespace()
+                .nth(3)
+                .unwrap_or("")
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            ip_of.insert(t.clone(), ip);
+        }
+        let iperf = |server_ns: &str, server_ip: &str, client_ns: &str| -> f64 {
+            let srv_path = format!("/run/netns/{server_ns}");
+            let ns = std::fs::File::open(&srv_path).unwrap();
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = ns.as_raw_fd();
+            let mut c = std::process::Command::new("iperf3");
+            c.args(["-s", "-1"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let mut server = c.spawn().expect("iperf3 is installed");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let (_, json_out) = in_ns(
+                client_ns,
+                &["iperf3", "-c", server_ip, "-t", &secs.to_string(), "-J"],
+            );
+            let _ = server.kill();
+            let _ = server.wait();
+            serde_json::from_str::<Value>(&json_out)
+                .ok()
+                .and_then(|v| v["end"]["sum_received"]["bits_per_second"].as_f64())
+                .map(|b| b / 1e9)
+                .unwrap_or(f64::NAN)
+        };
+        let rtt = |client_ns: &str, ip: &str| -> f64 {
+            let (_, o) = in_ns(client_ns, &["ping", "-c", "50", "-i", "0.01", "-q", ip]);
+            o.split("= ")
+                .nth(1)
+                .and_then(|s| s.split('/').nth(1))
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        let (ipa, _) = (ip_of[&a].clone(), ());
+        out.insert(
+            kind.to_string(),
+            json!({
+                "container_to_container_gbit_s": iperf(&a, &ipa, &b),
+                "container_to_container_rtt_ms": rtt(&b, &ipa),
+                "container_to_lan_peer_gbit_s": iperf(&peer, mvnet_core::lab::PEER_IP, &b),
+                "container_to_lan_peer_rtt_ms": rtt(&b, mvnet_core::lab::PEER_IP),
+            }),
+        );
+        targets.remove(&a);
+        targets.remove(&b);
+    }
+    Value::Object(out)
+}
+
+fn report(args: &Args, names: &[String], mut results: Value) {
+    let lat = results["latency"].clone();
+    let me = "mvnet-cni (built-in IPAM)";
+    let m = |n: &str, f: &str| lat[n][f]["median"].as_f64().unwrap_or(f64::NAN);
+    let mut table = String::from("| contestant | ADD median (ms) | ADD p90 | DEL median (ms) | DEL p90 | ADD vs mvnet-cni | peak RSS (KiB) | CPU (ms) | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for n in names {
+        table += &format!(
+            "| {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1}x | {:.0} | {:.2} | {} |\n",
+            m(n, "add_ms"),
+            lat[n]["add_ms"]["p90"].as_f64().unwrap_or(f64::NAN),
+            m(n, "del_ms"),
+            lat[n]["del_ms"]["p90"].as_f64().unwrap_or(f64::NAN),
+            m(n, "add_ms") / m(me, "add_ms"),
+            m(n, "add_max_rss_kib"),
+            m(n, "add_cpu_ms"),
+            lat[n]["errors"]
+        );
+    }
+    let blocks = &results["scale"]["add_median_ms_per_block"].clone();
+    let flat = |n: &str| {
+        let v: Vec<f64> = blocks[n]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        v.iter().cloned().fold(f64::MIN, f64::max) / v.iter().cloned().fold(f64::MAX, f64::min)
+    };
+    let td = &results["teardown"].clone();
+    let par = &results["parallel"].clone();
+    table += &format!("\nScale (ADD median per block of 100, 0..{}): mvnet-cni max/min = {:.2}, reference = {:.2}\n", args.scale, flat(me), flat("reference macvlan + host-local"));
+    table += &format!("Parallel ({} ADDs at once): mvnet-cni {:.0} ms wall, {} errors; reference {:.0} ms wall, {} errors\n",
+        args.parallel, par[me]["wall_ms"].as_f64().unwrap_or(f64::NAN), par[me]["errors"],
+        par["reference macvlan + host-local"]["wall_ms"].as_f64().unwrap_or(f64::NAN), par["reference macvlan + host-local"]["errors"]);
+    table += &format!("Bulk teardown of {}: mvnet rm -f {:.0} ms; {} sequential reference DELs {:.0} ms ({:.1}x); mvnet lab down {:.0} ms\n",
+        args.teardown, td["mvnet_rm_ms"].as_f64().unwrap_or(f64::NAN), args.teardown, td["reference_sequential_del_ms"].as_f64().unwrap_or(f64::NAN),
+        td["reference_sequential_del_ms"].as_f64().unwrap_or(f64::NAN) / td["mvnet_rm_ms"].as_f64().unwrap_or(f64::NAN), td["mvnet_lab_down_ms"].as_f64().unwrap_or(f64::NAN));
+    table += "\n| data plane | container-container Gbit/s | RTT ms | container-LAN peer Gbit/s | RTT ms |\n|---|---:|---:|---:|---:|\n";
+    for (k, v) in results["dataplane"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    {
+        table += &format!(
+            "| {k} | {:.1} | {:.3} | {:.1} | {:.3} |\n",
+            v["container_to_container_gbit_s"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            v["container_to_container_rtt_ms"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            v["container_to_lan_peer_gbit_s"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            v["container_to_lan_peer_rtt_ms"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        );
+    }
+    // Targets, stated as ratios measured in this run.
+    let ratio = |a: f64, b: f64| a / b;
+    let ip = "iproute2 floor (no IPAM)";
+    let cli = "mvnet network connect (CLI)";
+    let dk = "docker network connect";
+    let mut targets = vec![
+        (
+            "ADD >= 5x faster than reference + host-local",
+            ratio(
+                m("reference macvlan + host-local", "add_ms"),
+                m(me, "add_ms"),
+            ),
+            5.0,
+            true,
+        ),
+        (
+            "ADD >= 3x faster than netavark",
+            ratio(m("netavark (static IP)", "add_ms"), m(me, "add_ms")),
+            3.0,
+            true,
+        ),
+        (
+            "DEL within 10% of the iproute2 floor",
+            ratio(m(me, "del_ms"), m(ip, "del_ms")),
+            1.1,
+            false,
+        ),
+        (
+            "disconnect within 1.2x of the iproute2 DEL floor",
+            ratio(m(cli, "del_ms"), m(ip, "del_ms")),
+            1.2,
+            false,
+        ),
+        (
+            "scale curve flat within 20% (max/min block)",
+            flat(me),
+            1.2,
+            false,
+        ),
+        (
+            "peak RSS of one ADD <= 8 MiB (in MiB)",
+            m(me, "add_max_rss_kib") / 1024.0,
+            8.0,
+            false,
+        ),
+        (
+            "bulk teardown >= 5x faster than sequential reference DELs",
+            ratio(
+                td["reference_sequential_del_ms"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+                td["mvnet_rm_ms"].as_f64().unwrap_or(f64::NAN),
+            ),
+            5.0,
+            true,
+        ),
+    ];
+    if lat.get(dk).is_some() {
+        targets.push((
+            "connect >= 10x faster than docker network connect",
+            ratio(m(dk, "add_ms"), m(cli, "add_ms")),
+            10.0,
+            true,
+        ));
+    }
+    table += "\n| target | measured | goal | met |\n|---|---:|---:|---|\n";
+    let mut tj = Vec::new();
+    for (name, v, goal, higher_better) in targets {
+        let met = if higher_better { v >= goal } else { v <= goal };
+        table += &format!(
+            "| {name} | {v:.2} | {goal} | {} |\n",
+            if met { "yes" } else { "NO" }
+        );
+        tj.push(json!({"target": name, "measured": v, "goal": goal, "met": met}));
+    }
+    results["targets"] = Value::Array(tj);
+    println!("{table}");
+    std::fs::write(args.out.join("table.md"), &table).unwrap();
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
+    let labels: Vec<String> = names.to_vec();
+    let series = vec![
+        (
+            "ADD",
+            names
+                .iter()
+                .map(|n| {
+                    (
+                        m(n, "add_ms"),
+                        lat[n]["add_ms"]["p90"].as_f64().unwrap_or(f64::NAN),
+                    )
+                })
+                .collect(),
+        ),
+        (
+            "DEL",
+            names
+                .iter()
+                .map(|n| {
+                    (
+                        m(n, "del_ms"),
+                        lat[n]["del_ms"]["p90"].as_f64().unwrap_or(f64::NAN),
+                    )
+                })
+                .collect(),
+        ),
+    ];
+    std::fs::write(
+        args.out.join("latency.svg"),
+        svg::bars(
+            "Attach (ADD) and detach (DEL) latency per container",
+            "ms",
+            &labels,
+            &series,
+        ),
+    )
+    .unwrap();
+    let curve: Vec<(&str, Vec<(f64, f64)>)> = [me, "reference macvlan + host-local"]
+        .iter()
+        .map(|n| {
+            (
+                *n,
+                blocks[*n]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .enumerate()
+                            .map(|(i, v)| ((i * 100 + 50) as f64, v.as_f64().unwrap_or(0.0)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    std::fs::write(
+        args.out.join("scale.svg"),
+        svg::lines(
+            "ADD latency as one /16 fills",
+            "endpoints already attached",
+            "median ADD ms (block of 100)",
+            &curve,
+        ),
+    )
+    .unwrap();
+    eprintln!(
+        "bench: wrote {}/results.json, table.md, latency.svg, scale.svg",
+        args.out.display()
+    );
+    let _ = nth_ip;
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The benchmark, in one command (as root): installs the contestants, builds mvnet in release
+# mode, and runs every contestant interleaved on one private lab. Writes bench-out/
+# (results.json, table.md, latency.svg, scale.svg). Extra arguments go to mvnet-bench,
+# e.g. scripts/bench.sh --n 50 --no-docker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+need=()
+for p in containernetworking-plugins netavark iperf3 docker.io busybox-static iproute2 iputils-ping tar; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update
+  apt-get install -y --no-install-recommends "${need[@]}"
+fi
+cargo build --release -p mvnet-cli -p mvnet-cni -p mvnet-bench
+exec target/release/mvnet-bench --out bench-out "$@"
