@@ -30,8 +30,13 @@ pub trait Contestant {
     fn del(&mut self, ctx: &Ctx, i: usize, target: &str) -> Sample;
 }
 
+/// A target is a named namespace, or a full path to any namespace file.
 fn netns_path(target: &str) -> String {
-    format!("/run/netns/{target}")
+    if target.starts_with('/') {
+        target.to_string()
+    } else {
+        format!("/run/netns/{target}")
+    }
 }
 
 /// The i-th host address of 10.<net>.0.0/16 (skipping .0, .1 and .255).
@@ -60,7 +65,13 @@ impl Cni {
     fn exec(&self, ctx: &Ctx, cmd: &str, target: &str) -> Sample {
         let env = [
             ("CNI_COMMAND", cmd.to_string()),
-            ("CNI_CONTAINERID", format!("bench-{target}")),
+            (
+                "CNI_CONTAINERID",
+                format!(
+                    "bench-{}",
+                    target.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+                ),
+            ),
             ("CNI_NETNS", netns_path(target)),
             ("CNI_IFNAME", "eth0".to_string()),
             ("CNI_PATH", "/usr/lib/cni".to_string()),
@@ -240,17 +251,7 @@ impl Docker {
             ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?);
-        use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
-        let fd = ns.as_raw_fd();
-        unsafe {
-            c.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        mvnet_core::netns::spawn_inside(&mut c, ns, None);
         let daemon = c
             .spawn()
             .map_err(|e| format!("dockerd: {e} (install docker.io)"))?;

@@ -78,6 +78,31 @@ impl Drop for Targets {
     }
 }
 
+/// Namespaces held only by an open file (no bind mount): thousands of them cost nothing
+/// extra, whereas each named namespace adds a mount and mounts get slower as they pile up.
+/// Plugins get them as /proc/PID/fd/N paths.
+struct FdNamespaces(Vec<std::fs::File>);
+
+impl FdNamespaces {
+    fn make(&mut self) -> String {
+        let f = std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+                std::fs::File::open("/proc/thread-self/ns/net").expect("own netns")
+            })
+            .join()
+            .unwrap()
+        });
+        let path = format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(&f)
+        );
+        self.0.push(f);
+        path
+    }
+}
+
 struct Workdir(PathBuf);
 impl Drop for Workdir {
     fn drop(&mut self) {
@@ -196,26 +221,46 @@ fn main() {
         args.n,
         names.len()
     );
-    for i in 0..args.n {
-        let k = contest.len() + docker_slot.is_some() as usize;
+    // Every target exists before the first measurement and is deleted after the last:
+    // tearing a namespace down makes the kernel work for tens of milliseconds in the
+    // background, which would land on whichever contestant runs next. Namespaces are held
+    // by file descriptor (no mount); only the iproute2 floor gets named ones (`ip -n`).
+    let k = contest.len() + docker_slot.is_some() as usize;
+    let mut held = FdNamespaces(Vec::new());
+    let round_targets: Vec<Vec<String>> = (0..args.n)
+        .map(|i| {
+            (0..k)
+                .map(|j| {
+                    if names[j].starts_with("iproute2") {
+                        targets.make(format!("bt{tag}-{j}-{i}"))
+                    } else {
+                        held.make()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    for (i, ts) in round_targets.iter().enumerate() {
         let order: Vec<usize> = (0..k).map(|j| (i + j) % k).collect();
-        let mut made = Vec::new();
         for &j in &order {
-            let t = targets.make(format!("bt{tag}-{j}-{i}"));
             let s = match contest.get_mut(j) {
-                Some(c) => c.add(&ctx, i, &t),
-                None => docker_slot.as_mut().unwrap().add(&ctx, i, &t),
+                Some(c) => c.add(&ctx, i, &ts[j]),
+                None => docker_slot.as_mut().unwrap().add(&ctx, i, &ts[j]),
             };
             adds.entry(names[j].clone()).or_default().push(s);
-            made.push((j, t));
         }
-        for (j, t) in made {
+        for &j in &order {
             let s = match contest.get_mut(j) {
-                Some(c) => c.del(&ctx, i, &t),
-                None => docker_slot.as_mut().unwrap().del(&ctx, i, &t),
+                Some(c) => c.del(&ctx, i, &ts[j]),
+                None => docker_slot.as_mut().unwrap().del(&ctx, i, &ts[j]),
             };
             dels.entry(names[j].clone()).or_default().push(s);
-            targets.remove(&t);
+        }
+    }
+    drop(held);
+    for ts in &round_targets {
+        for t in ts.iter().filter(|t| !t.starts_with('/')) {
+            targets.remove(t);
         }
     }
     if let Some(d) = docker_slot.take() {
@@ -251,13 +296,30 @@ fn main() {
     ours.conf["name"] = json!("bench-scale-mvnet");
     let mut curve: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut scale_targets = Vec::new();
-    for i in 0..args.scale {
+    let mut held = FdNamespaces(Vec::new());
+    let all_targets: Vec<[String; 3]> = (0..args.scale)
+        .map(|_| [held.make(), held.make(), held.make()])
+        .collect();
+    const KERNEL: &str = "kernel only: ip link add (macvlan)";
+    for (i, ts) in all_targets.iter().enumerate() {
         for (j, c) in [&mut ours, &mut reference].into_iter().enumerate() {
-            let t = targets.make(format!("bs{tag}-{j}-{i}"));
-            let s = c.add(&ctx, i, &t);
+            let s = c.add(&ctx, i, &ts[j]);
+            assert!(s.ok, "scale: {} ADD {i} failed", c.label);
             curve.entry(c.label.clone()).or_default().push(s.wall_ms);
-            scale_targets.push((j, t));
+            scale_targets.push((j, ts[j].clone()));
         }
+        // The same kernel work with no plugin at all: does the kernel itself slow down as
+        // macvlans pile up on one parent?
+        let (s, out) = run(
+            &[
+                "ip", "link", "add", "link", "eth0", "name", "eth0", "netns", &ts[2], "type",
+                "macvlan", "mode", "bridge",
+            ],
+            &[],
+            b"",
+        );
+        assert!(s.ok, "scale: ip link add {i} failed: {out}");
+        curve.entry(KERNEL.to_string()).or_default().push(s.wall_ms);
     }
     let blocks: BTreeMap<String, Vec<f64>> = curve
         .iter()
@@ -266,8 +328,8 @@ fn main() {
     for (j, t) in scale_targets.drain(..) {
         let c = if j == 0 { &mut ours } else { &mut reference };
         c.del(&ctx, 0, &t);
-        targets.remove(&t);
     }
+    drop(held);
     results["scale"] = json!({"block": 100, "add_median_ms_per_block": blocks});
 
     // ----- 3. parallel ADDs ---------------------------------------------------------
@@ -448,23 +510,14 @@ fn dataplane(ctx: &Ctx, lab: &LabGuard, targets: &mut Targets, tag: &str, secs: 
             ip_of.insert(t.clone(), ip);
         }
         let iperf = |server_ns: &str, server_ip: &str, client_ns: &str| -> f64 {
-            let srv_path = format!("/run/netns/{server_ns}");
-            let ns = std::fs::File::open(&srv_path).unwrap();
-            use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
-            let fd = ns.as_raw_fd();
-            let mut c = std::process::Command::new("iperf3");
+            let mut c = mvnet_core::netns::command_in(
+                Path::new(&format!("/run/netns/{server_ns}")),
+                "iperf3",
+            )
+            .unwrap();
             c.args(["-s", "-1"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null());
-            unsafe {
-                c.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
             let mut server = c.spawn().expect("iperf3 is installed");
             std::thread::sleep(std::time::Duration::from_millis(300));
             let (_, json_out) = in_ns(
@@ -531,7 +584,8 @@ fn report(args: &Args, names: &[String], mut results: Value) {
     };
     let td = &results["teardown"].clone();
     let par = &results["parallel"].clone();
-    table += &format!("\nScale (ADD median per block of 100, 0..{}): mvnet-cni max/min = {:.2}, reference = {:.2}\n", args.scale, flat(me), flat("reference macvlan + host-local"));
+    table += &format!("\nScale (ADD median per block of 100, 0..{}): mvnet-cni max/min = {:.2}, reference = {:.2}, kernel only (ip link add) = {:.2}\n",
+        args.scale, flat(me), flat("reference macvlan + host-local"), flat("kernel only: ip link add (macvlan)"));
     table += &format!("Parallel ({} ADDs at once): mvnet-cni {:.0} ms wall, {} errors; reference {:.0} ms wall, {} errors\n",
         args.parallel, par[me]["wall_ms"].as_f64().unwrap_or(f64::NAN), par[me]["errors"],
         par["reference macvlan + host-local"]["wall_ms"].as_f64().unwrap_or(f64::NAN), par["reference macvlan + host-local"]["errors"]);
@@ -680,23 +734,27 @@ fn report(args: &Args, names: &[String], mut results: Value) {
         ),
     )
     .unwrap();
-    let curve: Vec<(&str, Vec<(f64, f64)>)> = [me, "reference macvlan + host-local"]
-        .iter()
-        .map(|n| {
-            (
-                *n,
-                blocks[*n]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .enumerate()
-                            .map(|(i, v)| ((i * 100 + 50) as f64, v.as_f64().unwrap_or(0.0)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
+    let curve: Vec<(&str, Vec<(f64, f64)>)> = [
+        me,
+        "reference macvlan + host-local",
+        "kernel only: ip link add (macvlan)",
+    ]
+    .iter()
+    .map(|n| {
+        (
+            *n,
+            blocks[*n]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .enumerate()
+                        .map(|(i, v)| ((i * 100 + 50) as f64, v.as_f64().unwrap_or(0.0)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    })
+    .collect();
     std::fs::write(
         args.out.join("scale.svg"),
         svg::lines(

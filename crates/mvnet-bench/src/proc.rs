@@ -2,8 +2,6 @@
 //! child's own resource usage from wait4 (peak RSS, CPU time).
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,16 +47,11 @@ fn spawn_measured(
         c.env(k, v);
     }
     if let Some(path) = netns {
-        let ns = std::fs::File::open(path).expect("namespace");
-        // SAFETY: setns is async-signal-safe; `ns` lives in the closure until exec.
-        unsafe {
-            c.pre_exec(move || {
-                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        mvnet_core::netns::spawn_inside(
+            &mut c,
+            std::fs::File::open(path).expect("namespace"),
+            None,
+        );
     }
     let start = Instant::now();
     let mut child = match c.spawn() {

@@ -2,8 +2,6 @@
 //! newcomer can follow. Each step states what must happen; the demo fails if it does not,
 //! so it doubles as a smoke test of the whole product.
 
-use std::process::Command;
-
 use mvnet_core::lab::{Lab, LabGuard};
 use mvnet_core::{invalid, Result};
 
@@ -13,7 +11,7 @@ use crate::commands::lab_command;
 enum Expect {
     Success,
     Failure,
-    Contains(&'static str),
+    Contains(String),
 }
 
 struct Demo {
@@ -52,21 +50,8 @@ impl Demo {
     /// Runs `argv` on another lab machine (e.g. the LAN peer).
     fn step_on(&self, machine: &str, argv: &[&str], expect: Expect) -> Result<String> {
         println!("[{machine}]$ {}", argv.join(" "));
-        let ns = std::fs::File::open(self.lab.netns_path(machine))
-            .map_err(|e| mvnet_core::Error::io("open lab namespace", e))?;
-        let mut cmd = Command::new(argv[0]);
+        let mut cmd = mvnet_core::netns::command_in(&self.lab.netns_path(machine), argv[0])?;
         cmd.args(&argv[1..]);
-        use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setns is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let out = cmd
             .output()
             .map_err(|e| invalid!("cannot run {}: {e}", argv[0]))?;
@@ -81,7 +66,7 @@ impl Demo {
         let ok = match expect {
             Expect::Success => out.status.success(),
             Expect::Failure => !out.status.success(),
-            Expect::Contains(s) => out.status.success() && stdout.contains(s),
+            Expect::Contains(s) => out.status.success() && stdout.contains(s.as_str()),
         };
         if ok {
             Ok(stdout)
@@ -120,87 +105,96 @@ pub fn run(name: &str, keep: bool) -> Result<u8> {
     result.map(|_| 0)
 }
 
+/// One of the seed's two examples: a network on `parent` for the LAN `prefix`.0/24, with a
+/// container on it, checked from the inside.
+struct SeedExample {
+    network: &'static str,
+    container: &'static str,
+    parent: &'static str,
+    /// The first three octets of the LAN, e.g. "10.103.19".
+    prefix: &'static str,
+}
+
+impl SeedExample {
+    fn run(&self, d: &Demo) -> Result<()> {
+        let (p, n, c) = (self.prefix, self.network, self.container);
+        let ip = format!("{p}.2");
+        let gw = format!("{p}.1");
+        let mac = mvnet_core::model::MacAddr::from_ipv4(
+            format!("{p}.2").parse().expect("an IPv4 prefix"),
+        );
+        d.step(
+            &[
+                "mvnet",
+                "network",
+                "create",
+                "-d",
+                "macvlan",
+                &format!("--subnet={p}.0/24"),
+                &format!("--gateway={gw}"),
+                "-o",
+                &format!("parent={}", self.parent),
+                n,
+            ],
+            Expect::Success,
+        )?;
+        d.step(&["mvnet", "network", "ls"], Expect::Contains(n.to_string()))?;
+        d.say("Start a container on it (a network namespace running a command).");
+        d.step(
+            &[
+                "mvnet",
+                "run",
+                "--rm",
+                "-d",
+                "--network",
+                n,
+                "--name",
+                c,
+                "--",
+                "sleep",
+                "infinity",
+            ],
+            Expect::Success,
+        )?;
+        d.say(&format!(
+            "Its own IP on the LAN, and a MAC derived from it: 02:42 + the four bytes of {ip}."
+        ));
+        d.step(
+            &["mvnet", "inspect", c],
+            Expect::Contains(format!("\"MacAddress\": \"{mac}\"")),
+        )?;
+        d.say("Inside the container: the interface, the routes, the gateway.");
+        d.step(
+            &["mvnet", "exec", c, "--", "ip", "addr", "show", "eth0"],
+            Expect::Contains(format!("inet {ip}/24")),
+        )?;
+        d.step(
+            &["mvnet", "exec", c, "--", "ip", "route"],
+            Expect::Contains(format!("default via {gw} dev eth0")),
+        )?;
+        d.step(
+            &["mvnet", "exec", c, "--", "ping", "-c", "2", &gw],
+            Expect::Success,
+        )?;
+        Ok(())
+    }
+}
+
 fn scenario(d: &Demo) -> Result<()> {
     d.say("Create a macvlan network from the parent NIC's own LAN settings (as in the seed).");
-    d.step(
-        &[
-            "mvnet",
-            "network",
-            "create",
-            "-d",
-            "macvlan",
-            "--subnet=10.103.19.0/24",
-            "--gateway=10.103.19.1",
-            "-o",
-            "parent=eth0",
-            "my-macvlan-net",
-        ],
-        Expect::Success,
-    )?;
-    d.step(
-        &["mvnet", "network", "ls"],
-        Expect::Contains("my-macvlan-net"),
-    )?;
-
-    d.say("Start a container on it (a network namespace running a command).");
-    d.step(
-        &[
-            "mvnet",
-            "run",
-            "--rm",
-            "-d",
-            "--network",
-            "my-macvlan-net",
-            "--name",
-            "my-macvlan-alpine",
-            "--",
-            "sleep",
-            "infinity",
-        ],
-        Expect::Success,
-    )?;
-    d.say("Its own IP on the LAN, and a MAC derived from it: 02:42 + 10.103.19.2.");
-    d.step(
-        &["mvnet", "inspect", "my-macvlan-alpine"],
-        Expect::Contains("\"MacAddress\": \"02:42:0a:67:13:02\""),
-    )?;
-
-    d.say("Inside the container: the interface, the routes, the gateway, the outside world.");
+    let lan = SeedExample {
+        network: "my-macvlan-net",
+        container: "my-macvlan-alpine",
+        parent: "eth0",
+        prefix: "10.103.19",
+    };
+    lan.run(d)?;
+    d.say("And the outside world, routed by the gateway.");
     d.step(
         &[
             "mvnet",
             "exec",
-            "my-macvlan-alpine",
-            "--",
-            "ip",
-            "addr",
-            "show",
-            "eth0",
-        ],
-        Expect::Contains("inet 10.103.19.2/24"),
-    )?;
-    d.step(
-        &["mvnet", "exec", "my-macvlan-alpine", "--", "ip", "route"],
-        Expect::Contains("default via 10.103.19.1 dev eth0"),
-    )?;
-    d.step(
-        &[
-            "mvnet",
-            "exec",
-            "my-macvlan-alpine",
-            "--",
-            "ping",
-            "-c",
-            "2",
-            "10.103.19.1",
-        ],
-        Expect::Success,
-    )?;
-    d.step(
-        &[
-            "mvnet",
-            "exec",
-            "my-macvlan-alpine",
+            lan.container,
             "--",
             "ping",
             "-c",
@@ -223,7 +217,22 @@ fn scenario(d: &Demo) -> Result<()> {
     )?;
 
     if d.lab.has_trunk() {
-        vlan_example(d)?;
+        // The seed's second example: VLAN 1318 of the trunk ens19, created on the fly (with
+        // the trunk brought up, as `ifconfig ens19 up` does in the seed).
+        d.say(
+            "802.1Q: the trunk ens19 carries VLANs 1317/1318. mvnet creates ens19.1318 on the fly.",
+        );
+        let vlan = SeedExample {
+            network: "my-8021q-1318-macvlan-net",
+            container: "my-8021q-1318-macvlan-alpine",
+            parent: "ens19.1318",
+            prefix: "10.103.18",
+        };
+        vlan.run(d)?;
+        d.step(&["mvnet", "rm", "-f", vlan.container], Expect::Success)?;
+        d.say("The last network on a VLAN parent mvnet created takes the parent with it.");
+        d.step(&["mvnet", "network", "rm", vlan.network], Expect::Success)?;
+        d.step(&["ip", "-br", "link"], Expect::Success)?;
     } else {
         let f = mvnet_core::kernel::feature(mvnet_core::netlink::ProbeKind::Vlan);
         d.say(&format!(
@@ -233,103 +242,7 @@ fn scenario(d: &Demo) -> Result<()> {
     }
 
     d.say("Clean up.");
-    d.step(&["mvnet", "rm", "-f", "my-macvlan-alpine"], Expect::Success)?;
-    d.step(
-        &["mvnet", "network", "rm", "my-macvlan-net"],
-        Expect::Success,
-    )?;
-    Ok(())
-}
-
-/// The seed's second example: a network on VLAN 1318 of the trunk `ens19`, which mvnet
-/// creates on the fly (and brings the trunk up, as `ifconfig ens19 up` does in the seed).
-fn vlan_example(d: &Demo) -> Result<()> {
-    d.say("802.1Q: the trunk ens19 carries VLANs 1317/1318. mvnet creates ens19.1318 on the fly.");
-    d.step(
-        &[
-            "mvnet",
-            "network",
-            "create",
-            "-d",
-            "macvlan",
-            "--subnet=10.103.18.0/24",
-            "--gateway=10.103.18.1",
-            "-o",
-            "parent=ens19.1318",
-            "my-8021q-1318-macvlan-net",
-        ],
-        Expect::Success,
-    )?;
-    d.step(
-        &["mvnet", "network", "ls"],
-        Expect::Contains("my-8021q-1318-macvlan-net"),
-    )?;
-    d.step(
-        &[
-            "mvnet",
-            "run",
-            "--rm",
-            "-d",
-            "--network",
-            "my-8021q-1318-macvlan-net",
-            "--name",
-            "my-8021q-1318-macvlan-alpine",
-            "--",
-            "sleep",
-            "infinity",
-        ],
-        Expect::Success,
-    )?;
-    d.step(
-        &["mvnet", "inspect", "my-8021q-1318-macvlan-alpine"],
-        Expect::Contains("\"MacAddress\": \"02:42:0a:67:12:02\""),
-    )?;
-    d.step(
-        &[
-            "mvnet",
-            "exec",
-            "my-8021q-1318-macvlan-alpine",
-            "--",
-            "ip",
-            "addr",
-            "show",
-            "eth0",
-        ],
-        Expect::Contains("inet 10.103.18.2/24"),
-    )?;
-    d.step(
-        &[
-            "mvnet",
-            "exec",
-            "my-8021q-1318-macvlan-alpine",
-            "--",
-            "ip",
-            "route",
-        ],
-        Expect::Contains("default via 10.103.18.1 dev eth0"),
-    )?;
-    d.step(
-        &[
-            "mvnet",
-            "exec",
-            "my-8021q-1318-macvlan-alpine",
-            "--",
-            "ping",
-            "-c",
-            "2",
-            "10.103.18.1",
-        ],
-        Expect::Success,
-    )?;
-    d.step(
-        &["mvnet", "rm", "-f", "my-8021q-1318-macvlan-alpine"],
-        Expect::Success,
-    )?;
-    d.say("The last network on a VLAN parent mvnet created takes the parent with it.");
-    d.step(
-        &["mvnet", "network", "rm", "my-8021q-1318-macvlan-net"],
-        Expect::Success,
-    )?;
-    d.step(&["ip", "-br", "link"], Expect::Success)?;
+    d.step(&["mvnet", "rm", "-f", lan.container], Expect::Success)?;
+    d.step(&["mvnet", "network", "rm", lan.network], Expect::Success)?;
     Ok(())
 }

@@ -259,7 +259,7 @@ fn without_8021q_a_vlan_network_fails_naming_the_module() {
         return;
     }
     let lab = TestLab::new();
-    let before = lab.snapshot();
+    let before = lab.lab_snapshot();
     let e = lab.fails(&[
         "network",
         "create",
@@ -272,5 +272,5 @@ fn without_8021q_a_vlan_network_fails_naming_the_module() {
         e.contains("8021q") && e.contains("CONFIG_VLAN_8021Q"),
         "{e}"
     );
-    assert_eq!(lab.snapshot(), before, "nothing created");
+    assert_eq!(lab.lab_snapshot(), before, "nothing created");
 }

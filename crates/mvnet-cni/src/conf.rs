@@ -194,6 +194,10 @@ pub struct NetConf {
     pub vlan: Option<u16>,
     #[serde(default)]
     pub mode: String,
+    /// mvnet addition: "ipvlan" selects the ipvlan driver (so does running this binary under
+    /// the name `ipvlan`); anything else, or nothing, is macvlan.
+    #[serde(default)]
+    pub driver: String,
     #[serde(default)]
     pub mtu: u32,
     #[serde(default)]
@@ -244,6 +248,33 @@ impl NetConf {
 
     pub fn ipam_type(&self) -> &str {
         self.ipam.get("type").and_then(Value::as_str).unwrap_or("")
+    }
+
+    pub fn is_ipvlan(&self) -> bool {
+        self.driver == "ipvlan"
+    }
+
+    /// The link type and mode to create, from `driver` and `mode`.
+    pub fn link_kind(&self) -> CniResult<mvnet_core::driver::macvlan::LinkKind> {
+        use mvnet_core::driver::macvlan::LinkKind;
+        if self.is_ipvlan() {
+            let mode = if self.mode.is_empty() {
+                Default::default()
+            } else {
+                self.mode.parse().map_err(|_| {
+                    CniError::new(
+                        code::INVALID_CONFIG,
+                        format!(
+                            "unknown ipvlan mode {:?}; valid modes: l2, l3, l3s",
+                            self.mode
+                        ),
+                    )
+                })?
+            };
+            Ok(LinkKind::Ipvlan(mode, Default::default()))
+        } else {
+            Ok(LinkKind::Macvlan(self.macvlan_mode()?))
+        }
     }
 
     pub fn macvlan_mode(&self) -> CniResult<mvnet_core::model::MacvlanMode> {

@@ -94,9 +94,12 @@ pub fn exec(env: &Env, name: &str, command: &str, stdin: &[u8]) -> CniResult<Opt
 
 // ----- built-in IPAM ---------------------------------------------------------------------
 
+/// One host-local range: `subnet` with optional bounds and gateway. The top-level form
+/// (`"subnet": ...` beside `"type"`) and each entry of `ranges` share this shape.
 #[derive(Debug, Deserialize, Default)]
 struct RangeConf {
-    subnet: String,
+    #[serde(default)]
+    subnet: Option<String>,
     #[serde(rename = "rangeStart", default)]
     range_start: Option<IpAddr>,
     #[serde(rename = "rangeEnd", default)]
@@ -117,25 +120,13 @@ struct RouteConf {
 #[derive(Debug, Deserialize)]
 pub struct BuiltinConf {
     #[serde(flatten)]
-    single: RangeConfOpt,
+    single: RangeConf,
     #[serde(default)]
     ranges: Vec<Vec<RangeConf>>,
     #[serde(default)]
     routes: Vec<RouteConf>,
     #[serde(rename = "dataDir", default)]
     pub data_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct RangeConfOpt {
-    #[serde(default)]
-    subnet: Option<String>,
-    #[serde(rename = "rangeStart", default)]
-    range_start: Option<IpAddr>,
-    #[serde(rename = "rangeEnd", default)]
-    range_end: Option<IpAddr>,
-    #[serde(default)]
-    gateway: Option<IpAddr>,
 }
 
 impl BuiltinConf {
@@ -150,14 +141,9 @@ impl BuiltinConf {
 
     /// The pools, host-local style: the gateway defaults to the subnet's first address.
     pub fn pools(&self) -> CniResult<Vec<PoolSpec>> {
-        let mut sets: Vec<RangeConf> = Vec::new();
-        if let Some(subnet) = &self.single.subnet {
-            sets.push(RangeConf {
-                subnet: subnet.clone(),
-                range_start: self.single.range_start,
-                range_end: self.single.range_end,
-                gateway: self.single.gateway,
-            });
+        let mut sets: Vec<&RangeConf> = Vec::new();
+        if self.single.subnet.is_some() {
+            sets.push(&self.single);
         }
         for set in &self.ranges {
             if set.len() != 1 {
@@ -166,13 +152,7 @@ impl BuiltinConf {
                     "mvnet IPAM takes one range per range set; put each subnet in its own set",
                 ));
             }
-            let r = &set[0];
-            sets.push(RangeConf {
-                subnet: r.subnet.clone(),
-                range_start: r.range_start,
-                range_end: r.range_end,
-                gateway: r.gateway,
-            });
+            sets.push(&set[0]);
         }
         if sets.is_empty() {
             return Err(CniError::new(
@@ -182,12 +162,19 @@ impl BuiltinConf {
         }
         let mut out = Vec::new();
         for r in sets {
-            let subnet: IpNet = r.subnet.parse().map_err(|_| {
-                CniError::new(
-                    code::INVALID_CONFIG,
-                    format!("invalid subnet {:?}", r.subnet),
-                )
-            })?;
+            let subnet: IpNet = r
+                .subnet
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    CniError::new(
+                        code::INVALID_CONFIG,
+                        format!(
+                            "invalid or missing subnet {:?} in the mvnet IPAM config",
+                            r.subnet
+                        ),
+                    )
+                })?;
             let subnet = subnet.trunc();
             let gateway = r.gateway.or_else(|| subnet.hosts().next());
             let pool = Pool::new(subnet, gateway, None, vec![])
@@ -250,7 +237,11 @@ pub fn builtin_network(
     let net = Network {
         id: mvnet_core::ids::new_id(),
         name: conf.name.clone(),
-        driver: mvnet_core::model::Driver::Macvlan,
+        driver: if conf.is_ipvlan() {
+            mvnet_core::model::Driver::Ipvlan
+        } else {
+            mvnet_core::model::Driver::Macvlan
+        },
         created: mvnet_core::model::time::now_rfc3339(),
         pools,
         internal: false,
@@ -258,7 +249,16 @@ pub fn builtin_network(
         labels: [("mvnet.cni".to_string(), "true".to_string())].into(),
         options: NetworkOptions {
             parent: master.to_string(),
-            macvlan_mode: conf.macvlan_mode()?,
+            macvlan_mode: if conf.is_ipvlan() {
+                Default::default()
+            } else {
+                conf.macvlan_mode()?
+            },
+            ipvlan_mode: match conf.link_kind()? {
+                mvnet_core::driver::macvlan::LinkKind::Ipvlan(m, _) => m,
+                _ => Default::default(),
+            },
+            ipvlan_flag: Default::default(),
             mtu: (conf.mtu > 0).then_some(conf.mtu),
             vlan: None,
         },

@@ -40,10 +40,18 @@ fn main() -> ExitCode {
         println!("{}", plugin::version(conf.as_ref()));
         return ExitCode::SUCCESS;
     }
-    let conf = match NetConf::parse(&raw) {
+    let mut conf = match NetConf::parse(&raw) {
         Ok(c) => c,
         Err(e) => return fail(&e, "1.1.0"),
     };
+    // Installed under the reference's name `ipvlan`, one binary serves both drivers.
+    let invoked_as = std::env::args().next().unwrap_or_default();
+    if std::path::Path::new(&invoked_as)
+        .file_name()
+        .is_some_and(|n| n == "ipvlan")
+    {
+        conf.driver = "ipvlan".into();
+    }
     let outcome = match env.command {
         Command::Add => plugin::add(&env, &conf, &raw).map(Some),
         Command::Del => plugin::del(&env, &conf, &raw).map(|_| None),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use mvnet_core::driver::macvlan::{self, LinkPlan, RoutePlan};
+use mvnet_core::driver::macvlan::{self, LinkKind, LinkPlan, RoutePlan};
 use mvnet_core::engine::Engine;
 use mvnet_core::model::MacAddr;
 use mvnet_core::netlink::{Link, Netlink};
@@ -37,6 +37,21 @@ fn open_netns(path: &str) -> CniResult<Netns> {
 /// The parent link: named, or the default-route interface; 802.1Q names are created.
 fn resolve_master(nl: &mut Netlink, conf: &NetConf) -> CniResult<Link> {
     let mut name = conf.master_name()?;
+    if name.is_empty() && conf.is_ipvlan() {
+        // Chained after another plugin: its single interface is the master (reference rule).
+        if let Some(prev) = &conf.prev_result {
+            let prev = Outcome::parse(prev)?;
+            match prev.interfaces.as_slice() {
+                [one] if !one.name.is_empty() => name = one.name.clone(),
+                _ => {
+                    return Err(CniError::new(
+                        code::INVALID_CONFIG,
+                        "chained master failure: prevResult lacks a single named interface",
+                    ))
+                }
+            }
+        }
+    }
     if name.is_empty() {
         let routes = nl
             .routes(false)
@@ -132,8 +147,14 @@ impl Drop for Phases {
 pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
     let mut phases = Phases::new();
     let args = parse_args(&env.args)?;
-    let mode = conf.macvlan_mode()?;
+    let kind = conf.link_kind()?;
     let requested_mac = conf.requested_mac(&args)?;
+    if conf.is_ipvlan() && requested_mac.is_some() {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            "ipvlan interfaces share the master's MAC; remove \"mac\" (or use macvlan)",
+        ));
+    }
     let req_ip: Option<IpAddr> = args
         .ip
         .as_deref()
@@ -175,7 +196,12 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
             phases.mark("store-open");
             let net = ipam::builtin_network(e, conf, &master.name, pools)?;
             phases.mark("network");
-            let ep = ipam::builtin_reserve(e, &net, env, req_ip, requested_mac)?;
+            let mac = if conf.is_ipvlan() {
+                master.mac
+            } else {
+                requested_mac
+            };
+            let ep = ipam::builtin_reserve(e, &net, env, req_ip, mac)?;
             let result = Outcome {
                 ips: ipam::endpoint_ips(&net, &ep),
                 routes: b.routes(),
@@ -210,6 +236,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
 
     let mac = match &ipam_out.endpoint {
         Some((_, ep)) => ep.mac,
+        None if conf.is_ipvlan() => master.mac.unwrap_or_else(MacAddr::random_local),
         None => requested_mac.unwrap_or_else(|| {
             match ipam_out
                 .result
@@ -243,7 +270,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
         ifname: env.ifname.clone(),
         parent_index: master.index,
         parent_name: master.name.clone(),
-        mode,
+        kind,
         mac,
         mtu: (conf.mtu > 0).then_some(conf.mtu),
         addresses: r
@@ -351,18 +378,35 @@ pub fn check(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
             env.ifname, env.netns
         ));
     };
-    if link.kind != "macvlan" {
-        return fail(format!(
-            "interface {} is a {:?}, not a macvlan",
-            env.ifname, link.kind
-        ));
-    }
-    let mode = conf.macvlan_mode()?;
-    if link.macvlan_mode != Some(mode) {
-        return fail(format!(
-            "interface {} has macvlan mode {:?}, config says {mode}",
-            env.ifname, link.macvlan_mode
-        ));
+    match conf.link_kind()? {
+        LinkKind::Macvlan(mode) => {
+            if link.kind != "macvlan" {
+                return fail(format!(
+                    "interface {} is a {:?}, not a macvlan",
+                    env.ifname, link.kind
+                ));
+            }
+            if link.macvlan_mode != Some(mode) {
+                return fail(format!(
+                    "interface {} has macvlan mode {:?}, config says {mode}",
+                    env.ifname, link.macvlan_mode
+                ));
+            }
+        }
+        LinkKind::Ipvlan(mode, _) => {
+            if link.kind != "ipvlan" {
+                return fail(format!(
+                    "interface {} is a {:?}, not an ipvlan",
+                    env.ifname, link.kind
+                ));
+            }
+            if link.ipvlan_mode != Some(mode) {
+                return fail(format!(
+                    "interface {} has ipvlan mode {:?}, config says {mode}",
+                    env.ifname, link.ipvlan_mode
+                ));
+            }
+        }
     }
     let idx = prev
         .interfaces

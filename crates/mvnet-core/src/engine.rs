@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use crate::driver::macvlan;
 use crate::model::{
-    network::ValidatedRequest, CreateNetworkRequest, Endpoint, MacAddr, MacvlanMode, Network,
+    network::ValidatedRequest, CreateNetworkRequest, Driver, Endpoint, MacAddr, MacvlanMode,
+    Network,
 };
 use crate::netlink::{Link, Netlink};
 use crate::netns::Netns;
@@ -255,6 +256,12 @@ impl Engine {
         target: &AttachTarget,
         opts: &AttachOptions,
     ) -> Result<Endpoint> {
+        if net.driver == Driver::Ipvlan && opts.mac.is_some() {
+            return Err(invalid!(
+                "ipvlan endpoints share the parent's MAC, so --mac-address cannot be used on ipvlan network {}; use a macvlan network to choose a MAC",
+                net.name
+            ));
+        }
         let parent = self.parent_for_use(net)?;
         let ns = Netns::open(&target.netns)?;
         let req = EndpointRequest {
@@ -264,7 +271,12 @@ impl Engine {
             ifname: opts.ifname.clone(),
             static_ipv4: opts.ipv4,
             static_ipv6: opts.ipv6,
-            mac: opts.mac,
+            // What inspect shows is the MAC the LAN sees: for ipvlan, the parent's.
+            mac: if net.driver == Driver::Ipvlan {
+                parent.mac
+            } else {
+                opts.mac
+            },
             owner_pid: std::process::id(),
         };
         let ep = self.store.reserve_endpoint(net, &req)?;
@@ -322,6 +334,28 @@ pub fn check_against_existing(net: &Network, existing: &[Network]) -> Result<()>
         .iter()
         .filter(|o| o.options.parent == net.options.parent)
     {
+        // Better than the kernel's "device or resource busy": say who holds the parent.
+        if other.driver != net.driver {
+            return Err(conflict!(
+                "cannot put an {} network on parent {}: {} network {} already uses it, and macvlan and ipvlan cannot share a parent",
+                net.driver,
+                net.options.parent,
+                other.driver,
+                other.name
+            ));
+        }
+        if net.driver == Driver::Ipvlan
+            && (other.options.ipvlan_mode != net.options.ipvlan_mode
+                || other.options.ipvlan_flag != net.options.ipvlan_flag)
+        {
+            return Err(conflict!(
+                "ipvlan network {} already uses parent {} with ipvlan_mode={} ipvlan_flag={}; networks sharing a parent must use the same mode and flag (the kernel keeps one per parent)",
+                other.name,
+                net.options.parent,
+                other.options.ipvlan_mode,
+                other.options.ipvlan_flag
+            ));
+        }
         if net.options.macvlan_mode == MacvlanMode::Passthru {
             return Err(conflict!(
                 "cannot use mode passthru, macvlan network {} is already using parent interface {}",
@@ -373,6 +407,8 @@ mod tests {
                 macvlan_mode: mode,
                 mtu: None,
                 vlan: None,
+                ipvlan_mode: Default::default(),
+                ipvlan_flag: Default::default(),
             },
         }
     }

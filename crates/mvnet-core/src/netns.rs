@@ -262,3 +262,36 @@ pub fn enter_for_exec(net: &Path, uts: Option<&Path>) -> Result<()> {
     }
     Ok(())
 }
+
+/// Makes `cmd` start inside the namespaces of the given open files: the network namespace,
+/// and optionally a UTS namespace. The files move into the child-setup closure, so they stay
+/// open until the exec.
+pub fn spawn_inside(cmd: &mut std::process::Command, net: File, uts: Option<File>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only setns runs between fork and exec, and setns is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(u) = &uts {
+                if libc::setns(u.as_raw_fd(), libc::CLONE_NEWUTS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A command that will run inside the network namespace at `path`.
+pub fn command_in(
+    path: &Path,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> Result<std::process::Command> {
+    let net = File::open(path)
+        .map_err(|e| Error::io(format!("open network namespace {}", path.display()), e))?;
+    let mut cmd = std::process::Command::new(program);
+    spawn_inside(&mut cmd, net, None);
+    Ok(cmd)
+}

@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -111,17 +110,7 @@ fn container_command(c: &Container) -> Result<Command> {
     let mut cmd = Command::new(&c.command[0]);
     cmd.args(&c.command[1..]);
     cmd.env("HOSTNAME", &c.hostname);
-    // SAFETY: setns is async-signal-safe; the files stay open in the parent until spawn ends.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) != 0
-                || libc::setns(uts.as_raw_fd(), libc::CLONE_NEWUTS) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    netns::spawn_inside(&mut cmd, net, Some(uts));
     Ok(cmd)
 }
 

@@ -61,7 +61,7 @@ pub fn network_inspect(net: &Network, endpoints: &[Endpoint]) -> Value {
         "Internal": net.internal,
         "Attachable": true,
         "Containers": containers,
-        "Options": net.options.to_map(),
+        "Options": net.options.to_map(net.driver),
         "Labels": net.labels,
     })
 }

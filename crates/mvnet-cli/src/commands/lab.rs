@@ -36,17 +36,13 @@ pub fn run(cmd: LabCmd) -> Result<u8> {
 /// A command that runs on the lab's docker host: inside its netns, with the lab's own mvnet
 /// state, and with this mvnet first on PATH.
 pub fn lab_command(lab: &Lab, argv: &[String]) -> Result<std::process::Command> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     if !lab.exists() {
         return Err(mvnet_core::not_found!(
             "lab {} is not up; start it with: mvnet lab up",
             lab.name
         ));
     }
-    let ns = std::fs::File::open(lab.host_netns())
-        .map_err(|e| mvnet_core::Error::io("open the lab host namespace", e))?;
-    let mut cmd = std::process::Command::new(&argv[0]);
+    let mut cmd = mvnet_core::netns::command_in(&lab.host_netns(), &argv[0])?;
     cmd.args(&argv[1..]);
     cmd.env("MVNET_ROOT", lab.state_root());
     if let Ok(exe) = std::env::current_exe() {
@@ -54,15 +50,6 @@ pub fn lab_command(lab: &Lab, argv: &[String]) -> Result<std::process::Command> 
             let path = std::env::var("PATH").unwrap_or_default();
             cmd.env("PATH", format!("{}:{path}", dir.display()));
         }
-    }
-    // SAFETY: setns is async-signal-safe; `ns` lives in the closure until exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
     Ok(cmd)
 }

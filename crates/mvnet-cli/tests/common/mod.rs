@@ -3,8 +3,6 @@
 //! drop, even when the test fails. Needs root.
 #![allow(dead_code)]
 
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
 use mvnet_core::lab::LabGuard;
@@ -38,17 +36,8 @@ pub fn require_root() {
 
 /// A command that runs inside the namespace at `path`.
 fn in_netns(path: &std::path::Path, argv: &[&str]) -> Command {
-    let ns = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let mut cmd = Command::new(argv[0]);
+    let mut cmd = mvnet_core::netns::command_in(path, argv[0]).unwrap_or_else(|e| panic!("{e}"));
     cmd.args(&argv[1..]);
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     cmd
 }
 
@@ -172,7 +161,15 @@ impl TestLab {
             .collect()
     }
 
-    /// Everything a failed command must leave untouched: state listings and host links.
+    /// What a failed command must leave untouched in this lab: its state and host links.
+    /// (Unlike `snapshot`, safe while other tests run: it counts nothing machine-wide.)
+    pub fn lab_snapshot(&self) -> (String, String, Vec<String>) {
+        let (n, p, l, _) = self.snapshot();
+        (n, p, l)
+    }
+
+    /// Everything a failed command must leave untouched: state listings, host links, and the
+    /// machine-wide count of named namespaces (only for a test binary with a single test).
     pub fn snapshot(&self) -> (String, String, Vec<String>, usize) {
         let nets = self.ok(&["network", "ls", "--format", "json"]);
         let ps = self.ok(&["ps", "-a", "--format", "json"]);

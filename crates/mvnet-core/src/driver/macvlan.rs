@@ -10,7 +10,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::model::{Endpoint, MacAddr, MacvlanMode, Network};
+use crate::model::network::{IpvlanFlag, IpvlanMode};
+use crate::model::{Driver, Endpoint, MacAddr, MacvlanMode, Network};
 use crate::netlink::{MacvlanLink, Netlink};
 use crate::netns::{self, Netns};
 use crate::{Error, Result};
@@ -22,6 +23,27 @@ pub struct RoutePlan {
     pub gateway: Option<IpAddr>,
 }
 
+/// Which sub-interface type to create, with its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Macvlan(MacvlanMode),
+    Ipvlan(IpvlanMode, IpvlanFlag),
+}
+
+impl LinkKind {
+    pub fn of(net: &Network) -> LinkKind {
+        match net.driver {
+            Driver::Macvlan => LinkKind::Macvlan(net.options.macvlan_mode),
+            Driver::Ipvlan => LinkKind::Ipvlan(net.options.ipvlan_mode, net.options.ipvlan_flag),
+        }
+    }
+
+    /// l3/l3s ipvlan has no ARP: routes point at the device, not at a gateway.
+    pub fn routes_via_device(&self) -> bool {
+        matches!(self, LinkKind::Ipvlan(IpvlanMode::L3 | IpvlanMode::L3s, _))
+    }
+}
+
 /// Everything the kernel needs for one attachment.
 #[derive(Debug, Clone)]
 pub struct LinkPlan {
@@ -29,7 +51,8 @@ pub struct LinkPlan {
     pub parent_index: u32,
     /// Name of the parent, for messages.
     pub parent_name: String,
-    pub mode: MacvlanMode,
+    pub kind: LinkKind,
+    /// The MAC to give a macvlan; ipvlan always shares the parent's.
     pub mac: MacAddr,
     pub mtu: Option<u32>,
     pub addresses: Vec<(IpAddr, u8)>,
@@ -45,8 +68,22 @@ impl LinkPlan {
     /// subnet's gateway unless the network is internal.
     pub fn for_endpoint(net: &Network, ep: &Endpoint, parent_index: u32) -> LinkPlan {
         let addresses: Vec<(IpAddr, u8)> = ep.ipv4.iter().chain(ep.ipv6.iter()).copied().collect();
+        let kind = LinkKind::of(net);
         let routes = if net.internal {
             Vec::new()
+        } else if kind.routes_via_device() {
+            // Docker's l3 routes: `default dev eth0`, one per address family.
+            addresses
+                .iter()
+                .map(|(ip, _)| RoutePlan {
+                    dst: Some(if ip.is_ipv4() {
+                        "0.0.0.0/0".parse().unwrap()
+                    } else {
+                        "::/0".parse().unwrap()
+                    }),
+                    gateway: None,
+                })
+                .collect()
         } else {
             addresses
                 .iter()
@@ -61,7 +98,7 @@ impl LinkPlan {
             ifname: ep.ifname.clone(),
             parent_index,
             parent_name: net.options.parent.clone(),
-            mode: net.options.macvlan_mode,
+            kind,
             mac: ep.mac,
             mtu: net.options.mtu,
             addresses,
@@ -81,8 +118,10 @@ pub enum CreateOutcome {
 /// Turns a kernel error from creating a macvlan into one a user can act on.
 fn explain_create_error(e: io::Error, plan: &LinkPlan) -> Error {
     match e.raw_os_error() {
-        Some(libc::EOPNOTSUPP) => crate::kernel::feature(crate::netlink::ProbeKind::Macvlan)
-            .missing_error("a macvlan network"),
+        Some(libc::EOPNOTSUPP) => match plan.kind {
+            LinkKind::Macvlan(_) => crate::kernel::feature(crate::netlink::ProbeKind::Macvlan).missing_error("a macvlan network"),
+            LinkKind::Ipvlan(..) => crate::kernel::feature(crate::netlink::ProbeKind::Ipvlan).missing_error("an ipvlan network"),
+        },
         Some(libc::EBUSY) => crate::conflict!(
             "the kernel refused a macvlan on {} (device busy): another macvlan/ipvlan or passthru user owns the parent; see mvnet network ls",
             plan.parent_name
@@ -97,25 +136,32 @@ fn explain_create_error(e: io::Error, plan: &LinkPlan) -> Error {
             plan.mtu.unwrap_or_default(),
             plan.parent_name
         ),
-        _ => Error::kernel(format!("create macvlan {} on {}", plan.ifname, plan.parent_name), e),
+        _ => Error::kernel(format!("create {:?} link {} on {}", plan.kind, plan.ifname, plan.parent_name), e),
     }
 }
 
 /// Creates the link inside `ns`. `root` is a socket in the namespace that holds the parent
 /// (the host's, or the container's own when the parent lives there).
 pub fn create_link(root: &mut Netlink, ns: &Netns, plan: &LinkPlan) -> Result<CreateOutcome> {
-    let mut spec = MacvlanLink {
-        name: &plan.ifname,
-        parent_index: plan.parent_index,
-        mode: plan.mode,
-        // Passthru too: the parent goes promiscuous, so the endpoint keeps its own MAC and
-        // what inspect reports is what the LAN sees.
-        mac: Some(plan.mac),
-        mtu: plan.mtu,
-        bc_queue_len: plan.bc_queue_len,
-        netns: Some(ns),
+    let create = |root: &mut Netlink, name: &str| -> io::Result<()> {
+        match plan.kind {
+            LinkKind::Macvlan(mode) => root.create_macvlan(&MacvlanLink {
+                name,
+                parent_index: plan.parent_index,
+                mode,
+                // Passthru too: the parent goes promiscuous, so the endpoint keeps its own MAC
+                // and what inspect reports is what the LAN sees.
+                mac: Some(plan.mac),
+                mtu: plan.mtu,
+                bc_queue_len: plan.bc_queue_len,
+                netns: Some(ns),
+            }),
+            LinkKind::Ipvlan(mode, flag) => {
+                root.create_ipvlan(name, plan.parent_index, mode, flag, plan.mtu, Some(ns))
+            }
+        }
     };
-    match root.create_macvlan(&spec) {
+    match create(root, &plan.ifname) {
         Ok(()) => return Ok(CreateOutcome::Created),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
         Err(e) => return Err(explain_create_error(e, plan)),
@@ -131,9 +177,7 @@ pub fn create_link(root: &mut Netlink, ns: &Netns, plan: &LinkPlan) -> Result<Cr
         return Ok(CreateOutcome::NameTaken);
     }
     let temp = format!("mvtmp{}", &crate::ids::new_id()[..10]);
-    spec.name = &temp;
-    root.create_macvlan(&spec)
-        .map_err(|e| explain_create_error(e, plan))?;
+    create(root, &temp).map_err(|e| explain_create_error(e, plan))?;
     let renamed = inside
         .link_by_name(&temp)
         .map_err(|e| Error::kernel("look up new interface", e))?
@@ -179,7 +223,7 @@ pub fn configure(ns: &Netns, plan: &LinkPlan) -> Result<()> {
         .link_by_name(&plan.ifname)
         .map_err(k("look up"))?
         .ok_or_else(|| Error::Store(format!("{} vanished right after creation", plan.ifname)))?;
-    if plan.mode == MacvlanMode::Passthru && link.mac != Some(plan.mac) {
+    if plan.kind == LinkKind::Macvlan(MacvlanMode::Passthru) && link.mac != Some(plan.mac) {
         // A new passthru link inherits the parent's MAC whatever we asked for; setting it now
         // (as Docker does) honours the MAC rule. The kernel gives the parent its own MAC back
         // when the passthru link goes away.

@@ -14,6 +14,8 @@ use crate::{invalid, Result};
 #[serde(rename_all = "lowercase")]
 pub enum Driver {
     Macvlan,
+    /// Shares the parent's MAC: for Wi-Fi parents, clouds and switches that limit MACs.
+    Ipvlan,
 }
 
 impl FromStr for Driver {
@@ -21,10 +23,10 @@ impl FromStr for Driver {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "macvlan" => Ok(Driver::Macvlan),
-            "ipvlan" => Err(crate::Error::KernelFeature(
-                "driver 'ipvlan' is not available in this build yet; use -d macvlan".into(),
+            "ipvlan" => Ok(Driver::Ipvlan),
+            _ => Err(invalid!(
+                "unknown driver '{s}'; mvnet supports: macvlan, ipvlan"
             )),
-            _ => Err(invalid!("unknown driver '{s}'; mvnet supports: macvlan")),
         }
     }
 }
@@ -33,55 +35,85 @@ impl fmt::Display for Driver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Driver::Macvlan => "macvlan",
+            Driver::Ipvlan => "ipvlan",
         })
     }
 }
 
-/// The kernel's four macvlan modes (see the seed): who may talk to whom on one parent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum MacvlanMode {
-    /// Sub-interfaces talk to each other inside the host, without a Linux bridge.
-    #[default]
-    Bridge,
-    /// Sub-interfaces cannot talk to each other at all.
-    Private,
-    /// Sub-interfaces talk only through an external (hairpinning, 802.1Qbg) switch.
-    Vepa,
-    /// One sub-interface owns the parent exclusively.
-    Passthru,
-}
-
-impl MacvlanMode {
-    pub const ALL: [&'static str; 4] = ["bridge", "private", "vepa", "passthru"];
-}
-
-impl FromStr for MacvlanMode {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "bridge" => Ok(Self::Bridge),
-            "private" => Ok(Self::Private),
-            "vepa" => Ok(Self::Vepa),
-            "passthru" => Ok(Self::Passthru),
-            _ => Err(invalid!(
-                "requested macvlan mode '{s}' is not valid, 'bridge' mode is the macvlan driver default; valid modes: {}",
-                Self::ALL.join(", ")
-            )),
+/// An enum whose values are fixed words: parsed from them and printed as them, with
+/// Docker's wording when a word is not valid.
+macro_rules! word_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $noun:literal, $driver:literal,
+     default $default:ident, { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
         }
-    }
+
+        impl $name {
+            pub const ALL: &'static [&'static str] = &[$($word),+];
+        }
+
+        impl FromStr for $name {
+            type Err = crate::Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($word => Ok(Self::$variant),)+
+                    _ => Err(invalid!(
+                        "requested {} '{s}' is not valid, '{}' {} is the {} driver default; valid {}s: {}",
+                        $what, $name::$default, $noun, $driver, $noun, Self::ALL.join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self {
+                    $(Self::$variant => $word,)+
+                })
+            }
+        }
+    };
 }
 
-impl fmt::Display for MacvlanMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Bridge => "bridge",
-            Self::Private => "private",
-            Self::Vepa => "vepa",
-            Self::Passthru => "passthru",
-        })
+word_enum!(
+    /// The kernel's four macvlan modes (see the seed): who may talk to whom on one parent.
+    MacvlanMode, "macvlan mode", "mode", "macvlan", default Bridge, {
+        /// Sub-interfaces talk to each other inside the host, without a Linux bridge.
+        #[default]
+        Bridge = "bridge",
+        /// Sub-interfaces cannot talk to each other at all.
+        Private = "private",
+        /// Sub-interfaces talk only through an external (hairpinning, 802.1Qbg) switch.
+        Vepa = "vepa",
+        /// One sub-interface owns the parent exclusively.
+        Passthru = "passthru",
     }
-}
+);
+
+word_enum!(
+    /// IPVLAN modes: l2 switches by MAC like a bridge; l3/l3s route by IP (no ARP, no
+    /// broadcast), l3s with the host's netfilter (conntrack) in the path.
+    IpvlanMode, "ipvlan mode", "mode", "ipvlan", default L2, {
+        #[default]
+        L2 = "l2",
+        L3 = "l3",
+        L3s = "l3s",
+    }
+);
+
+word_enum!(
+    /// IPVLAN flags (Docker's `ipvlan_flag`): traffic between sub-interfaces of one parent.
+    IpvlanFlag, "ipvlan flag", "flag", "ipvlan", default Bridge, {
+        #[default]
+        Bridge = "bridge",
+        Private = "private",
+        Vepa = "vepa",
+    }
+);
 
 /// Driver options (`-o key=value`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -89,6 +121,10 @@ pub struct NetworkOptions {
     pub parent: String,
     pub macvlan_mode: MacvlanMode,
     pub mtu: Option<u32>,
+    #[serde(default)]
+    pub ipvlan_mode: IpvlanMode,
+    #[serde(default)]
+    pub ipvlan_flag: IpvlanFlag,
     /// `-o vlan=VID`: a cleaner spelling of `-o parent=BASE.VID`; folded into `parent`
     /// before the network is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,8 +133,29 @@ pub struct NetworkOptions {
 
 impl NetworkOptions {
     pub const KEYS: [&'static str; 4] = ["parent", "macvlan_mode", "mtu", "vlan"];
+    pub const IPVLAN_KEYS: [&'static str; 5] =
+        ["parent", "ipvlan_mode", "ipvlan_flag", "mtu", "vlan"];
 
-    /// Parses `-o` pairs. The parent may still be empty: the caller fills in the default.
+    /// Parses `-o` pairs for `driver`. The parent may still be empty: the caller fills in
+    /// the default.
+    pub fn parse_for(pairs: &[String], driver: Driver) -> Result<NetworkOptions> {
+        let keys: &[&str] = match driver {
+            Driver::Macvlan => &Self::KEYS,
+            Driver::Ipvlan => &Self::IPVLAN_KEYS,
+        };
+        for pair in pairs {
+            let (k, _) = split_kv(pair, "-o")?;
+            if !keys.contains(&k) {
+                return Err(invalid!(
+                    "unknown driver option '{k}'; {driver} accepts: {}",
+                    keys.join(", ")
+                ));
+            }
+        }
+        Self::parse(pairs)
+    }
+
+    /// Parses `-o` pairs of any driver (see `parse_for` for the per-driver check).
     pub fn parse(pairs: &[String]) -> Result<NetworkOptions> {
         let mut o = NetworkOptions::default();
         for pair in pairs {
@@ -113,6 +170,8 @@ impl NetworkOptions {
                     o.parent = v.to_string();
                 }
                 "macvlan_mode" => o.macvlan_mode = v.parse()?,
+                "ipvlan_mode" => o.ipvlan_mode = v.parse()?,
+                "ipvlan_flag" => o.ipvlan_flag = v.parse()?,
                 "vlan" => o.vlan = Some(parse_vid(v)?),
                 "mtu" => {
                     let mtu: u32 = v.parse().map_err(|_| {
@@ -137,10 +196,18 @@ impl NetworkOptions {
     }
 
     /// Options as Docker prints them under "Options".
-    pub fn to_map(&self) -> BTreeMap<String, String> {
+    pub fn to_map(&self, driver: Driver) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         m.insert("parent".into(), self.parent.clone());
-        m.insert("macvlan_mode".into(), self.macvlan_mode.to_string());
+        match driver {
+            Driver::Macvlan => {
+                m.insert("macvlan_mode".into(), self.macvlan_mode.to_string());
+            }
+            Driver::Ipvlan => {
+                m.insert("ipvlan_mode".into(), self.ipvlan_mode.to_string());
+                m.insert("ipvlan_flag".into(), self.ipvlan_flag.to_string());
+            }
+        }
         if let Some(mtu) = self.mtu {
             m.insert("mtu".into(), mtu.to_string());
         }
@@ -371,7 +438,7 @@ impl CreateNetworkRequest {
             driver,
             pools,
             labels,
-            options: NetworkOptions::parse(&self.options)?,
+            options: NetworkOptions::parse_for(&self.options, driver)?,
             ipv6: self.ipv6,
         })
     }

@@ -4,12 +4,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoMacVtap, InfoPortData,
-    InfoPortKind, InfoVeth, InfoVlan, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-    MacVlanMode, MacVtapMode,
+    InfoPortKind, InfoVeth, InfoVlan, IpVlanFlags, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage, MacVlanMode, MacVtapMode,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
 use super::Netlink;
+use crate::model::network::{IpvlanFlag, IpvlanMode};
 use crate::model::{MacAddr, MacvlanMode};
 use crate::netns::Netns;
 
@@ -31,6 +32,7 @@ pub struct Link {
     /// Index of the bridge or bond this link is enslaved to.
     pub master_index: Option<u32>,
     pub macvlan_mode: Option<MacvlanMode>,
+    pub ipvlan_mode: Option<IpvlanMode>,
 }
 
 impl Link {
@@ -48,6 +50,7 @@ impl Link {
             parent_index: None,
             master_index: None,
             macvlan_mode: None,
+            ipvlan_mode: None,
         };
         for a in m.attributes {
             match a {
@@ -63,6 +66,18 @@ impl Link {
                     for i in infos {
                         match i {
                             LinkInfo::Kind(k) => l.kind = kind_name(&k),
+                            LinkInfo::Data(InfoData::IpVlan(d)) => {
+                                for x in d {
+                                    if let InfoIpVlan::Mode(m) = x {
+                                        l.ipvlan_mode = match m {
+                                            IpVlanMode::L2 => Some(IpvlanMode::L2),
+                                            IpVlanMode::L3 => Some(IpvlanMode::L3),
+                                            IpVlanMode::L3S => Some(IpvlanMode::L3s),
+                                            _ => None,
+                                        };
+                                    }
+                                }
+                            }
                             LinkInfo::Data(InfoData::MacVlan(d)) => {
                                 for x in d {
                                     if let InfoMacVlan::Mode(m) = x {
@@ -199,6 +214,42 @@ impl Netlink {
                     .chain(spec.bc_queue_len.map(InfoMacVlan::BcQueueLen))
                     .collect(),
             )),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// An ipvlan sub-interface, possibly straight inside another namespace. It has no MAC
+    /// of its own: it shares the parent's.
+    pub fn create_ipvlan(
+        &mut self,
+        name: &str,
+        parent_index: u32,
+        mode: IpvlanMode,
+        flag: IpvlanFlag,
+        mtu: Option<u32>,
+        netns: Option<&Netns>,
+    ) -> io::Result<()> {
+        let mut m = new_link_message(name, netns.map(|n| n.as_raw_fd()));
+        m.attributes.push(LinkAttribute::Link(parent_index));
+        if let Some(mtu) = mtu {
+            m.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        let kmode = match mode {
+            IpvlanMode::L2 => IpVlanMode::L2,
+            IpvlanMode::L3 => IpVlanMode::L3,
+            IpvlanMode::L3s => IpVlanMode::L3S,
+        };
+        let kflags = match flag {
+            IpvlanFlag::Bridge => IpVlanFlags::empty(),
+            IpvlanFlag::Private => IpVlanFlags::Private,
+            IpvlanFlag::Vepa => IpVlanFlags::Vepa,
+        };
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::IpVlan),
+            LinkInfo::Data(InfoData::IpVlan(vec![
+                InfoIpVlan::Mode(kmode),
+                InfoIpVlan::Flags(kflags),
+            ])),
         ]));
         self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
     }

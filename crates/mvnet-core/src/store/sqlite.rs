@@ -55,7 +55,13 @@ impl SqliteStore {
         let conn = Connection::open(root.join("mvnet.db"))?;
         // WAL: readers never block the writer; synchronous=NORMAL keeps every committed
         // transaction across a process crash (kill -9) and never corrupts on power loss.
-        conn.busy_timeout(Duration::from_secs(30))?;
+        // Writers queue on one lock. SQLite's default busy handler backs off in steps of up
+        // to 100 ms, which turns 100 parallel CNI ADDs into seconds; retrying every 200 µs
+        // keeps the queue moving. Give up after about 30 s.
+        conn.busy_handler(Some(|attempt: i32| {
+            std::thread::sleep(Duration::from_micros(200));
+            attempt < 150_000
+        }))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Short-lived processes (every CNI exec) are usually the last connection: without
         // this, each one would checkpoint (two fsyncs), delete the WAL, and the next would

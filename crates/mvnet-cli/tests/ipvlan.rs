@@ -1,0 +1,253 @@
+//! The ipvlan driver (root). Traffic tests need a kernel with ipvlan: scripts/vm-tests.sh runs
+//! them under Debian's kernel. The up-front conflict rules need no kernel support and run
+//! everywhere.
+
+mod common;
+use common::{full_kernel_or_skip, kernel_has, TestLab};
+
+fn host_mac(lab: &TestLab) -> String {
+    let l = lab.ip_json(
+        lab.guard.lab.host_netns().to_str().unwrap(),
+        &["link", "show", "eth0"],
+    );
+    l[0]["address"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn l2_containers_reach_each_other_and_the_gateway() {
+    if !full_kernel_or_skip("ipvlan", "ipvlan_l2") {
+        return;
+    }
+    let lab = TestLab::new();
+    lab.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet=10.103.19.0/24",
+        "--gateway=10.103.19.1",
+        "-o",
+        "parent=eth0",
+        "ipv",
+    ]);
+    lab.container("a", "ipv", &[]);
+    lab.container("b", "ipv", &[]);
+    let c = lab.inspect("a");
+    let n = &c["NetworkSettings"]["Networks"]["ipv"];
+    assert_eq!(n["IPAddress"], "10.103.19.2");
+    assert_eq!(
+        n["MacAddress"],
+        host_mac(&lab),
+        "ipvlan shares the parent's MAC"
+    );
+    let sandbox = c["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let link = lab.ip_json(&sandbox, &["-d", "link", "show", "eth0"]);
+    assert_eq!(link[0]["linkinfo"]["info_kind"], "ipvlan");
+    assert_eq!(link[0]["linkinfo"]["info_data"]["mode"], "l2");
+    assert!(lab.container_reaches("a", &lab.ip_of("b", "ipv")));
+    assert!(lab.container_reaches("a", "10.103.19.1"), "gateway");
+    assert!(
+        lab.container_reaches("a", "198.51.100.10"),
+        "routed beyond the gateway"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["network", "inspect", "ipv"])).unwrap();
+    assert_eq!(inspect[0]["Driver"], "ipvlan");
+    assert_eq!(inspect[0]["Options"]["ipvlan_mode"], "l2");
+    assert_eq!(inspect[0]["Options"]["ipvlan_flag"], "bridge");
+}
+
+#[test]
+fn l3_containers_reach_each_other_and_routed_peers() {
+    if !full_kernel_or_skip("ipvlan", "ipvlan_l3") {
+        return;
+    }
+    let lab = TestLab::new();
+    lab.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet=10.50.0.0/24",
+        "--gateway=10.50.0.1",
+        "-o",
+        "parent=eth0",
+        "-o",
+        "ipvlan_mode=l3",
+        "l3net",
+    ]);
+    lab.container("a", "l3net", &[]);
+    lab.container("b", "l3net", &[]);
+    let route = lab.ok(&["exec", "a", "--", "ip", "route"]);
+    assert!(
+        route.contains("default dev eth0"),
+        "Docker's l3 route: {route}"
+    );
+    assert_eq!(
+        lab.inspect("a")["NetworkSettings"]["Networks"]["l3net"]["Gateway"],
+        "10.50.0.1",
+        "reported"
+    );
+    assert!(lab.container_reaches("a", &lab.ip_of("b", "l3net")));
+    // The LAN reaches the l3 subnet through the docker host.
+    assert_eq!(
+        lab.on(
+            "peer",
+            &["ip", "route", "add", "10.50.0.0/24", "via", "10.103.19.10"]
+        )
+        .code,
+        0
+    );
+    assert!(lab.container_reaches("a", "10.103.19.20"), "LAN peer");
+    assert!(
+        lab.machine_reaches("peer", &lab.ip_of("a", "l3net")),
+        "peer to container"
+    );
+}
+
+#[test]
+fn conflicts_are_refused_up_front_with_the_other_network_named() {
+    let lab = TestLab::new();
+    lab.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet=10.60.0.0/24",
+        "-o",
+        "parent=eth0",
+        "ip-a",
+    ]);
+    // Same mode: shared parent is fine (Docker allows only one ipvlan network per parent).
+    lab.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet=10.61.0.0/24",
+        "-o",
+        "parent=eth0",
+        "ip-b",
+    ]);
+    let e = lab.fails(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet=10.62.0.0/24",
+        "-o",
+        "parent=eth0",
+        "-o",
+        "ipvlan_mode=l3",
+        "ip-c",
+    ]);
+    assert!(
+        e.contains("ipvlan network ip-a already uses parent eth0 with ipvlan_mode=l2"),
+        "{e}"
+    );
+    let e = lab.fails(&[
+        "network",
+        "create",
+        "--subnet=10.63.0.0/24",
+        "-o",
+        "parent=eth0",
+        "mv",
+    ]);
+    assert!(
+        e.contains("macvlan network on parent eth0: ipvlan network ip-a already uses it"),
+        "{e}"
+    );
+    lab.ok(&["network", "rm", "ip-a", "ip-b"]);
+    lab.ok(&[
+        "network",
+        "create",
+        "--subnet=10.63.0.0/24",
+        "-o",
+        "parent=eth0",
+        "mv",
+    ]);
+    let e = lab.fails(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet=10.64.0.0/24",
+        "-o",
+        "parent=eth0",
+        "ip-d",
+    ]);
+    assert!(
+        e.contains("ipvlan network on parent eth0: macvlan network mv already uses it"),
+        "{e}"
+    );
+    // Options of the other driver are refused by name.
+    let e = lab.fails(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet=10.65.0.0/24",
+        "-o",
+        "parent=eth1",
+        "-o",
+        "macvlan_mode=vepa",
+        "x",
+    ]);
+    assert!(
+        e.contains("ipvlan accepts: parent, ipvlan_mode, ipvlan_flag"),
+        "{e}"
+    );
+    let e = lab.fails(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet=10.65.0.0/24",
+        "-o",
+        "parent=eth0",
+        "-o",
+        "ipvlan_mode=l4",
+        "x",
+    ]);
+    assert!(e.contains("valid modes: l2, l3, l3s"), "{e}");
+}
+
+#[test]
+fn mac_address_is_refused_and_a_kernel_without_ipvlan_is_named() {
+    let lab = TestLab::new();
+    lab.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--subnet=10.103.19.0/24",
+        "-o",
+        "parent=eth0",
+        "ipv",
+    ]);
+    let before = lab.lab_snapshot();
+    let e = lab.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "ipv",
+        "--mac-address",
+        "c2:11:22:33:44:55",
+        "--",
+        "sleep",
+        "1",
+    ]);
+    assert!(e.contains("share the parent's MAC"), "{e}");
+    assert_eq!(lab.lab_snapshot(), before);
+    if !kernel_has("ipvlan") {
+        let e = lab.fails(&["run", "-d", "--network", "ipv", "--", "sleep", "1"]);
+        assert!(
+            e.contains("CONFIG_IPVLAN") && e.contains("modprobe ipvlan"),
+            "{e}"
+        );
+        assert_eq!(lab.lab_snapshot(), before, "nothing left behind");
+    }
+}
