@@ -84,6 +84,9 @@ pub enum Command {
         #[arg(long, value_parser = ["table", "json"], default_value = "table")]
         format: String,
     },
+    /// Re-apply what the state says should exist after a reboot: 802.1Q parents mvnet created,
+    /// host-access shims and their routes. Run at boot by contrib/systemd/mvnet-restore.service.
+    Restore,
     /// Internal: supervises a detached container's command.
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
@@ -151,6 +154,16 @@ pub enum NetworkCmd {
         #[arg(required = true)]
         networks: Vec<String>,
     },
+    /// Change a network: turn host access on or off.
+    Update {
+        /// on: the host reaches the network's containers through a shim (mvh-<id>); off: removes it.
+        #[arg(long, value_parser = ["on", "off"])]
+        host_access: String,
+        /// The shim's address (default: the next free one).
+        #[arg(long)]
+        host_access_ip: Option<String>,
+        network: String,
+    },
     /// Remove all networks without endpoints.
     Prune {
         /// Accepted for Docker compatibility (mvnet never prompts).
@@ -203,6 +216,12 @@ pub struct CreateArgs {
     pub internal: bool,
     #[arg(long)]
     pub label: Vec<String>,
+    /// Let this host reach the network's containers (a host-side macvlan shim, kept across reboots).
+    #[arg(long)]
+    pub host_access: bool,
+    /// The host's address on the network (default: the next free one).
+    #[arg(long)]
+    pub host_access_ip: Option<String>,
     /// Driver options: parent=IF, macvlan_mode=bridge|private|vepa|passthru, mtu=N.
     #[arg(short = 'o', long = "opt")]
     pub opt: Vec<String>,

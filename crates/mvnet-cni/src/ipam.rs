@@ -261,6 +261,8 @@ pub fn builtin_network(
             ipvlan_flag: Default::default(),
             mtu: (conf.mtu > 0).then_some(conf.mtu),
             vlan: None,
+            host_access: false,
+            host_access_ip: None,
         },
     };
     let check = |existing: &[Network]| mvnet_core::engine::check_against_existing(&net, existing);

@@ -121,6 +121,9 @@ impl Engine {
             ));
         }
         check_against_existing(&net, &existing)?;
+        if net.options.host_access {
+            crate::hostaccess::check_supported(&net)?;
+        }
         let (parent, created) = self.ensure_parent(&net.options.parent)?;
         let stored = (|| {
             if let Some(mtu) = net.options.mtu {
@@ -145,6 +148,16 @@ impl Engine {
             }
             return Err(e);
         }
+        if net.options.host_access {
+            if let Err(e) = self.sync_host_access(&net) {
+                let _ = self.remove_network(&net.id);
+                return Err(e);
+            }
+            notices.push(format!(
+                "host access: this host reaches the network's containers through {}",
+                crate::hostaccess::shim_name(&net)
+            ));
+        }
         Ok((net, notices))
     }
 
@@ -159,6 +172,22 @@ impl Engine {
     /// Removes a network; a VLAN parent mvnet created goes with the last network using it.
     pub fn remove_network(&mut self, name_or_id: &str) -> Result<Network> {
         let net = self.store.network(name_or_id)?;
+        let eps = self.store.endpoints_of_network(&net.id)?;
+        let containers: Vec<&str> = eps
+            .iter()
+            .filter(|e| !crate::hostaccess::is_host_endpoint(e))
+            .map(|e| e.container_name.as_str())
+            .collect();
+        if !containers.is_empty() {
+            return Err(conflict!(
+                "error while removing network: network {} id {} has active endpoints ({}); disconnect or remove them first",
+                net.name,
+                crate::ids::short(&net.id),
+                containers.join(", ")
+            ));
+        }
+        // The host-access shim goes with its network.
+        self.remove_host_access(&net)?;
         if let Some(parent) = self.store.remove_network(&net.id)? {
             self.delete_parent(&parent)?;
         }
@@ -169,9 +198,12 @@ impl Engine {
     pub fn prune_networks(&mut self) -> Result<Vec<String>> {
         let mut removed = Vec::new();
         for net in self.store.networks()? {
-            if self.store.endpoints_of_network(&net.id)?.is_empty()
-                && self.remove_network(&net.id).is_ok()
-            {
+            let busy = self
+                .store
+                .endpoints_of_network(&net.id)?
+                .iter()
+                .any(|e| !crate::hostaccess::is_host_endpoint(e));
+            if !busy && self.remove_network(&net.id).is_ok() {
                 removed.push(net.name);
             }
         }
@@ -191,7 +223,7 @@ impl Engine {
 
     /// The parent of an existing network, re-created if it is a VLAN parent mvnet made that
     /// has gone missing (after a reboot, say).
-    fn parent_for_use(&mut self, net: &Network) -> Result<Link> {
+    pub(crate) fn parent_link_for(&mut self, net: &Network) -> Result<Link> {
         let name = &net.options.parent;
         let found = self
             .netlink()?
@@ -262,7 +294,7 @@ impl Engine {
                 net.name
             ));
         }
-        let parent = self.parent_for_use(net)?;
+        let parent = self.parent_link_for(net)?;
         let ns = Netns::open(&target.netns)?;
         let req = EndpointRequest {
             container_id: target.container_id.clone(),
@@ -283,6 +315,7 @@ impl Engine {
         match self.build_endpoint(net, &ep, &parent, &ns, target.owned) {
             Ok(()) => {
                 self.store.activate_endpoint(&ep.id)?;
+                self.host_access_follow(net, &ep, true)?;
                 Ok(ep)
             }
             Err(e) => {
@@ -309,7 +342,16 @@ impl Engine {
     /// that the next disconnect or rm still finds).
     pub fn disconnect(&mut self, ep: &Endpoint) -> Result<()> {
         macvlan::delete_link(&ep.netns, &ep.ifname)?;
+        self.release_endpoint(ep)
+    }
+
+    /// Gives an endpoint's addresses back (its link is gone or going with its namespace)
+    /// and drops the host's route to it.
+    pub fn release_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
         self.store.remove_endpoint(&ep.id)?;
+        if let Ok(net) = self.store.network(&ep.network_id) {
+            self.host_access_follow(&net, ep, false)?;
+        }
         Ok(())
     }
 
@@ -407,6 +449,8 @@ mod tests {
                 macvlan_mode: mode,
                 mtu: None,
                 vlan: None,
+                host_access: false,
+                host_access_ip: None,
                 ipvlan_mode: Default::default(),
                 ipvlan_flag: Default::default(),
             },

@@ -11,6 +11,7 @@ pub use error::{Error, Result};
 pub mod doctor;
 pub mod driver;
 pub mod engine;
+pub mod hostaccess;
 pub mod kernel;
 pub mod lab;
 pub mod netlink;

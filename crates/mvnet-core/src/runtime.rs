@@ -405,7 +405,7 @@ pub fn remove(engine: &mut Engine, name: &str, force: bool) -> Result<Container>
 fn destroy(engine: &mut Engine, c: &Container) -> Result<()> {
     kill_process(c);
     for ep in engine.store().endpoints_of_container(&c.id)? {
-        engine.store().remove_endpoint(&ep.id)?;
+        engine.release_endpoint(&ep)?;
     }
     netns::remove_persistent(Path::new(&c.netns))?;
     netns::remove_persistent(Path::new(&c.uts))?;

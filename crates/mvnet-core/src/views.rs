@@ -35,8 +35,12 @@ pub fn network_inspect(net: &Network, endpoints: &[Endpoint]) -> Value {
             Value::Object(m)
         })
         .collect();
+    let host = endpoints
+        .iter()
+        .find(|e| crate::hostaccess::is_host_endpoint(e));
     let containers: Map<String, Value> = endpoints
         .iter()
+        .filter(|e| !crate::hostaccess::is_host_endpoint(e))
         .map(|e| {
             (
                 e.container_id.clone(),
@@ -62,6 +66,7 @@ pub fn network_inspect(net: &Network, endpoints: &[Endpoint]) -> Value {
         "Attachable": true,
         "Containers": containers,
         "Options": net.options.to_map(net.driver),
+        "HostAccess": host.map(|h| json!({"Interface": h.ifname, "IPv4Address": cidr(&h.ipv4), "MacAddress": h.mac.to_string()})),
         "Labels": net.labels,
     })
 }

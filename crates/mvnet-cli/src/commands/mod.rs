@@ -50,6 +50,12 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                         1
                     })
                 }
+                Command::Restore => {
+                    for line in engine.restore()? {
+                        println!("{line}");
+                    }
+                    Ok(0)
+                }
                 Command::Monitor { id } => {
                     mvnet_core::runtime::monitor(&mut engine, &id)?;
                     Ok(0)

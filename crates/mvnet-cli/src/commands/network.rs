@@ -19,6 +19,8 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
                 internal: a.internal,
                 labels: a.label,
                 options: a.opt,
+                host_access: a.host_access,
+                host_access_ip: a.host_access_ip,
             };
             let (net, notices) = engine.create_network(&req)?;
             for n in notices {
@@ -81,6 +83,22 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
                 }
             }
             return Ok(failed as u8);
+        }
+        NetworkCmd::Update {
+            host_access,
+            host_access_ip,
+            network,
+        } => {
+            let ip = parse_ip("--host-access-ip", &host_access_ip)?;
+            let net = engine.set_host_access(&network, host_access == "on", ip)?;
+            if net.options.host_access {
+                eprintln!(
+                    "mvnet: host access on: this host reaches {} through {}",
+                    net.name,
+                    mvnet_core::hostaccess::shim_name(&net)
+                );
+            }
+            println!("{}", net.name);
         }
         NetworkCmd::Prune { force: _ } => {
             let removed = engine.prune_networks()?;

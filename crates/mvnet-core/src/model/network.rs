@@ -125,6 +125,13 @@ pub struct NetworkOptions {
     pub ipvlan_mode: IpvlanMode,
     #[serde(default)]
     pub ipvlan_flag: IpvlanFlag,
+    /// `--host-access`: a host-side macvlan shim (`mvh-<id>`) lets the host reach the
+    /// network's containers, which the kernel otherwise forbids.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_access: bool,
+    /// `--host-access-ip`: the shim's address (default: the next free one from IPAM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_access_ip: Option<IpAddr>,
     /// `-o vlan=VID`: a cleaner spelling of `-o parent=BASE.VID`; folded into `parent`
     /// before the network is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -334,6 +341,8 @@ pub struct CreateNetworkRequest {
     pub internal: bool,
     pub labels: Vec<String>,
     pub options: Vec<String>,
+    pub host_access: bool,
+    pub host_access_ip: Option<String>,
 }
 
 /// The validated parts of a request that need no kernel: driver, pools, labels, options.
@@ -434,11 +443,30 @@ impl CreateNetworkRequest {
             }
             labels.insert(k.to_string(), v.to_string());
         }
+        let mut options = NetworkOptions::parse_for(&self.options, driver)?;
+        if self.host_access_ip.is_some() && !self.host_access {
+            return Err(invalid!("--host-access-ip needs --host-access"));
+        }
+        options.host_access = self.host_access;
+        options.host_access_ip = self
+            .host_access_ip
+            .as_deref()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| invalid!("invalid --host-access-ip '{s}': expected an IP address"))
+            })
+            .transpose()?;
+        if let Some(ip) = options.host_access_ip {
+            let pool = pools.iter().find(|p| p.subnet.contains(&ip)).ok_or_else(|| {
+                invalid!("--host-access-ip {ip} is outside the network's subnets; pick an address inside one")
+            })?;
+            pool.pool().check_static(ip)?;
+        }
         Ok(ValidatedRequest {
             driver,
             pools,
             labels,
-            options: NetworkOptions::parse_for(&self.options, driver)?,
+            options,
             ipv6: self.ipv6,
         })
     }

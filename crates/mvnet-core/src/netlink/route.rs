@@ -62,6 +62,23 @@ impl Netlink {
         self.request(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
     }
 
+    /// Deletes a route to `dst` on `oif`; a route that is already gone is not an error.
+    pub fn del_route(&mut self, dst: IpNet, oif: u32) -> io::Result<()> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = family(dst.addr());
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.destination_prefix_length = dst.prefix_len();
+        // "Any scope": the kernel matches scope exactly unless told RT_SCOPE_NOWHERE.
+        m.header.scope = RouteScope::NoWhere;
+        m.attributes
+            .push(RouteAttribute::Destination(route_address(dst.network())));
+        m.attributes.push(RouteAttribute::Oif(oif));
+        match self.request(RouteNetlinkMessage::DelRoute(m), 0) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Routes of the main table for one family.
     pub fn routes(&mut self, v6: bool) -> io::Result<Vec<Route>> {
         let mut m = RouteMessage::default();

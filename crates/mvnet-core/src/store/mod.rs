@@ -41,6 +41,8 @@ pub trait Store {
         created_parent: bool,
     ) -> Result<()>;
     fn networks(&mut self) -> Result<Vec<Network>>;
+    /// Rewrites a network's record (options changed by `network update`).
+    fn update_network(&mut self, net: &Network) -> Result<()>;
     /// By exact name, full id, or unique id prefix.
     fn network(&mut self, name_or_id: &str) -> Result<Network>;
     /// Refuses while endpoints remain, naming them. Returns the parent link to delete now:

@@ -38,6 +38,34 @@ CREATE TABLE IF NOT EXISTS containers(
 
 pub struct SqliteStore {
     conn: Connection,
+    /// `mvnet.lock`: writers queue on flock() here, sleeping in the kernel, instead of
+    /// polling SQLite's lock. A process killed mid-transaction releases it automatically.
+    lock: std::fs::File,
+}
+
+/// Holds the write lock; released on drop (after the transaction beside it).
+struct WriteLock<'a>(&'a std::fs::File);
+
+impl<'a> WriteLock<'a> {
+    fn take(f: &'a std::fs::File) -> Result<WriteLock<'a>> {
+        use std::os::fd::AsRawFd;
+        loop {
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(WriteLock(f));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(Error::io("lock the state store", e));
+            }
+        }
+    }
+}
+
+impl Drop for WriteLock<'_> {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
 }
 
 impl SqliteStore {
@@ -53,14 +81,19 @@ impl SqliteStore {
             )
         })?;
         let conn = Connection::open(root.join("mvnet.db"))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join("mvnet.lock"))
+            .map_err(|e| Error::io(format!("open {}", root.join("mvnet.lock").display()), e))?;
         // WAL: readers never block the writer; synchronous=NORMAL keeps every committed
         // transaction across a process crash (kill -9) and never corrupts on power loss.
-        // Writers queue on one lock. SQLite's default busy handler backs off in steps of up
-        // to 100 ms, which turns 100 parallel CNI ADDs into seconds; retrying every 200 µs
-        // keeps the queue moving. Give up after about 30 s.
+        // Writers queue on mvnet.lock (below), so SQLite itself is rarely busy (a checkpoint,
+        // an older mvnet). Then retry every millisecond, for up to about 30 s.
         conn.busy_handler(Some(|attempt: i32| {
-            std::thread::sleep(Duration::from_micros(200));
-            attempt < 150_000
+            std::thread::sleep(Duration::from_millis(1));
+            attempt < 30_000
         }))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Short-lived processes (every CNI exec) are usually the last connection: without
@@ -71,7 +104,7 @@ impl SqliteStore {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
         )?;
-        let mut store = SqliteStore { conn };
+        let mut store = SqliteStore { conn, lock };
         store.migrate()?;
         Ok(store)
     }
@@ -85,7 +118,7 @@ impl SqliteStore {
         }
         // WAL is a property of the database file: set once, it holds for every later open.
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
-        let tx = self.write()?;
+        let (tx, _lock) = self.write()?;
         tx.execute_batch(SCHEMA)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -94,10 +127,18 @@ impl SqliteStore {
 
     /// A write transaction that takes the lock up front, so concurrent writers queue instead
     /// of failing with SQLITE_BUSY at commit.
-    fn write(&mut self) -> Result<Transaction<'_>> {
-        Ok(self
+    fn write(&mut self) -> Result<(Transaction<'_>, WriteLock<'_>)> {
+        let lock = WriteLock::take(&self.lock)?;
+        let tx = self
             .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Ok((tx, lock))
+    }
+
+    /// A single-statement write under the write lock.
+    fn write_one(&mut self, sql: &str, p: impl rusqlite::Params) -> Result<usize> {
+        let _lock = WriteLock::take(&self.lock)?;
+        Ok(self.conn.execute(sql, p)?)
     }
 }
 
@@ -362,7 +403,7 @@ impl Store for SqliteStore {
         check: NetworkCheck,
         created_parent: bool,
     ) -> Result<()> {
-        let tx = self.write()?;
+        let (tx, _lock) = self.write()?;
         let exists: bool = tx
             .prepare("SELECT 1 FROM networks WHERE name = ?1")?
             .exists([&net.name])?;
@@ -408,6 +449,17 @@ impl Store for SqliteStore {
         bodies.iter().map(|b| from_json(b)).collect()
     }
 
+    fn update_network(&mut self, net: &Network) -> Result<()> {
+        let n = self.write_one(
+            "UPDATE networks SET body = ?2 WHERE id = ?1",
+            params![net.id, to_json(net)],
+        )?;
+        if n == 0 {
+            return Err(not_found!("network {} was removed meanwhile", net.name));
+        }
+        Ok(())
+    }
+
     fn network(&mut self, name_or_id: &str) -> Result<Network> {
         match lookup(&self.conn, "networks", "network", name_or_id)? {
             Some(b) => from_json(&b),
@@ -418,7 +470,7 @@ impl Store for SqliteStore {
     }
 
     fn remove_network(&mut self, id: &str) -> Result<Option<String>> {
-        let tx = self.write()?;
+        let (tx, _lock) = self.write()?;
         reclaim_abandoned(&tx)?;
         let eps = endpoints_where(&tx, "network_id", id)?;
         if !eps.is_empty() {
@@ -466,7 +518,7 @@ impl Store for SqliteStore {
     }
 
     fn reserve_endpoint(&mut self, net: &Network, req: &EndpointRequest) -> Result<Endpoint> {
-        let tx = self.write()?;
+        let (tx, _lock) = self.write()?;
         reclaim_abandoned(&tx)?;
         let still_there = tx
             .prepare_cached("SELECT 1 FROM networks WHERE id = ?1")?
@@ -573,7 +625,7 @@ impl Store for SqliteStore {
     }
 
     fn activate_endpoint(&mut self, id: &str) -> Result<()> {
-        let n = self.conn.execute(
+        let n = self.write_one(
             "UPDATE endpoints SET state = 'active', body = json_set(body, '$.state', 'active') WHERE id = ?1",
             [id],
         )?;
@@ -586,7 +638,7 @@ impl Store for SqliteStore {
     }
 
     fn remove_endpoint(&mut self, id: &str) -> Result<Option<Endpoint>> {
-        let tx = self.write()?;
+        let (tx, _lock) = self.write()?;
         let ep = delete_endpoint(&tx, id)?;
         tx.commit()?;
         Ok(ep)
@@ -601,7 +653,7 @@ impl Store for SqliteStore {
     }
 
     fn create_container(&mut self, c: &Container) -> Result<()> {
-        let tx = self.write()?;
+        let (tx, _lock) = self.write()?;
         let holder: Option<String> = tx
             .query_row(
                 "SELECT id FROM containers WHERE name = ?1",
@@ -626,7 +678,7 @@ impl Store for SqliteStore {
     }
 
     fn update_container(&mut self, c: &Container) -> Result<()> {
-        self.conn.execute(
+        self.write_one(
             "UPDATE containers SET body = ?2 WHERE id = ?1",
             params![c.id, to_json(c)],
         )?;
@@ -653,8 +705,7 @@ impl Store for SqliteStore {
     }
 
     fn remove_container(&mut self, id: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM containers WHERE id = ?1", [id])?;
+        self.write_one("DELETE FROM containers WHERE id = ?1", [id])?;
         Ok(())
     }
 }
