@@ -642,12 +642,11 @@ fn kill_minus_nine_mid_add_then_gc_leaves_a_consistent_store() {
             });
         }
         let mut child = cmd.spawn().unwrap();
-        child
+        let _ = child
             .stdin
             .take()
             .unwrap()
-            .write_all(c.to_string().as_bytes())
-            .unwrap();
+            .write_all(c.to_string().as_bytes());
         kids.push(child);
     }
     for (i, k) in kids.iter_mut().enumerate() {

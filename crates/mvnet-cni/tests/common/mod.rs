@@ -111,12 +111,12 @@ impl World {
             });
         }
         let mut child = c.spawn().unwrap();
-        child
+        // A plugin may reject its environment and exit before reading stdin.
+        let _ = child
             .stdin
             .take()
             .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
+            .write_all(conf.to_string().as_bytes());
         let out = child.wait_with_output().unwrap();
         let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (out.status.code().unwrap_or(-1), v)

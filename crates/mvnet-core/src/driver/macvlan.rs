@@ -161,10 +161,25 @@ pub fn create_link(root: &mut Netlink, ns: &Netns, plan: &LinkPlan) -> Result<Cr
             }
         }
     };
-    match create(root, &plan.ifname) {
-        Ok(()) => return Ok(CreateOutcome::Created),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-        Err(e) => return Err(explain_create_error(e, plan)),
+    // A container removed a moment ago may still hold the parent (passthru) or its MAC: the
+    // kernel tears a deleted namespace down in the background. Wait that out (briefly)
+    // rather than fail; a real conflict still fails, about 2 s later.
+    let transient = |e: &io::Error| match e.raw_os_error() {
+        Some(libc::EBUSY) | Some(libc::EADDRINUSE) => true,
+        Some(libc::EINVAL) => plan.kind == LinkKind::Macvlan(MacvlanMode::Passthru),
+        _ => false,
+    };
+    let mut attempt = 0;
+    loop {
+        match create(root, &plan.ifname) {
+            Ok(()) => return Ok(CreateOutcome::Created),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => break,
+            Err(e) if transient(&e) && attempt < 100 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(explain_create_error(e, plan)),
+        }
     }
     // EEXIST: either the container already has the name (a leftover), or the kernel checked
     // the name in *our* namespace, where the host's own eth0 lives (kernels before 6.x do;
@@ -233,7 +248,28 @@ pub fn configure(ns: &Netns, plan: &LinkPlan) -> Result<()> {
         nl.add_address_dad(link.index, *ip, *prefix, plan.wait_dad)
             .map_err(k("add address"))?;
     }
-    nl.set_up(link.index, true).map_err(k("set up"))?;
+    // EADDRINUSE here: the MAC still belongs to a macvlan of a container removed a moment
+    // ago, whose namespace the kernel is still tearing down. Wait that out, briefly.
+    let mut attempt = 0;
+    loop {
+        match nl.set_up(link.index, true) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) && attempt < 100 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+                return Err(crate::conflict!(
+                    "MAC address {} is already used by another macvlan on {}; pass a different MAC address",
+                    plan.mac,
+                    plan.parent_name
+                ))
+            }
+            other => {
+                other.map_err(k("set up"))?;
+                break;
+            }
+        }
+    }
     if plan.wait_dad && has_v6 {
         wait_for_dad(&mut nl, link.index, &plan.ifname)?;
     }
