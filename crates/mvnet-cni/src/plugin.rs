@@ -281,6 +281,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
         routes,
         wait_dad: true,
         bc_queue_len: conf.bcqueuelen,
+        announcements: 3,
     };
     if let Err(e) = macvlan::attach(&mut nl, &ns, &plan, false) {
         release(&mut engine, &ipam_out);

@@ -61,6 +61,8 @@ pub struct LinkPlan {
     pub wait_dad: bool,
     /// Broadcast queue length of the macvlan port (CNI `bcqueuelen`).
     pub bc_queue_len: Option<u32>,
+    /// RFC 5227 announcements to send after the link is up, 1 s apart (0: none).
+    pub announcements: u32,
 }
 
 impl LinkPlan {
@@ -105,6 +107,7 @@ impl LinkPlan {
             routes,
             wait_dad: false,
             bc_queue_len: None,
+            announcements: 3,
         }
     }
 }
@@ -272,6 +275,22 @@ pub fn configure(ns: &Netns, plan: &LinkPlan) -> Result<()> {
     }
     if plan.wait_dad && has_v6 {
         wait_for_dad(&mut nl, link.index, &plan.ifname)?;
+    }
+    // Tell the LAN where the address lives now (l3 ipvlan has no ARP).
+    if plan.announcements > 0 && !plan.kind.routes_via_device() {
+        if let Some(IpAddr::V4(v4)) = plan
+            .addresses
+            .iter()
+            .map(|(ip, _)| *ip)
+            .find(IpAddr::is_ipv4)
+        {
+            crate::arp::ArpSocket::open_in(ns, link.index)?.announce(
+                plan.mac,
+                v4,
+                plan.announcements - 1,
+                std::time::Duration::from_secs(1),
+            )?;
+        }
     }
     for r in &plan.routes {
         match nl.add_route(r.dst, r.gateway, link.index) {
