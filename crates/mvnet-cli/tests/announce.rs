@@ -7,8 +7,11 @@ use common::TestLab;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// Collects (time, sender MAC, sender IP, target IP) of ARP requests seen on the peer's eth0.
-fn listen(lab: &TestLab, for_how_long: Duration) -> Vec<(Instant, [u8; 6], [u8; 4], [u8; 4])> {
+/// One ARP request as seen: (time, sender MAC, sender IP, target IP).
+type Seen = (Instant, [u8; 6], [u8; 4], [u8; 4]);
+
+/// Collects the ARP requests seen on the peer's eth0.
+fn listen(lab: &TestLab, for_how_long: Duration) -> Vec<Seen> {
     let ns = mvnet_core::netns::Netns::open(lab.guard.lab.netns_path("peer")).unwrap();
     let ifindex = mvnet_core::netlink::Netlink::in_netns(&ns)
         .unwrap()
