@@ -90,7 +90,11 @@ impl ArpSocket {
     /// stdio goes to /dev/null (a CNI runtime waits for our stdout to close).
     pub fn announce(self, mac: MacAddr, ip: Ipv4Addr, more: u32, interval: Duration) -> Result<()> {
         let packet = announcement(mac, ip);
-        self.send(&packet)?;
+        // Best effort: a busy parent (ENOBUFS when hundreds of macvlans share it) must not
+        // fail the attach; the kernel's own arp_notify announcement went out already.
+        if let Err(e) = self.send(&packet) {
+            tracing::warn!(%ip, error = %e, "ARP announcement not sent");
+        }
         if more == 0 {
             return Ok(());
         }
