@@ -40,15 +40,13 @@ pub struct ArpSocket {
 }
 
 impl ArpSocket {
-    /// Opens the socket inside `ns` (a packet socket belongs to the namespace it was created
-    /// in) and binds it to `ifindex` there.
+    /// Opens a send-only socket inside `ns` (a packet socket belongs to the namespace it was
+    /// created in). Protocol 0 on purpose: a socket with a protocol registers a receive
+    /// hook, and closing it then waits for synchronize_net(), about 10 ms. The ethertype is
+    /// given per packet in sendto instead.
     pub fn open_in(ns: &Netns, ifindex: u32) -> Result<ArpSocket> {
         let fd = netns::run_in(ns, || unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                (ETH_P_ARP.to_be()) as i32,
-            )
+            libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
         })?;
         if fd < 0 {
             return Err(Error::kernel(
@@ -56,25 +54,10 @@ impl ArpSocket {
                 std::io::Error::last_os_error(),
             ));
         }
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ARP.to_be();
-        sll.sll_ifindex = ifindex as i32;
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r != 0 {
-            return Err(Error::kernel(
-                "bind ARP socket",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(ArpSocket { fd, ifindex })
+        Ok(ArpSocket {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            ifindex,
+        })
     }
 
     /// Broadcasts one ARP packet on the interface.
