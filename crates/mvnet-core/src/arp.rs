@@ -45,9 +45,12 @@ impl ArpSocket {
     /// hook, and closing it then waits for synchronize_net(), about 10 ms. The ethertype is
     /// given per packet in sendto instead.
     pub fn open_in(ns: &Netns, ifindex: u32) -> Result<ArpSocket> {
-        let fd = netns::run_in(ns, || unsafe {
-            libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
-        })?;
+        netns::run_in(ns, || ArpSocket::open_here(ifindex))?
+    }
+
+    /// The same, in the calling thread's current namespace (for callers already inside it).
+    pub fn open_here(ifindex: u32) -> Result<ArpSocket> {
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             return Err(Error::kernel(
                 "open ARP socket",
@@ -58,6 +61,12 @@ impl ArpSocket {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             ifindex,
         })
+    }
+
+    /// Names the interface to send on (a send-only socket is not bound to one).
+    pub fn on(mut self, ifindex: u32) -> ArpSocket {
+        self.ifindex = ifindex;
+        self
     }
 
     /// Broadcasts one ARP packet on the interface.

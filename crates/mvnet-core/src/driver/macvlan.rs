@@ -218,21 +218,31 @@ pub fn configure(ns: &Netns, plan: &LinkPlan) -> Result<()> {
     // One trip into the namespace: the rtnetlink socket stays bound there, and the sysctl
     // files are resolved against the namespace of the thread that opens them.
     let has_v6 = plan.addresses.iter().any(|(ip, _)| ip.is_ipv6());
-    let mut nl = netns::run_in(ns, || -> Result<Netlink> {
-        // Kernel announcements on link-up: gratuitous ARP (IPv4) and unsolicited NA (IPv6),
-        // so LAN caches learn the new MAC for a reused address.
-        write_sysctl(
-            &format!("/proc/sys/net/ipv4/conf/{}/arp_notify", plan.ifname),
-            "1",
-        )?;
-        if has_v6 {
+    let announce = plan.announcements > 0 && !plan.kind.routes_via_device();
+    let (mut nl, arp) = netns::run_in(
+        ns,
+        || -> Result<(Netlink, Option<crate::arp::ArpSocket>)> {
+            // Kernel announcements on link-up: gratuitous ARP (IPv4) and unsolicited NA (IPv6),
+            // so LAN caches learn the new MAC for a reused address.
             write_sysctl(
-                &format!("/proc/sys/net/ipv6/conf/{}/ndisc_notify", plan.ifname),
+                &format!("/proc/sys/net/ipv4/conf/{}/arp_notify", plan.ifname),
                 "1",
             )?;
-        }
-        Netlink::new()
-    })??;
+            if has_v6 {
+                write_sysctl(
+                    &format!("/proc/sys/net/ipv6/conf/{}/ndisc_notify", plan.ifname),
+                    "1",
+                )?;
+            }
+            // The announcement socket too, in this same trip (its interface is named later).
+            let arp = if announce {
+                Some(crate::arp::ArpSocket::open_here(0)?)
+            } else {
+                None
+            };
+            Ok((Netlink::new()?, arp))
+        },
+    )??;
     let k = |op: &str| {
         let op = format!("{op} on {} in {}", plan.ifname, ns.path().display());
         move |e: io::Error| Error::kernel(op, e)
@@ -277,14 +287,14 @@ pub fn configure(ns: &Netns, plan: &LinkPlan) -> Result<()> {
         wait_for_dad(&mut nl, link.index, &plan.ifname)?;
     }
     // Tell the LAN where the address lives now (l3 ipvlan has no ARP).
-    if plan.announcements > 0 && !plan.kind.routes_via_device() {
+    if let Some(arp) = arp {
         if let Some(IpAddr::V4(v4)) = plan
             .addresses
             .iter()
             .map(|(ip, _)| *ip)
             .find(IpAddr::is_ipv4)
         {
-            crate::arp::ArpSocket::open_in(ns, link.index)?.announce(
+            arp.on(link.index).announce(
                 plan.mac,
                 v4,
                 plan.announcements - 1,
