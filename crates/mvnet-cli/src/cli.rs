@@ -124,6 +124,9 @@ pub struct RunArgs {
     /// MAC address (default: 02:42 + the IPv4 address bytes).
     #[arg(long)]
     pub mac_address: Option<String>,
+    /// Use --ip/--ip6 even when another device on the LAN answers mvnet's probe for it.
+    #[arg(long)]
+    pub force: bool,
     #[arg(short = 'h', long)]
     pub hostname: Option<String>,
     /// The command and its arguments (after --).
@@ -154,11 +157,15 @@ pub enum NetworkCmd {
         #[arg(required = true)]
         networks: Vec<String>,
     },
-    /// Change a network: turn host access on or off.
+    /// Change a network: turn host access on or off, forget LAN conflicts.
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["host_access", "clear_lan_conflicts"])))]
     Update {
         /// on: the host reaches the network's containers through a shim (mvh-<id>); off: removes it.
         #[arg(long, value_parser = ["on", "off"])]
-        host_access: String,
+        host_access: Option<String>,
+        /// Forget the addresses probing found in use on the LAN, so they are handed out again.
+        #[arg(long)]
+        clear_lan_conflicts: bool,
         /// The shim's address (default: the next free one).
         #[arg(long)]
         host_access_ip: Option<String>,
@@ -178,6 +185,9 @@ pub enum NetworkCmd {
         ip6: Option<String>,
         #[arg(long)]
         mac_address: Option<String>,
+        /// Use --ip/--ip6 even when another device on the LAN answers mvnet's probe for it.
+        #[arg(long)]
+        force: bool,
         /// Attach this namespace instead of a container, e.g. /proc/PID/ns/net.
         #[arg(long, conflicts_with = "container")]
         netns: Option<String>,

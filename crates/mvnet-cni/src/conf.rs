@@ -206,6 +206,13 @@ pub struct NetConf {
     pub link_in_container: bool,
     #[serde(default)]
     pub bcqueuelen: Option<u32>,
+    /// mvnet addition: probe the LAN for each address before using it (an RFC 5227 ARP
+    /// probe; IPv6 through DAD). Off by default, as runtimes expect an ADD to be quick.
+    #[serde(default)]
+    pub probe: bool,
+    /// mvnet addition: the probe window in ms (turns probing on; 0 turns it off).
+    #[serde(rename = "probeMs", default)]
+    pub probe_ms: Option<u32>,
     #[serde(default)]
     pub ipam: Value,
     #[serde(rename = "runtimeConfig", alias = "RuntimeConfig", default)]
@@ -252,6 +259,32 @@ impl NetConf {
 
     pub fn is_ipvlan(&self) -> bool {
         self.driver == "ipvlan"
+    }
+
+    /// The conflict-probe window: `probeMs`, else 30 ms with `"probe": true`, else none.
+    pub fn probe_window(&self) -> CniResult<Option<std::time::Duration>> {
+        use mvnet_core::model::NetworkOptions;
+        let ms = match (self.probe_ms, self.probe) {
+            (Some(ms), _) => ms,
+            (None, true) => NetworkOptions::DEFAULT_PROBE_MS,
+            (None, false) => 0,
+        };
+        if ms > NetworkOptions::MAX_PROBE_MS {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "probeMs {ms} is too long: at most {} (every ADD waits this long per address)",
+                    NetworkOptions::MAX_PROBE_MS
+                ),
+            ));
+        }
+        if ms > 0 && self.is_ipvlan() {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "probing needs macvlan: ipvlan ports share the master's MAC, so the answer to a probe cannot reach them; remove \"probe\"/\"probeMs\"",
+            ));
+        }
+        Ok((ms > 0).then(|| std::time::Duration::from_millis(ms as u64)))
     }
 
     /// The link type and mode to create, from `driver` and `mode`.

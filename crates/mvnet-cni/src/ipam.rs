@@ -263,6 +263,8 @@ pub fn builtin_network(
             vlan: None,
             host_access: false,
             host_access_ip: None,
+            // Probing is per ADD (the config's "probe"), not a property of the record.
+            probe_ms: None,
         },
     };
     let check = |existing: &[Network]| mvnet_core::engine::check_against_existing(&net, existing);

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use mvnet_core::driver::macvlan::{self, LinkKind, LinkPlan, RoutePlan};
-use mvnet_core::engine::Engine;
+use mvnet_core::driver::macvlan::{self, LinkKind, LinkPlan, OnConflict, RoutePlan};
+use mvnet_core::engine::{resolve_conflict, Engine, StaticAddressPolicy};
+use mvnet_core::probe::AddressTaken;
 use mvnet_core::model::MacAddr;
 use mvnet_core::netlink::{Link, Netlink};
 use mvnet_core::netns::Netns;
@@ -148,6 +149,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
     let mut phases = Phases::new();
     let args = parse_args(&env.args)?;
     let kind = conf.link_kind()?;
+    let probe = conf.probe_window()?;
     let requested_mac = conf.requested_mac(&args)?;
     if conf.is_ipvlan() && requested_mac.is_some() {
         return Err(CniError::new(
@@ -184,7 +186,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
 
     // IPAM first, so the default MAC can follow the IPv4 address.
     let mut engine = None;
-    let ipam_out = match conf.ipam_type() {
+    let mut ipam_out = match conf.ipam_type() {
         "" => IpamOutcome {
             result: Outcome::default(),
             endpoint: None,
@@ -266,7 +268,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
             }),
         })
         .collect();
-    let plan = LinkPlan {
+    let mut plan = LinkPlan {
         ifname: env.ifname.clone(),
         parent_index: master.index,
         parent_name: master.name.clone(),
@@ -282,11 +284,47 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
         wait_dad: true,
         bc_queue_len: conf.bcqueuelen,
         announcements: 3,
+        probe,
     };
-    if let Err(e) = macvlan::attach(&mut nl, &ns, &plan, false) {
+    // An address found in use on the LAN: the built-in IPAM moves on to the next one (and
+    // remembers the taken one); an address from another IPAM plugin fails the ADD.
+    let mut refused = None;
+    let attached = match (engine.as_mut(), ipam_out.endpoint.as_mut()) {
+        (Some(e), Some((net, ep))) => {
+            let mut on_conflict = |t: &AddressTaken| {
+                let policy = StaticAddressPolicy {
+                    requested: req_ip.filter(|ip| ip.is_ipv4() == t.ip.is_ipv4()),
+                    force: false,
+                    fix: "pick another IP in CNI_ARGS, or leave it out to get a free one",
+                };
+                resolve_conflict(e.store(), net, ep, &policy, t, &mut refused)
+            };
+            macvlan::attach(&mut nl, &ns, &mut plan, false, &mut on_conflict)
+        }
+        _ => {
+            let ipam_type = conf.ipam_type();
+            let mut on_conflict = |t: &AddressTaken| -> mvnet_core::Result<OnConflict> {
+                Err(mvnet_core::conflict!(
+                    "address {} from IPAM plugin {ipam_type} is already used on the LAN by {}; keep it out of the IPAM range, or use \"ipam\": {{\"type\": \"mvnet\"}}, which skips taken addresses",
+                    t.ip,
+                    t.who()
+                ))
+            };
+            macvlan::attach(&mut nl, &ns, &mut plan, false, &mut on_conflict)
+        }
+    };
+    if let Err(e) = attached {
         release(&mut engine, &ipam_out);
+        if let (Some(t), Some(eng), Some((net, _))) = (refused, engine.as_mut(), &ipam_out.endpoint)
+        {
+            let _ = eng.store().record_lan_conflict(net, t.ip, t.holder);
+        }
         return Err(e.into());
     }
+    if let Some((net, ep)) = &ipam_out.endpoint {
+        ipam_out.result.ips = ipam::endpoint_ips(net, ep);
+    }
+    let mac = plan.mac;
     phases.mark("link");
     if let (Some(e), Some((_, ep))) = (engine.as_mut(), &ipam_out.endpoint) {
         if let Err(err) = e.store().activate_endpoint(&ep.id) {

@@ -10,8 +10,8 @@ use crate::model::MacAddr;
 use crate::netns::{self, Netns};
 use crate::{Error, Result};
 
-const ETH_P_ARP: u16 = 0x0806;
-const ARP_REQUEST: u16 = 1;
+pub(crate) const ETH_P_ARP: u16 = 0x0806;
+pub(crate) const ARP_REQUEST: u16 = 1;
 
 /// An ARP packet (Ethernet/IPv4): 28 bytes. Pure, so it is unit-tested.
 pub fn arp_packet(op: u16, sha: MacAddr, spa: Ipv4Addr, tha: MacAddr, tpa: Ipv4Addr) -> [u8; 28] {
@@ -80,7 +80,18 @@ impl ArpSocket {
     /// Sends one announcement now and `more` further ones `interval` apart from a detached
     /// child process, so the attach returns at once. The child holds nothing else: its
     /// stdio goes to /dev/null (a CNI runtime waits for our stdout to close).
-    pub fn announce(self, mac: MacAddr, ip: Ipv4Addr, more: u32, interval: Duration) -> Result<()> {
+    ///
+    /// `hand_over`: a socket whose close would stall us (a receiving packet socket waits
+    /// for synchronize_net); the child keeps it open and the kernel closes it when the
+    /// child exits, off the attach path.
+    pub fn announce(
+        self,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        more: u32,
+        interval: Duration,
+        hand_over: Option<OwnedFd>,
+    ) -> Result<()> {
         let packet = announcement(mac, ip);
         // Best effort: a busy parent (ENOBUFS when hundreds of macvlans share it) must not
         // fail the attach; the kernel's own arp_notify announcement went out already.
@@ -88,6 +99,7 @@ impl ArpSocket {
             tracing::warn!(%ip, error = %e, "ARP announcement not sent");
         }
         if more == 0 {
+            drop(hand_over);
             return Ok(());
         }
         let (fd, ifindex) = (self.fd.as_raw_fd(), self.ifindex);
@@ -115,12 +127,13 @@ impl ArpSocket {
                 "fork the ARP announcer",
                 std::io::Error::last_os_error(),
             )),
+            // Our copy of `hand_over` is dropped here; the child's is now the last one.
             _ => Ok(()),
         }
     }
 }
 
-fn send_raw(fd: i32, ifindex: u32, packet: &[u8; 28]) -> isize {
+pub(crate) fn send_raw(fd: i32, ifindex: u32, packet: &[u8; 28]) -> isize {
     let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     to.sll_family = libc::AF_PACKET as u16;
     to.sll_protocol = ETH_P_ARP.to_be();

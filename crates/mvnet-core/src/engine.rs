@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::driver::macvlan;
+use crate::driver::macvlan::{self, OnConflict};
 use crate::model::{
     network::ValidatedRequest, CreateNetworkRequest, Driver, Endpoint, MacAddr, MacvlanMode,
     Network,
 };
 use crate::netlink::{Link, Netlink};
 use crate::netns::Netns;
+use crate::probe::AddressTaken;
 use crate::store::{EndpointRequest, SqliteStore, Store};
 use crate::{conflict, invalid, not_found, Error, Result};
 
@@ -52,6 +53,8 @@ pub struct AttachOptions {
     pub ipv6: Option<IpAddr>,
     pub mac: Option<MacAddr>,
     pub ifname: Option<String>,
+    /// Use a requested static address even when a device on the LAN answers for it.
+    pub force: bool,
 }
 
 pub struct Engine {
@@ -312,19 +315,27 @@ impl Engine {
             owner_pid: std::process::id(),
         };
         let ep = self.store.reserve_endpoint(net, &req)?;
-        match self.build_endpoint(net, &ep, &parent, &ns, target.owned) {
-            Ok(()) => {
+        let mut refused = None;
+        match self.build_endpoint(net, &ep, &parent, &ns, target.owned, opts, &mut refused) {
+            Ok(ep) => {
                 self.store.activate_endpoint(&ep.id)?;
                 self.host_access_follow(net, &ep, true)?;
                 Ok(ep)
             }
             Err(e) => {
                 self.store.remove_endpoint(&ep.id)?;
+                // A requested address found in use: remember it once it is free again.
+                if let Some(t) = refused {
+                    self.store.record_lan_conflict(net, t.ip, t.holder)?;
+                }
                 Err(e)
             }
         }
     }
 
+    /// Builds the link; returns the endpoint as finally configured (probing may have moved
+    /// it to other addresses).
+    #[allow(clippy::too_many_arguments)]
     fn build_endpoint(
         &mut self,
         net: &Network,
@@ -332,10 +343,28 @@ impl Engine {
         parent: &Link,
         ns: &Netns,
         owned: bool,
-    ) -> Result<()> {
-        let plan = macvlan::LinkPlan::for_endpoint(net, ep, parent.index);
-        let nl = self.netlink()?;
-        macvlan::attach(nl, ns, &plan, owned)
+        opts: &AttachOptions,
+        refused: &mut Option<AddressTaken>,
+    ) -> Result<Endpoint> {
+        let mut plan = macvlan::LinkPlan::for_endpoint(net, ep, parent.index);
+        let mut nl = match self.netlink.take() {
+            Some(nl) => nl,
+            None => Netlink::new()?,
+        };
+        let mut current = ep.clone();
+        let store = self.store.as_mut();
+        let mut on_conflict = |t: &AddressTaken| {
+            let requested = if t.ip.is_ipv4() { opts.ipv4 } else { opts.ipv6 };
+            let policy = StaticAddressPolicy {
+                requested,
+                force: opts.force,
+                fix: "pick another --ip/--ip6, or pass --force to use it anyway",
+            };
+            resolve_conflict(store, net, &mut current, &policy, t, refused)
+        };
+        let built = macvlan::attach(&mut nl, ns, &mut plan, owned, &mut on_conflict);
+        self.netlink = Some(nl);
+        built.map(|()| current)
     }
 
     /// Detaches an endpoint: link first, then the store (so a crash in between leaves a row
@@ -368,6 +397,66 @@ impl Engine {
             .find(|e| e.network_id == net.id)
             .ok_or_else(|| not_found!("{who} is not connected to network {}", net.name))
     }
+}
+
+/// How to treat a conflict on an address the user asked for by name.
+pub struct StaticAddressPolicy<'a> {
+    /// The address asked for, in the conflict's family.
+    pub requested: Option<IpAddr>,
+    /// Use it even when it is taken.
+    pub force: bool,
+    /// How the user fixes a refusal, for the error message.
+    pub fix: &'a str,
+}
+
+/// Decides what to do about an address a probe found in use on the LAN. A requested address
+/// fails the attach (it is noted in `refused`, to be recorded once the endpoint is gone),
+/// unless forced. Otherwise the store records the conflict and moves `ep` to the next free
+/// address, and the user is warned.
+pub fn resolve_conflict(
+    store: &mut dyn Store,
+    net: &Network,
+    ep: &mut Endpoint,
+    policy: &StaticAddressPolicy,
+    taken: &AddressTaken,
+    refused: &mut Option<AddressTaken>,
+) -> Result<OnConflict> {
+    if policy.requested == Some(taken.ip) {
+        if policy.force {
+            crate::warn_user(&format!(
+                "{} is already used on the LAN by {}; using it anyway (--force)",
+                taken.ip,
+                taken.who()
+            ));
+            return Ok(OnConflict::UseAnyway);
+        }
+        *refused = Some(*taken);
+        return Err(conflict!(
+            "address {} is already used on the LAN by {} (it answered mvnet's probe); {}",
+            taken.ip,
+            taken.who(),
+            policy.fix
+        ));
+    }
+    let updated = store.replace_conflicting_address(net, &ep.id, taken.ip, taken.holder)?;
+    let address = if taken.ip.is_ipv4() {
+        updated.ipv4
+    } else {
+        updated.ipv6
+    }
+    .ok_or_else(|| Error::Store(format!("endpoint {} lost its address", ep.id)))?;
+    crate::warn_user(&format!(
+        "{} is already used on the LAN by {}; marked it as taken (mvnet network inspect {} lists it) and using {} instead",
+        taken.ip,
+        taken.who(),
+        net.name,
+        address.0
+    ));
+    *ep = updated;
+    Ok(OnConflict::Replace {
+        address,
+        mac: ep.mac,
+    })
 }
 
 /// Rules across networks on one parent (run inside the store's write transaction).
@@ -453,6 +542,7 @@ mod tests {
                 host_access_ip: None,
                 ipvlan_mode: Default::default(),
                 ipvlan_flag: Default::default(),
+                probe_ms: None,
             },
         }
     }

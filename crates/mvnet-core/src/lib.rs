@@ -18,5 +18,11 @@ pub mod lab;
 pub mod netlink;
 pub mod netns;
 pub mod parent;
+pub mod probe;
 pub mod runtime;
 pub mod views;
+
+/// A warning for the person at the terminal (stderr; CNI runtimes log a plugin's stderr).
+pub fn warn_user(msg: &str) {
+    eprintln!("mvnet: warning: {msg}");
+}

@@ -24,6 +24,8 @@ pub struct RunRequest {
     pub ipv4: Option<IpAddr>,
     pub ipv6: Option<IpAddr>,
     pub mac: Option<MacAddr>,
+    /// Use `ipv4`/`ipv6` even when a device on the LAN answers for them.
+    pub force: bool,
     pub hostname: Option<String>,
     pub command: Vec<String>,
     pub auto_remove: bool,
@@ -92,6 +94,7 @@ pub fn create(engine: &mut Engine, req: &RunRequest) -> Result<Container> {
             ipv6: req.ipv6,
             mac: req.mac,
             ifname: None,
+            force: req.force,
         };
         engine.connect(&net, &target, &opts)?;
         Ok(())

@@ -4,14 +4,15 @@
 use serde_json::{json, Map, Value};
 
 use crate::ids::short;
-use crate::model::{Container, ContainerStatus, Endpoint, Network};
+use crate::model::{Container, ContainerStatus, Endpoint, LanConflict, Network};
 
 fn cidr(a: &Option<(std::net::IpAddr, u8)>) -> String {
     a.map(|(ip, p)| format!("{ip}/{p}")).unwrap_or_default()
 }
 
-/// `mvnet network inspect` element, shaped like `docker network inspect`.
-pub fn network_inspect(net: &Network, endpoints: &[Endpoint]) -> Value {
+/// `mvnet network inspect` element, shaped like `docker network inspect`, plus mvnet's
+/// `HostAccess` and `LanConflicts` (addresses other devices on the LAN answered for).
+pub fn network_inspect(net: &Network, endpoints: &[Endpoint], conflicts: &[LanConflict]) -> Value {
     let config: Vec<Value> = net
         .pools
         .iter()
@@ -67,6 +68,14 @@ pub fn network_inspect(net: &Network, endpoints: &[Endpoint]) -> Value {
         "Containers": containers,
         "Options": net.options.to_map(net.driver),
         "HostAccess": host.map(|h| json!({"Interface": h.ifname, "IPv4Address": cidr(&h.ipv4), "MacAddress": h.mac.to_string()})),
+        "LanConflicts": conflicts
+            .iter()
+            .map(|c| json!({
+                "IPAddress": c.ip.to_string(),
+                "MacAddress": c.mac.map(|m| m.to_string()).unwrap_or_default(),
+                "Seen": c.seen,
+            }))
+            .collect::<Vec<_>>(),
         "Labels": net.labels,
     })
 }
@@ -194,7 +203,7 @@ mod tests {
 
     #[test]
     fn network_inspect_has_docker_fields() {
-        let v = network_inspect(&seed_network(), &[]);
+        let v = network_inspect(&seed_network(), &[], &[]);
         assert_eq!(v["Scope"], "local");
         assert_eq!(v["Driver"], "macvlan");
         assert_eq!(v["IPAM"]["Config"][0]["Subnet"], "10.103.19.0/24");
@@ -202,6 +211,17 @@ mod tests {
         assert_eq!(v["Options"]["parent"], "eth0");
         assert_eq!(v["Options"]["macvlan_mode"], "bridge");
         assert!(v["Containers"].as_object().unwrap().is_empty());
+        assert_eq!(v["LanConflicts"], json!([]));
+        let c = LanConflict {
+            ip: "10.103.19.7".parse().unwrap(),
+            mac: Some("00:11:22:33:44:55".parse().unwrap()),
+            seen: "2026-11-28T04:20:00Z".into(),
+        };
+        let v = network_inspect(&seed_network(), &[], &[c]);
+        assert_eq!(
+            v["LanConflicts"],
+            json!([{"IPAddress": "10.103.19.7", "MacAddress": "00:11:22:33:44:55", "Seen": "2026-11-28T04:20:00Z"}])
+        );
     }
 
     #[test]
@@ -247,7 +267,7 @@ mod tests {
         assert_eq!(n["NetworkID"], net.id);
         assert_eq!(v["State"]["Running"], true);
         assert_eq!(v["Name"], "/my-macvlan-alpine");
-        let ni = network_inspect(&net, &[ep]);
+        let ni = network_inspect(&net, &[ep], &[]);
         assert_eq!(
             ni["Containers"]["bb4d75902a4e0000"]["IPv4Address"],
             "10.103.19.2/24"

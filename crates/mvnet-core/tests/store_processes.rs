@@ -201,3 +201,69 @@ fn state_survives_reopen() {
     // The cursor persisted too: the next address follows round-robin.
     assert_eq!(allocate_one(&mut s, &net, "b"), "10.70.0.2");
 }
+
+/// A probe's finding: the address is recorded as LAN-held, the endpoint moves to the next
+/// one (MAC following it), the allocator skips the held address, a static request may still
+/// take it, and removing the network forgets it. The store stays consistent throughout.
+#[test]
+fn lan_conflicts_are_skipped_listed_and_forgotten() {
+    let root = temp_root("conflicts");
+    let net = make_network(&root.0, "10.71.0.0/29");
+    let mut s = SqliteStore::open(&root.0).unwrap();
+    let req = |who: &str, ip: Option<&str>| EndpointRequest {
+        container_id: who.into(),
+        container_name: who.into(),
+        netns: String::new(),
+        ifname: None,
+        static_ipv4: ip.map(|i| i.parse().unwrap()),
+        static_ipv6: None,
+        mac: None,
+        owner_pid: std::process::id(),
+    };
+    let ep = s.reserve_endpoint(&net, &req("a", None)).unwrap();
+    let first = ep.ipv4.unwrap().0;
+    assert_eq!(first.to_string(), "10.71.0.1");
+    let printer: mvnet_core::model::MacAddr = "00:11:22:33:44:55".parse().unwrap();
+    let moved = s
+        .replace_conflicting_address(&net, &ep.id, first, Some(printer))
+        .unwrap();
+    assert_eq!(moved.ipv4.unwrap().0.to_string(), "10.71.0.2");
+    assert_eq!(moved.mac.to_string(), "02:42:0a:47:00:02", "the MAC follows the address");
+    assert_eq!(s.endpoints_of_network(&net.id).unwrap()[0], moved);
+    let listed = s.lan_conflicts(&net).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].ip, listed[0].mac), (first, Some(printer)));
+    assert_eq!(s.check_consistency().unwrap(), Vec::<String>::new());
+
+    // Round-robin wraps through the whole /29 (.1-.6): .1 is never handed out again.
+    let mut got = Vec::new();
+    for i in 0..4 {
+        let e = s.reserve_endpoint(&net, &req(&format!("b{i}"), None)).unwrap();
+        got.push(e.ipv4.unwrap().0.to_string());
+    }
+    assert_eq!(got, ["10.71.0.3", "10.71.0.4", "10.71.0.5", "10.71.0.6"]);
+    let full = s.reserve_endpoint(&net, &req("c", None)).unwrap_err();
+    assert!(full.to_string().contains("no free address"), "{full}");
+
+    // Asked for by name, the held address is the endpoint's (the probe decides); releasing
+    // it does not bring the stale record back.
+    let taker = s.reserve_endpoint(&net, &req("d", Some("10.71.0.1"))).unwrap();
+    assert!(s.lan_conflicts(&net).unwrap().is_empty());
+    assert_eq!(s.check_consistency().unwrap(), Vec::<String>::new());
+    s.remove_endpoint(&taker.id).unwrap();
+    s.record_lan_conflict(&net, first, None).unwrap();
+    assert_eq!(s.lan_conflicts(&net).unwrap()[0].mac, None);
+    assert_eq!(s.check_consistency().unwrap(), Vec::<String>::new());
+
+    // Clearing and network removal forget them.
+    assert_eq!(s.clear_lan_conflicts(&net).unwrap(), 1);
+    s.record_lan_conflict(&net, first, Some(printer)).unwrap();
+    for e in s.endpoints_of_network(&net.id).unwrap() {
+        s.remove_endpoint(&e.id).unwrap();
+    }
+    s.remove_network(&net.id).unwrap();
+    assert_eq!(s.check_consistency().unwrap(), Vec::<String>::new());
+    let again = make_network(&root.0, "10.71.0.0/29");
+    let e = s.reserve_endpoint(&again, &req("e", Some("10.71.0.1"))).unwrap();
+    assert_eq!(e.ipv4.unwrap().0, first);
+}

@@ -15,6 +15,7 @@ pub fn run(engine: &mut Engine, a: RunArgs) -> Result<u8> {
         ipv4: parse_ip("--ip", &a.ip)?,
         ipv6: parse_ip("--ip6", &a.ip6)?,
         mac: a.mac_address.map(|m| m.parse()).transpose()?,
+        force: a.force,
         hostname: a.hostname,
         command: a.command,
         auto_remove: a.rm,

@@ -67,7 +67,8 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
             for name in &networks {
                 let net = engine.network(name)?;
                 let eps = engine.store().endpoints_of_network(&net.id)?;
-                out.push(views::network_inspect(&net, &eps));
+                let conflicts = engine.store().lan_conflicts(&net)?;
+                out.push(views::network_inspect(&net, &eps, &conflicts));
             }
             print_json(&serde_json::Value::Array(out));
         }
@@ -86,17 +87,25 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
         }
         NetworkCmd::Update {
             host_access,
+            clear_lan_conflicts,
             host_access_ip,
             network,
         } => {
-            let ip = parse_ip("--host-access-ip", &host_access_ip)?;
-            let net = engine.set_host_access(&network, host_access == "on", ip)?;
-            if net.options.host_access {
-                eprintln!(
-                    "mvnet: host access on: this host reaches {} through {}",
-                    net.name,
-                    mvnet_core::hostaccess::shim_name(&net)
-                );
+            let mut net = engine.network(&network)?;
+            if clear_lan_conflicts {
+                let n = engine.store().clear_lan_conflicts(&net)?;
+                eprintln!("mvnet: forgot {n} LAN conflict(s) of {}", net.name);
+            }
+            if let Some(host_access) = host_access {
+                let ip = parse_ip("--host-access-ip", &host_access_ip)?;
+                net = engine.set_host_access(&net.id, host_access == "on", ip)?;
+                if net.options.host_access {
+                    eprintln!(
+                        "mvnet: host access on: this host reaches {} through {}",
+                        net.name,
+                        mvnet_core::hostaccess::shim_name(&net)
+                    );
+                }
             }
             println!("{}", net.name);
         }
@@ -111,6 +120,7 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
             ip,
             ip6,
             mac_address,
+            force,
             netns,
             network,
             container,
@@ -120,6 +130,7 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
                 ipv6: parse_ip("--ip6", &ip6)?,
                 mac: mac_address.map(|m| m.parse()).transpose()?,
                 ifname: None,
+                force,
             };
             let net = engine.network(&network)?;
             let target = target(engine, netns.as_deref(), container.as_deref())?;

@@ -1,6 +1,7 @@
 //! The macvlan attach sequence, in the order that makes the kernel do the right thing:
-//! create the sub-interface inside the container netns (final name, final MAC), add
-//! addresses, bring it up (arp_notify/ndisc_notify then announce it), then add routes.
+//! create the sub-interface inside the container netns (final name, final MAC); when
+//! probing, bring it up and ask the LAN whether the IPv4 address is free before adding it;
+//! add addresses (IPv6 through DAD when probing), bring it up, announce, then add routes.
 //!
 //! It works on a plain `LinkPlan`, so every front end shares it: the CLI fills the plan from
 //! mvnet's own IPAM, the CNI plugin from whichever IPAM plugin the config names.
@@ -14,6 +15,7 @@ use crate::model::network::{IpvlanFlag, IpvlanMode};
 use crate::model::{Driver, Endpoint, MacAddr, MacvlanMode, Network};
 use crate::netlink::{MacvlanLink, Netlink};
 use crate::netns::{self, Netns};
+use crate::probe::{AddressTaken, Listener};
 use crate::{Error, Result};
 
 /// One route to add in the container: `dst` None is the default route.
@@ -63,6 +65,8 @@ pub struct LinkPlan {
     pub bc_queue_len: Option<u32>,
     /// RFC 5227 announcements to send after the link is up, 1 s apart (0: none).
     pub announcements: u32,
+    /// Probe the LAN for each address this long before using it (None: don't).
+    pub probe: Option<std::time::Duration>,
 }
 
 impl LinkPlan {
@@ -108,6 +112,7 @@ impl LinkPlan {
             wait_dad: false,
             bc_queue_len: None,
             announcements: 3,
+            probe: net.options.probe_window(),
         }
     }
 }
@@ -212,39 +217,92 @@ pub fn create_link(root: &mut Netlink, ns: &Netns, plan: &LinkPlan) -> Result<Cr
     Ok(CreateOutcome::Created)
 }
 
-/// Everything after the link exists: sysctls, MAC (passthru), addresses, up, routes.
-/// On error the caller deletes the link.
-pub fn configure(ns: &Netns, plan: &LinkPlan) -> Result<()> {
-    // One trip into the namespace: the rtnetlink socket stays bound there, and the sysctl
-    // files are resolved against the namespace of the thread that opens them.
+/// What the caller decides when probing finds one of the plan's addresses in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Use it anyway (the user insisted: `--force`).
+    UseAnyway,
+    /// Use this address of the same family instead, with this MAC (IPv4 only: IPv6
+    /// conflicts keep the MAC).
+    Replace { address: (IpAddr, u8), mac: MacAddr },
+}
+
+/// Called when probing finds an address taken; returning an error aborts the attach.
+pub type ConflictHandler<'a> = &'a mut dyn FnMut(&AddressTaken) -> Result<OnConflict>;
+
+/// The handler for callers that cannot pick another address: every conflict fails.
+pub fn refuse_conflicts(t: &AddressTaken) -> Result<OnConflict> {
+    Err(crate::conflict!(
+        "address {} is already used on the LAN by {}; free it there or pick another address",
+        t.ip,
+        t.who()
+    ))
+}
+
+/// Addresses tried per attach before giving up: a LAN that answers for every address (a
+/// proxy-ARP router, say) must not make an attach walk the whole subnet.
+pub const MAX_PROBED_ADDRESSES: usize = 8;
+
+/// Sockets and handles opened in the one trip into the container's namespace.
+struct Inside {
+    nl: Netlink,
+    arp: Option<crate::arp::ArpSocket>,
+    listener: Option<Listener>,
+    /// The interface's IPv6 neighbour retransmit timer and its value before we shortened
+    /// it for a fast DAD: put back once DAD is done.
+    retrans: Option<(std::fs::File, String)>,
+}
+
+/// Everything after the link exists: sysctls, MAC (passthru), conflict probe, addresses,
+/// up, DAD, announcements, routes. Conflicts found by probing go to `on_conflict`, and
+/// `plan` ends up holding the addresses and MAC actually used. On error the caller deletes
+/// the link.
+pub fn configure(ns: &Netns, plan: &mut LinkPlan, on_conflict: ConflictHandler) -> Result<()> {
+    let has_v4 = plan.addresses.iter().any(|(ip, _)| ip.is_ipv4());
     let has_v6 = plan.addresses.iter().any(|(ip, _)| ip.is_ipv6());
+    // ipvlan ports share the parent's MAC and get frames by destination IP, so the answer to
+    // a probe (sent to the MAC, for 0.0.0.0) would never reach the new port.
+    let window = plan
+        .probe
+        .filter(|_| matches!(plan.kind, LinkKind::Macvlan(_)));
+    let dad = has_v6 && (plan.wait_dad || window.is_some());
     let announce = plan.announcements > 0 && !plan.kind.routes_via_device();
-    let (mut nl, arp) = netns::run_in(
-        ns,
-        || -> Result<(Netlink, Option<crate::arp::ArpSocket>)> {
-            // Kernel announcements on link-up: gratuitous ARP (IPv4) and unsolicited NA (IPv6),
-            // so LAN caches learn the new MAC for a reused address.
-            write_sysctl(
-                &format!("/proc/sys/net/ipv4/conf/{}/arp_notify", plan.ifname),
-                "1",
-            )?;
-            if has_v6 {
+    // One trip into the namespace: the rtnetlink and packet sockets stay bound there, and
+    // sysctl files are resolved against the namespace of the thread that opens them.
+    let mut inside = netns::run_in(ns, || -> Result<Inside> {
+        let ifname = &plan.ifname;
+        // Kernel announcements on link-up: gratuitous ARP (IPv4) and unsolicited NA (IPv6),
+        // so LAN caches learn the new MAC for a reused address.
+        write_sysctl(&format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"), "1")?;
+        let mut retrans = None;
+        if has_v6 {
+            write_sysctl(&format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"), "1")?;
+            if let Some(w) = window {
+                // DAD in one probe window: start at once (no random delay of up to 1 s) and
+                // wait `window` for a defence instead of the default 1 s.
+                write_sysctl(&format!("/proc/sys/net/ipv6/conf/{ifname}/accept_dad"), "1")?;
                 write_sysctl(
-                    &format!("/proc/sys/net/ipv6/conf/{}/ndisc_notify", plan.ifname),
-                    "1",
+                    &format!("/proc/sys/net/ipv6/conf/{ifname}/router_solicitation_delay"),
+                    "0",
                 )?;
+                retrans = Some(shorten_retrans_timer(ifname, w)?);
             }
-            // The announcement socket too, in this same trip (its interface is named later).
-            let arp = if announce {
+        }
+        Ok(Inside {
+            nl: Netlink::new()?,
+            arp: if announce {
                 Some(crate::arp::ArpSocket::open_here(0)?)
             } else {
                 None
-            };
-            Ok((Netlink::new()?, arp))
-        },
-    )??;
+            },
+            listener: window.map(|_| Listener::open_here()).transpose()?,
+            retrans,
+        })
+    })??;
+    let nl = &mut inside.nl;
+    let where_ = format!("{} in {}", plan.ifname, ns.path().display());
     let k = |op: &str| {
-        let op = format!("{op} on {} in {}", plan.ifname, ns.path().display());
+        let op = format!("{op} on {where_}");
         move |e: io::Error| Error::kernel(op, e)
     };
     let link = nl
@@ -257,15 +315,86 @@ pub fn configure(ns: &Netns, plan: &LinkPlan) -> Result<()> {
         // when the passthru link goes away.
         nl.set_mac(link.index, plan.mac).map_err(k("set MAC"))?;
     }
+    let mut probed = 0;
+    if let (Some(w), Some(listener)) = (window, inside.listener.as_mut()) {
+        // Probing needs the link up and listening before any address is on it.
+        bring_up(nl, link.index, plan)?;
+        listener.bind(link.index)?;
+        if has_v4 {
+            probe_ipv4(nl, listener, link.index, plan, w, on_conflict, &mut probed)?;
+        }
+    }
     for (ip, prefix) in &plan.addresses {
-        nl.add_address_dad(link.index, *ip, *prefix, plan.wait_dad)
+        nl.add_address_dad(link.index, *ip, *prefix, dad)
             .map_err(k("add address"))?;
     }
-    // EADDRINUSE here: the MAC still belongs to a macvlan of a container removed a moment
-    // ago, whose namespace the kernel is still tearing down. Wait that out, briefly.
+    if window.is_none() {
+        bring_up(nl, link.index, plan)?;
+    }
+    if dad {
+        settle_ipv6_dad(nl, inside.listener.as_mut(), link.index, plan, on_conflict, &mut probed)?;
+        if let Some((file, value)) = &inside.retrans {
+            use std::os::unix::fs::FileExt;
+            file.write_at(value.as_bytes(), 0)
+                .map_err(|e| Error::io("restore the IPv6 retransmit timer", e))?;
+        }
+    }
+    // Tell the LAN where the address lives now (l3 ipvlan has no ARP).
+    let v4 = plan.addresses.iter().find_map(|(ip, _)| match ip {
+        IpAddr::V4(v4) => Some(*v4),
+        _ => None,
+    });
+    let listener = inside.listener.take().map(Listener::into_fd);
+    if let (Some(arp), Some(v4)) = (inside.arp.take(), v4) {
+        arp.on(link.index).announce(
+            plan.mac,
+            v4,
+            plan.announcements - 1,
+            std::time::Duration::from_secs(1),
+            listener,
+        )?;
+    }
+    let nl = &mut inside.nl;
+    for r in &plan.routes {
+        match nl.add_route(r.dst, r.gateway, link.index) {
+            // The same default route from two sources (e.g. IPAM routes) is not an error.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            other => other.map_err(k("add route"))?,
+        }
+    }
+    Ok(())
+}
+
+/// Sets the interface's IPv6 retransmit timer (what DAD waits per probe) to `window`;
+/// returns the open file and the old value, to restore it after DAD.
+fn shorten_retrans_timer(
+    ifname: &str,
+    window: std::time::Duration,
+) -> Result<(std::fs::File, String)> {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let path = format!("/proc/sys/net/ipv6/neigh/{ifname}/retrans_time_ms");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("open {path}"), e))?;
+    let mut old = String::new();
+    f.read_to_string(&mut old)
+        .map_err(|e| Error::io(format!("read {path}"), e))?;
+    // Sysctl writes must start at offset 0.
+    f.write_at(window.as_millis().max(10).to_string().as_bytes(), 0)
+        .map_err(|e| Error::io(format!("write {path}"), e))?;
+    Ok((f, old.trim().to_string()))
+}
+
+/// Brings the link up. EADDRINUSE: the MAC still belongs to a macvlan of a container
+/// removed a moment ago, whose namespace the kernel is still tearing down. Wait that out,
+/// briefly.
+fn bring_up(nl: &mut Netlink, index: u32, plan: &LinkPlan) -> Result<()> {
     let mut attempt = 0;
     loop {
-        match nl.set_up(link.index, true) {
+        match nl.set_up(index, true) {
             Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) && attempt < 100 => {
                 attempt += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));
@@ -278,61 +407,140 @@ pub fn configure(ns: &Netns, plan: &LinkPlan) -> Result<()> {
                 ))
             }
             other => {
-                other.map_err(k("set up"))?;
-                break;
+                return other.map_err(|e| {
+                    Error::kernel(format!("set up {} on {}", plan.ifname, plan.parent_name), e)
+                })
             }
         }
     }
-    if plan.wait_dad && has_v6 {
-        wait_for_dad(&mut nl, link.index, &plan.ifname)?;
-    }
-    // Tell the LAN where the address lives now (l3 ipvlan has no ARP).
-    if let Some(arp) = arp {
-        if let Some(IpAddr::V4(v4)) = plan
-            .addresses
-            .iter()
-            .map(|(ip, _)| *ip)
-            .find(IpAddr::is_ipv4)
-        {
-            arp.on(link.index).announce(
-                plan.mac,
-                v4,
-                plan.announcements - 1,
-                std::time::Duration::from_secs(1),
-            )?;
-        }
-    }
-    for r in &plan.routes {
-        match nl.add_route(r.dst, r.gateway, link.index) {
-            // The same default route from two sources (e.g. IPAM routes) is not an error.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            other => other.map_err(k("add route"))?,
-        }
+}
+
+/// Counts one more probed address, failing once too many were taken.
+fn count_probe(probed: &mut usize, taken: &AddressTaken) -> Result<()> {
+    *probed += 1;
+    if *probed >= MAX_PROBED_ADDRESSES {
+        return Err(crate::conflict!(
+            "gave up after {} addresses in a row were in use on the LAN (the last, {}, by {}); if a device answers for every address (proxy ARP), turn probing off with -o probe_ms=0",
+            *probed,
+            taken.ip,
+            taken.who()
+        ));
     }
     Ok(())
 }
 
-/// Waits until no IPv6 address of the link is tentative; fails on a duplicate.
-fn wait_for_dad(nl: &mut Netlink, index: u32, ifname: &str) -> Result<()> {
+/// Probes the plan's IPv4 address until one is free, or the handler says to use a taken one.
+fn probe_ipv4(
+    nl: &mut Netlink,
+    listener: &mut Listener,
+    index: u32,
+    plan: &mut LinkPlan,
+    window: std::time::Duration,
+    on_conflict: ConflictHandler,
+    probed: &mut usize,
+) -> Result<()> {
+    loop {
+        let Some(slot) = plan.addresses.iter().position(|(ip, _)| ip.is_ipv4()) else {
+            return Ok(());
+        };
+        let IpAddr::V4(ip) = plan.addresses[slot].0 else {
+            unreachable!("position found an IPv4 address")
+        };
+        let Some(holder) = listener.probe_v4(index, plan.mac, ip, window)? else {
+            return Ok(());
+        };
+        let taken = AddressTaken {
+            ip: ip.into(),
+            holder: Some(holder),
+        };
+        count_probe(probed, &taken)?;
+        match on_conflict(&taken)? {
+            OnConflict::UseAnyway => return Ok(()),
+            OnConflict::Replace { address, mac } => {
+                plan.addresses[slot] = address;
+                if mac != plan.mac {
+                    nl.set_mac(index, mac).map_err(|e| {
+                        Error::kernel(format!("set MAC {mac} on {}", plan.ifname), e)
+                    })?;
+                    plan.mac = mac;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the kernel's DAD on the plan's IPv6 addresses. A failed address goes to the
+/// handler when probing (with the defender's MAC, if the listener saw it), else fails.
+fn settle_ipv6_dad(
+    nl: &mut Netlink,
+    mut listener: Option<&mut Listener>,
+    index: u32,
+    plan: &mut LinkPlan,
+    on_conflict: ConflictHandler,
+    probed: &mut usize,
+) -> Result<()> {
+    let kerr = |op: &'static str| move |e: io::Error| Error::kernel(op, e);
+    loop {
+        let Some(failed) = wait_for_dad(nl, index, plan)? else {
+            return Ok(());
+        };
+        let slot = plan
+            .addresses
+            .iter()
+            .position(|(ip, _)| *ip == failed)
+            .expect("wait_for_dad reports plan addresses only");
+        let Some(listener) = listener.as_deref_mut() else {
+            return Err(crate::conflict!(
+                "IPv6 address {failed} is already used on the LAN (duplicate address detection failed); pick another address"
+            ));
+        };
+        let IpAddr::V6(v6) = failed else {
+            unreachable!("DAD is IPv6")
+        };
+        let taken = AddressTaken {
+            ip: failed,
+            holder: listener.ndp_holder(v6, plan.mac),
+        };
+        count_probe(probed, &taken)?;
+        let prefix = plan.addresses[slot].1;
+        nl.del_address(index, failed, prefix)
+            .map_err(kerr("remove a duplicate IPv6 address"))?;
+        match on_conflict(&taken)? {
+            OnConflict::UseAnyway => {
+                nl.add_address_dad(index, failed, prefix, false)
+                    .map_err(kerr("add IPv6 address"))?;
+                return Ok(());
+            }
+            OnConflict::Replace { address, .. } => {
+                plan.addresses[slot] = address;
+                nl.add_address_dad(index, address.0, address.1, true)
+                    .map_err(kerr("add IPv6 address"))?;
+            }
+        }
+    }
+}
+
+/// Waits until none of the plan's IPv6 addresses is tentative. Returns one that failed DAD.
+fn wait_for_dad(nl: &mut Netlink, index: u32, plan: &LinkPlan) -> Result<Option<IpAddr>> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ours = |ip: &IpAddr| plan.addresses.iter().any(|(a, _)| a == ip);
     loop {
         let (tentative, failed) = nl
             .dad_state(index)
-            .map_err(|e| Error::kernel(format!("read addresses of {ifname}"), e))?;
-        if let Some(ip) = failed.first() {
-            return Err(crate::conflict!(
-                "IPv6 address {ip} is already used on the LAN (duplicate address detection failed); pick another address"
-            ));
+            .map_err(|e| Error::kernel(format!("read addresses of {}", plan.ifname), e))?;
+        if let Some(ip) = failed.into_iter().find(ours) {
+            return Ok(Some(ip));
         }
-        if tentative.is_empty() {
-            return Ok(());
+        if !tentative.iter().any(ours) {
+            return Ok(None);
         }
         if std::time::Instant::now() >= deadline {
             return Err(crate::conflict!(
-                "IPv6 duplicate address detection on {ifname} did not finish within 10 s"
+                "IPv6 duplicate address detection on {} did not finish within 10 s",
+                plan.ifname
             ));
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -361,12 +569,14 @@ pub fn delete_link(netns_path: &str, ifname: &str) -> Result<()> {
         .map_err(|e| Error::kernel(format!("delete {ifname} in {netns_path}"), e))
 }
 
-/// Creates and configures in one go; on failure nothing is left in `ns`.
+/// Creates and configures in one go; on failure nothing is left in `ns`. See `configure`
+/// for `on_conflict` and what `plan` holds afterwards.
 pub fn attach(
     root: &mut Netlink,
     ns: &Netns,
-    plan: &LinkPlan,
+    plan: &mut LinkPlan,
     replace_leftover: bool,
+    on_conflict: ConflictHandler,
 ) -> Result<()> {
     if let CreateOutcome::NameTaken = create_link(root, ns, plan)? {
         if !replace_leftover {
@@ -383,7 +593,7 @@ pub fn attach(
             return Err(crate::conflict!("{} keeps existing in {path}", plan.ifname));
         }
     }
-    if let Err(e) = configure(ns, plan) {
+    if let Err(e) = configure(ns, plan, on_conflict) {
         let _ = delete_link(&ns.path().display().to_string(), &plan.ifname);
         return Err(e);
     }

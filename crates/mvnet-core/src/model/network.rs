@@ -136,12 +136,28 @@ pub struct NetworkOptions {
     /// before the network is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
+    /// `-o probe_ms=N`: how long to listen for an answer to the ARP probe (and IPv6 DAD)
+    /// before an address is used; 0 turns probing off. Unset means the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_ms: Option<u32>,
 }
 
 impl NetworkOptions {
-    pub const KEYS: [&'static str; 4] = ["parent", "macvlan_mode", "mtu", "vlan"];
+    pub const KEYS: [&'static str; 5] = ["parent", "macvlan_mode", "mtu", "vlan", "probe_ms"];
     pub const IPVLAN_KEYS: [&'static str; 5] =
         ["parent", "ipvlan_mode", "ipvlan_flag", "mtu", "vlan"];
+    /// The conflict-probe window when `-o probe_ms` is not given.
+    pub const DEFAULT_PROBE_MS: u32 = 30;
+    /// Longest allowed probe window: attach waits this long for every address it tries.
+    pub const MAX_PROBE_MS: u32 = 5000;
+
+    /// The probe window for this network's endpoints (`None`: probing is off).
+    pub fn probe_window(&self) -> Option<std::time::Duration> {
+        match self.probe_ms.unwrap_or(Self::DEFAULT_PROBE_MS) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms as u64)),
+        }
+    }
 
     /// Parses `-o` pairs for `driver`. The parent may still be empty: the caller fills in
     /// the default.
@@ -180,6 +196,18 @@ impl NetworkOptions {
                 "ipvlan_mode" => o.ipvlan_mode = v.parse()?,
                 "ipvlan_flag" => o.ipvlan_flag = v.parse()?,
                 "vlan" => o.vlan = Some(parse_vid(v)?),
+                "probe_ms" => {
+                    let ms: u32 = v.parse().map_err(|_| {
+                        invalid!("invalid -o probe_ms={v}: expected milliseconds such as 30 (0 turns probing off)")
+                    })?;
+                    if ms > Self::MAX_PROBE_MS {
+                        return Err(invalid!(
+                            "invalid -o probe_ms={v}: at most {} ms (every attach waits this long per address)",
+                            Self::MAX_PROBE_MS
+                        ));
+                    }
+                    o.probe_ms = Some(ms);
+                }
                 "mtu" => {
                     let mtu: u32 = v.parse().map_err(|_| {
                         invalid!("invalid -o mtu={v}: expected a number such as 1500")
@@ -217,6 +245,9 @@ impl NetworkOptions {
         }
         if let Some(mtu) = self.mtu {
             m.insert("mtu".into(), mtu.to_string());
+        }
+        if let Some(ms) = self.probe_ms {
+            m.insert("probe_ms".into(), ms.to_string());
         }
         m
     }
@@ -520,6 +551,17 @@ pub enum EndpointState {
     Active,
 }
 
+/// An address that another device on the LAN answered for when mvnet probed it before use.
+/// The allocator skips it from then on; `network inspect` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LanConflict {
+    pub ip: IpAddr,
+    /// The device that answered (`None`: IPv6 DAD failed but the answer was not captured).
+    pub mac: Option<MacAddr>,
+    /// When it was seen (RFC 3339).
+    pub seen: String,
+}
+
 /// A container's attachment to a network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
@@ -614,6 +656,14 @@ mod tests {
                 "accepts: parent",
             ),
             (&[("subnet", "10.1.0.0/24"), ("o", "mtu=abc")], "mtu"),
+            (
+                &[("subnet", "10.1.0.0/24"), ("o", "probe_ms=soon")],
+                "0 turns probing off",
+            ),
+            (
+                &[("subnet", "10.1.0.0/24"), ("o", "probe_ms=60000")],
+                "at most 5000 ms",
+            ),
             (&[("subnet", "2001:db8::/64")], "--ipv6"),
             (
                 &[("subnet", "10.1.0.0/24"), ("subnet", "10.1.0.0/16")],
@@ -652,6 +702,21 @@ mod tests {
         assert_eq!(o.parent, "ens19.1318");
         assert_eq!(o.vlan, None);
         assert!(NetworkOptions::parse(&["vlan=9999".into()]).is_err());
+    }
+
+    #[test]
+    fn probe_window_defaults_to_30_ms_and_0_turns_it_off() {
+        let o = NetworkOptions::parse(&["parent=eth0".into()]).unwrap();
+        assert_eq!(o.probe_window(), Some(std::time::Duration::from_millis(30)));
+        assert!(!o.to_map(Driver::Macvlan).contains_key("probe_ms"));
+        let o = NetworkOptions::parse(&["probe_ms=0".into()]).unwrap();
+        assert_eq!(o.probe_window(), None);
+        assert_eq!(o.to_map(Driver::Macvlan)["probe_ms"], "0");
+        let o = NetworkOptions::parse(&["probe_ms=250".into()]).unwrap();
+        assert_eq!(o.probe_window(), Some(std::time::Duration::from_millis(250)));
+        // ipvlan shares the parent's MAC, so a probe's reply cannot reach the new port.
+        let e = NetworkOptions::parse_for(&["probe_ms=5".into()], Driver::Ipvlan).unwrap_err();
+        assert!(e.to_string().contains("unknown driver option 'probe_ms'"), "{e}");
     }
 
     #[test]

@@ -45,6 +45,17 @@ impl Netlink {
         )
     }
 
+    /// Removes `ip/prefix` from a link (an address that failed duplicate address detection).
+    pub fn del_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
+        let mut m = AddressMessage::default();
+        m.header.index = index;
+        m.header.prefix_len = prefix;
+        m.header.family = family(ip);
+        m.attributes.push(AddressAttribute::Local(ip));
+        m.attributes.push(AddressAttribute::Address(ip));
+        self.request(RouteNetlinkMessage::DelAddress(m), 0)
+    }
+
     /// IPv6 addresses on `index` still in duplicate address detection, and those that failed it.
     pub fn dad_state(&mut self, index: u32) -> io::Result<(Vec<IpAddr>, Vec<IpAddr>)> {
         let msgs = self.query(

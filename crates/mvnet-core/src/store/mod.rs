@@ -8,7 +8,7 @@ pub use sqlite::SqliteStore;
 
 use std::net::IpAddr;
 
-use crate::model::{Container, Endpoint, MacAddr, Network};
+use crate::model::{Container, Endpoint, LanConflict, MacAddr, Network};
 use crate::Result;
 
 /// What an attach asks the store to reserve, atomically: an endpoint row, its interface
@@ -58,6 +58,25 @@ pub trait Store {
     /// Deletes an endpoint and releases its addresses; returns it if it existed.
     fn remove_endpoint(&mut self, id: &str) -> Result<Option<Endpoint>>;
     fn endpoints_of_network(&mut self, network_id: &str) -> Result<Vec<Endpoint>>;
+
+    /// Another device on the LAN answered a probe for `ip`, which endpoint `endpoint_id`
+    /// holds: record the conflict (the allocator skips the address from now on) and give the
+    /// endpoint the next free address of the same pool instead, with a MAC derived from it
+    /// when its MAC was derived from the old one. Returns the updated endpoint.
+    fn replace_conflicting_address(
+        &mut self,
+        net: &Network,
+        endpoint_id: &str,
+        ip: IpAddr,
+        holder: Option<MacAddr>,
+    ) -> Result<Endpoint>;
+    /// Records that `ip`, which no endpoint holds, is taken on the LAN by `holder`.
+    fn record_lan_conflict(&mut self, net: &Network, ip: IpAddr, holder: Option<MacAddr>)
+        -> Result<()>;
+    /// The addresses of `net` that other devices on the LAN hold, oldest first.
+    fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>>;
+    /// Forgets the LAN conflicts of `net` (the devices went away); returns how many.
+    fn clear_lan_conflicts(&mut self, net: &Network) -> Result<usize>;
     fn endpoints_of_container(&mut self, container_id: &str) -> Result<Vec<Endpoint>>;
 
     fn create_container(&mut self, c: &Container) -> Result<()>;

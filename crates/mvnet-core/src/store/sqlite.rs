@@ -6,14 +6,19 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::{EndpointRequest, NetworkCheck, Store};
 use crate::ipam::ip_key;
-use crate::model::{Container, Endpoint, EndpointState, MacAddr, MacvlanMode, Network};
+use crate::model::{
+    Container, Endpoint, EndpointState, LanConflict, MacAddr, MacvlanMode, Network,
+};
 use crate::{conflict, invalid, not_found, Error, Result};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Every object is one row with its JSON body; the columns beside it are the ones queried.
 /// Allocations are keyed by (address domain, address): networks sharing a parent share a LAN,
-/// so an address is unique across them.
+/// so an address is unique across them. An address another device on the LAN answered for is
+/// an allocation with an empty endpoint id (so the O(1) allocator skips it for free), with
+/// who answered and when in `lan_conflicts`. Every statement is idempotent, so running the
+/// whole schema again migrates an older version.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS networks(
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, parent TEXT NOT NULL, body TEXT NOT NULL);
@@ -34,7 +39,14 @@ CREATE INDEX IF NOT EXISTS endpoints_by_state ON endpoints(state);
 CREATE TABLE IF NOT EXISTS owned_parents(name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS containers(
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS lan_conflicts(
+    domain TEXT NOT NULL, ip BLOB NOT NULL, network_id TEXT NOT NULL, mac TEXT, seen TEXT NOT NULL,
+    PRIMARY KEY(domain, ip)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS lan_conflicts_by_network ON lan_conflicts(network_id);
 ";
+
+/// The endpoint id of an allocation held by a device on the LAN rather than by an endpoint.
+const LAN_HOLDER: &str = "";
 
 pub struct SqliteStore {
     conn: Connection,
@@ -155,7 +167,11 @@ impl SqliteStore {
         }
         let checks = [
             ("allocation without endpoint",
-             "SELECT count(*) FROM allocations a WHERE NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.id = a.endpoint_id)"),
+             "SELECT count(*) FROM allocations a WHERE a.endpoint_id != '' AND NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.id = a.endpoint_id)"),
+            ("LAN-held allocation without conflict record",
+             "SELECT count(*) FROM allocations a WHERE a.endpoint_id = '' AND NOT EXISTS (SELECT 1 FROM lan_conflicts c WHERE c.domain = a.domain AND c.ip = a.ip)"),
+            ("conflict record without LAN-held allocation",
+             "SELECT count(*) FROM lan_conflicts c WHERE NOT EXISTS (SELECT 1 FROM allocations a WHERE a.domain = c.domain AND a.ip = c.ip AND a.endpoint_id = '')"),
             ("endpoint without network",
              "SELECT count(*) FROM endpoints e WHERE NOT EXISTS (SELECT 1 FROM networks n WHERE n.id = e.network_id)"),
             ("domain count differs from allocations",
@@ -323,7 +339,11 @@ fn allocate(
             let holder: Option<String> = taken_st
                 .query_row(params![domain, &ip_key(ip)[..]], |r| r.get(0))
                 .optional()?;
-            if let Some(holder) = holder {
+            if holder.as_deref() == Some(LAN_HOLDER) {
+                // Asked for by name: the probe that follows decides whether the device that
+                // held it is still there. Until then the address is the endpoint's.
+                forget_lan_conflict(tx, domain, ip)?;
+            } else if let Some(holder) = holder {
                 let who: Option<String> = tx
                     .query_row(
                         "SELECT json_extract(body, '$.container_name') FROM endpoints WHERE id = ?1",
@@ -386,6 +406,87 @@ fn allocate(
         [domain],
     )?;
     Ok((ip, spec.subnet.prefix_len()))
+}
+
+/// Marks `ip` as held by a device on the LAN (`holder`), inside `tx`. An address an endpoint
+/// still holds is left alone.
+fn insert_lan_conflict(
+    tx: &Transaction,
+    net: &Network,
+    ip: IpAddr,
+    holder: Option<MacAddr>,
+) -> Result<()> {
+    let domain = net.address_domain();
+    let key = ip_key(ip);
+    let current: Option<String> = tx
+        .query_row(
+            "SELECT endpoint_id FROM allocations WHERE domain = ?1 AND ip = ?2",
+            params![domain, &key[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match current.as_deref() {
+        Some(LAN_HOLDER) => {}
+        Some(_) => return Ok(()),
+        None => {
+            tx.execute(
+                "INSERT INTO allocations(domain, ip, network_id, endpoint_id) VALUES (?1, ?2, ?3, ?4)",
+                params![domain, &key[..], net.id, LAN_HOLDER],
+            )?;
+            tx.execute(
+                "INSERT INTO domain_counts(domain, n) VALUES (?1, 1)
+                 ON CONFLICT(domain) DO UPDATE SET n = n + 1",
+                [domain],
+            )?;
+        }
+    }
+    tx.execute(
+        "INSERT INTO lan_conflicts(domain, ip, network_id, mac, seen) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(domain, ip) DO UPDATE SET mac = excluded.mac, seen = excluded.seen",
+        params![
+            domain,
+            &key[..],
+            net.id,
+            holder.map(|m| m.to_string()),
+            crate::model::time::now_rfc3339()
+        ],
+    )?;
+    Ok(())
+}
+
+/// Drops every LAN conflict of network `network_id`, inside `tx`; returns how many.
+fn drop_lan_conflicts(tx: &Transaction, network_id: &str) -> Result<usize> {
+    let mut st = tx.prepare_cached("SELECT domain, ip FROM lan_conflicts WHERE network_id = ?1")?;
+    let rows: Vec<(String, Vec<u8>)> = st
+        .query_map([network_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    drop(st);
+    for (domain, key) in &rows {
+        if let Some(ip) = key_to_ip(key) {
+            forget_lan_conflict(tx, domain, ip)?;
+        }
+    }
+    Ok(rows.len())
+}
+
+/// Drops the LAN conflict on `ip` and its allocation, inside `tx`.
+fn forget_lan_conflict(tx: &Transaction, domain: &str, ip: IpAddr) -> Result<()> {
+    let key = ip_key(ip);
+    tx.execute(
+        "DELETE FROM lan_conflicts WHERE domain = ?1 AND ip = ?2",
+        params![domain, &key[..]],
+    )?;
+    let n = tx.execute(
+        "DELETE FROM allocations WHERE domain = ?1 AND ip = ?2 AND endpoint_id = ?3",
+        params![domain, &key[..], LAN_HOLDER],
+    )?;
+    if n > 0 {
+        tx.execute(
+            "UPDATE domain_counts SET n = n - 1 WHERE domain = ?1",
+            [domain],
+        )?;
+    }
+    Ok(())
 }
 
 fn key_to_ip(k: &[u8]) -> Option<IpAddr> {
@@ -493,6 +594,7 @@ impl Store for SqliteStore {
             })
             .optional()?;
         tx.execute("DELETE FROM pool_cursors WHERE network_id = ?1", [id])?;
+        drop_lan_conflicts(&tx, id)?;
         tx.execute("DELETE FROM networks WHERE id = ?1", [id])?;
         // The last network on a parent mvnet created takes the parent with it.
         let mut to_delete = None;
@@ -650,6 +752,101 @@ impl Store for SqliteStore {
 
     fn endpoints_of_container(&mut self, container_id: &str) -> Result<Vec<Endpoint>> {
         endpoints_where(&self.conn, "container_id", container_id)
+    }
+
+    fn replace_conflicting_address(
+        &mut self,
+        net: &Network,
+        endpoint_id: &str,
+        ip: IpAddr,
+        holder: Option<MacAddr>,
+    ) -> Result<Endpoint> {
+        let (tx, _lock) = self.write()?;
+        let body: Option<String> = tx
+            .query_row(
+                "SELECT body FROM endpoints WHERE id = ?1",
+                [endpoint_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let mut ep: Endpoint = from_json(
+            &body.ok_or_else(|| Error::Store(format!("endpoint {endpoint_id} vanished during attach")))?,
+        )?;
+        let slot = if ep.ipv4.is_some_and(|(a, _)| a == ip) {
+            &mut ep.ipv4
+        } else if ep.ipv6.is_some_and(|(a, _)| a == ip) {
+            &mut ep.ipv6
+        } else {
+            return Err(Error::Store(format!(
+                "endpoint {endpoint_id} does not hold {ip}"
+            )));
+        };
+        let idx = net
+            .pools
+            .iter()
+            .position(|p| p.subnet.contains(&ip))
+            .ok_or_else(|| Error::Store(format!("{ip} is in no pool of {}", net.name)))?;
+        let domain = net.address_domain();
+        let n = tx.execute(
+            "DELETE FROM allocations WHERE domain = ?1 AND ip = ?2 AND endpoint_id = ?3",
+            params![domain, &ip_key(ip)[..], endpoint_id],
+        )?;
+        if n > 0 {
+            tx.execute(
+                "UPDATE domain_counts SET n = n - 1 WHERE domain = ?1",
+                [domain],
+            )?;
+        }
+        insert_lan_conflict(&tx, net, ip, holder)?;
+        let new = allocate(&tx, net, idx, None, endpoint_id)?;
+        *slot = Some(new);
+        if let (IpAddr::V4(old4), IpAddr::V4(new4)) = (ip, new.0) {
+            if ep.mac == MacAddr::from_ipv4(old4) {
+                ep.mac = MacAddr::from_ipv4(new4);
+            }
+        }
+        tx.execute(
+            "UPDATE endpoints SET body = ?2 WHERE id = ?1",
+            params![endpoint_id, to_json(&ep)],
+        )?;
+        tx.commit()?;
+        Ok(ep)
+    }
+
+    fn record_lan_conflict(
+        &mut self,
+        net: &Network,
+        ip: IpAddr,
+        holder: Option<MacAddr>,
+    ) -> Result<()> {
+        let (tx, _lock) = self.write()?;
+        insert_lan_conflict(&tx, net, ip, holder)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT ip, mac, seen FROM lan_conflicts WHERE network_id = ?1 ORDER BY seen, ip",
+        )?;
+        let rows: Vec<(Vec<u8>, Option<String>, String)> = st
+            .query_map([&net.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        rows.into_iter()
+            .map(|(key, mac, seen)| {
+                let ip = key_to_ip(&key)
+                    .ok_or_else(|| Error::Store("corrupt LAN conflict address".into()))?;
+                let mac = mac.map(|m| m.parse()).transpose()?;
+                Ok(LanConflict { ip, mac, seen })
+            })
+            .collect()
+    }
+
+    fn clear_lan_conflicts(&mut self, net: &Network) -> Result<usize> {
+        let (tx, _lock) = self.write()?;
+        let n = drop_lan_conflicts(&tx, &net.id)?;
+        tx.commit()?;
+        Ok(n)
     }
 
     fn create_container(&mut self, c: &Container) -> Result<()> {
