@@ -318,20 +318,8 @@ fn connect_disconnect_and_bare_namespaces() {
     lab.ok(&["network", "connect", "--ip", "10.103.19.200", "b", "c"]);
 
     // Any namespace can be attached by path, e.g. one made by another tool.
-    let bare = format!("{}-bare", lab.name());
-    assert_eq!(
-        std::process::Command::new("ip")
-            .args(["netns", "add", &bare])
-            .status()
-            .unwrap()
-            .code(),
-        Some(0)
-    );
-    let path = format!("/run/netns/{bare}");
-    let o = lab.mvnet(&["network", "connect", "a", "--netns", &path]);
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", &bare])
-        .status();
+    let bare = lab.bare_netns("bare");
+    let o = lab.mvnet(&["network", "connect", "a", "--netns", &bare.path]);
     assert_eq!(o.code, 0, "{}", o.stderr);
 }
 
@@ -339,22 +327,8 @@ fn connect_disconnect_and_bare_namespaces() {
 fn bare_namespace_attach_and_detach() {
     let lab = TestLab::new();
     lab.seed_network("a", &[]);
-    let bare = format!("{}-bare", lab.name());
-    assert!(std::process::Command::new("ip")
-        .args(["netns", "add", &bare])
-        .status()
-        .unwrap()
-        .success());
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &self.0])
-                .status();
-        }
-    }
-    let _del = Del(bare.clone());
-    let path = format!("/run/netns/{bare}");
+    let bare = lab.bare_netns("bare");
+    let path = bare.path.clone();
     lab.ok(&["network", "connect", "a", "--netns", &path]);
     let addrs = lab.ip_json(&path, &["-4", "addr", "show", "eth0"]);
     assert_eq!(addrs[0]["addr_info"][0]["local"], "10.103.19.2");

@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 
 use mvnet_core::driver::macvlan::{self, LinkKind, LinkPlan, OnConflict, RoutePlan};
 use mvnet_core::engine::{resolve_conflict, Engine, StaticAddressPolicy};
-use mvnet_core::probe::AddressTaken;
 use mvnet_core::model::MacAddr;
 use mvnet_core::netlink::{Link, Netlink};
 use mvnet_core::netns::Netns;
+use mvnet_core::probe::AddressTaken;
 
 use crate::conf::{parse_args, version_at_least, Env, NetConf, SUPPORTED_VERSIONS};
 use crate::error::{code, CniError, CniResult};

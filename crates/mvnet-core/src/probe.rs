@@ -37,13 +37,7 @@ impl AddressTaken {
 
 /// The RFC 5227 probe: "who has `ip`?", asked without claiming any address.
 pub fn probe_packet(mac: MacAddr, ip: Ipv4Addr) -> [u8; 28] {
-    arp_packet(
-        ARP_REQUEST,
-        mac,
-        Ipv4Addr::UNSPECIFIED,
-        MacAddr([0; 6]),
-        ip,
-    )
+    arp_packet(ARP_REQUEST, mac, Ipv4Addr::UNSPECIFIED, MacAddr([0; 6]), ip)
 }
 
 /// Whether an ARP packet (the 28-byte payload) shows that someone else uses `candidate`:
@@ -166,7 +160,7 @@ impl Listener {
             if n < 0 {
                 return None;
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             let mut mac = [0u8; 6];
@@ -225,7 +219,11 @@ impl Listener {
             if now >= deadline {
                 return Ok(None);
             }
-            self.wait(if sent == 1 { second.min(deadline) } else { deadline });
+            self.wait(if sent == 1 {
+                second.min(deadline)
+            } else {
+                deadline
+            });
         }
     }
 
@@ -259,7 +257,11 @@ mod tests {
     fn probe_claims_no_address() {
         let p = probe_packet(mac("02:42:0a:00:00:05"), "10.0.0.5".parse().unwrap());
         assert_eq!(&p[6..8], &[0, 1], "a request");
-        assert_eq!(&p[14..18], &[0, 0, 0, 0], "sender IP 0.0.0.0 (RFC 5227 2.1.1)");
+        assert_eq!(
+            &p[14..18],
+            &[0, 0, 0, 0],
+            "sender IP 0.0.0.0 (RFC 5227 2.1.1)"
+        );
         assert_eq!(&p[18..24], &[0; 6]);
         assert_eq!(&p[24..28], &[10, 0, 0, 5]);
     }
@@ -272,16 +274,31 @@ mod tests {
         let other: Ipv4Addr = "10.0.0.9".parse().unwrap();
         let zero = Ipv4Addr::UNSPECIFIED;
         let reply = arp_packet(2, them, ip, ours, zero);
-        assert_eq!(arp_conflict(&reply, ip, ours), Some(them), "a reply to our probe");
+        assert_eq!(
+            arp_conflict(&reply, ip, ours),
+            Some(them),
+            "a reply to our probe"
+        );
         let announce = crate::arp::announcement(them, ip);
         assert_eq!(arp_conflict(&announce, ip, ours), Some(them));
         let probing = probe_packet(them, ip);
-        assert_eq!(arp_conflict(&probing, ip, ours), Some(them), "a competing probe");
+        assert_eq!(
+            arp_conflict(&probing, ip, ours),
+            Some(them),
+            "a competing probe"
+        );
         // Not conflicts: our own frames, traffic about other addresses, someone asking for ip.
         assert_eq!(arp_conflict(&probe_packet(ours, ip), ip, ours), None);
-        assert_eq!(arp_conflict(&arp_packet(2, them, other, ours, zero), ip, ours), None);
+        assert_eq!(
+            arp_conflict(&arp_packet(2, them, other, ours, zero), ip, ours),
+            None
+        );
         let asking = arp_packet(1, them, other, MacAddr([0; 6]), ip);
-        assert_eq!(arp_conflict(&asking, ip, ours), None, "a resolver, not a holder");
+        assert_eq!(
+            arp_conflict(&asking, ip, ours),
+            None,
+            "a resolver, not a holder"
+        );
         assert_eq!(arp_conflict(&reply[..20], ip, ours), None, "truncated");
         let mut not_ipv4 = reply;
         not_ipv4[3] = 0x06;
@@ -310,9 +327,17 @@ mod tests {
         let dad = icmpv6(NEIGHBOR_SOLICITATION, Ipv6Addr::UNSPECIFIED, ip);
         assert_eq!(ndp_conflict(&dad, ip, them, ours), Some(them));
         let resolve = icmpv6(NEIGHBOR_SOLICITATION, theirs, ip);
-        assert_eq!(ndp_conflict(&resolve, ip, them, ours), None, "address resolution");
+        assert_eq!(
+            ndp_conflict(&resolve, ip, them, ours),
+            None,
+            "address resolution"
+        );
         assert_eq!(ndp_conflict(&na, ip, ours, ours), None, "our own");
-        assert_eq!(ndp_conflict(&na, theirs, them, ours), None, "another target");
+        assert_eq!(
+            ndp_conflict(&na, theirs, them, ours),
+            None,
+            "another target"
+        );
         let mut udp = na.clone();
         udp[6] = 17;
         assert_eq!(ndp_conflict(&udp, ip, them, ours), None);

@@ -228,7 +228,11 @@ fn lan_conflicts_are_skipped_listed_and_forgotten() {
         .replace_conflicting_address(&net, &ep.id, first, Some(printer))
         .unwrap();
     assert_eq!(moved.ipv4.unwrap().0.to_string(), "10.71.0.2");
-    assert_eq!(moved.mac.to_string(), "02:42:0a:47:00:02", "the MAC follows the address");
+    assert_eq!(
+        moved.mac.to_string(),
+        "02:42:0a:47:00:02",
+        "the MAC follows the address"
+    );
     assert_eq!(s.endpoints_of_network(&net.id).unwrap()[0], moved);
     let listed = s.lan_conflicts(&net).unwrap();
     assert_eq!(listed.len(), 1);
@@ -238,7 +242,9 @@ fn lan_conflicts_are_skipped_listed_and_forgotten() {
     // Round-robin wraps through the whole /29 (.1-.6): .1 is never handed out again.
     let mut got = Vec::new();
     for i in 0..4 {
-        let e = s.reserve_endpoint(&net, &req(&format!("b{i}"), None)).unwrap();
+        let e = s
+            .reserve_endpoint(&net, &req(&format!("b{i}"), None))
+            .unwrap();
         got.push(e.ipv4.unwrap().0.to_string());
     }
     assert_eq!(got, ["10.71.0.3", "10.71.0.4", "10.71.0.5", "10.71.0.6"]);
@@ -247,7 +253,9 @@ fn lan_conflicts_are_skipped_listed_and_forgotten() {
 
     // Asked for by name, the held address is the endpoint's (the probe decides); releasing
     // it does not bring the stale record back.
-    let taker = s.reserve_endpoint(&net, &req("d", Some("10.71.0.1"))).unwrap();
+    let taker = s
+        .reserve_endpoint(&net, &req("d", Some("10.71.0.1")))
+        .unwrap();
     assert!(s.lan_conflicts(&net).unwrap().is_empty());
     assert_eq!(s.check_consistency().unwrap(), Vec::<String>::new());
     s.remove_endpoint(&taker.id).unwrap();
@@ -264,6 +272,8 @@ fn lan_conflicts_are_skipped_listed_and_forgotten() {
     s.remove_network(&net.id).unwrap();
     assert_eq!(s.check_consistency().unwrap(), Vec::<String>::new());
     let again = make_network(&root.0, "10.71.0.0/29");
-    let e = s.reserve_endpoint(&again, &req("e", Some("10.71.0.1"))).unwrap();
+    let e = s
+        .reserve_endpoint(&again, &req("e", Some("10.71.0.1")))
+        .unwrap();
     assert_eq!(e.ipv4.unwrap().0, first);
 }

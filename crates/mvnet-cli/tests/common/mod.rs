@@ -41,7 +41,37 @@ fn in_netns(path: &std::path::Path, argv: &[&str]) -> Command {
     cmd
 }
 
+/// A plain network namespace, not a container (for `network connect --netns`), deleted on
+/// drop even when the test fails.
+pub struct BareNetns {
+    pub name: String,
+    pub path: String,
+}
+
+impl Drop for BareNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
 impl TestLab {
+    /// A bare namespace named after the lab (so parallel tests never collide).
+    pub fn bare_netns(&self, tag: &str) -> BareNetns {
+        let name = format!("{}-{tag}", self.name());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip netns add {name}");
+        BareNetns {
+            path: format!("/run/netns/{name}"),
+            name,
+        }
+    }
+
     pub fn new() -> TestLab {
         require_root();
         let name = format!("t{}", &mvnet_core::ids::new_id()[..10]);

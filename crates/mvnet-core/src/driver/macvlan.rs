@@ -276,7 +276,10 @@ pub fn configure(ns: &Netns, plan: &mut LinkPlan, on_conflict: ConflictHandler) 
         write_sysctl(&format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"), "1")?;
         let mut retrans = None;
         if has_v6 {
-            write_sysctl(&format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"), "1")?;
+            write_sysctl(
+                &format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"),
+                "1",
+            )?;
             if let Some(w) = window {
                 // DAD in one probe window: start at once (no random delay of up to 1 s) and
                 // wait `window` for a defence instead of the default 1 s.
@@ -332,7 +335,14 @@ pub fn configure(ns: &Netns, plan: &mut LinkPlan, on_conflict: ConflictHandler) 
         bring_up(nl, link.index, plan)?;
     }
     if dad {
-        settle_ipv6_dad(nl, inside.listener.as_mut(), link.index, plan, on_conflict, &mut probed)?;
+        settle_ipv6_dad(
+            nl,
+            inside.listener.as_mut(),
+            link.index,
+            plan,
+            on_conflict,
+            &mut probed,
+        )?;
         if let Some((file, value)) = &inside.retrans {
             use std::os::unix::fs::FileExt;
             file.write_at(value.as_bytes(), 0)

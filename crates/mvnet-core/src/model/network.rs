@@ -713,10 +713,16 @@ mod tests {
         assert_eq!(o.probe_window(), None);
         assert_eq!(o.to_map(Driver::Macvlan)["probe_ms"], "0");
         let o = NetworkOptions::parse(&["probe_ms=250".into()]).unwrap();
-        assert_eq!(o.probe_window(), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(
+            o.probe_window(),
+            Some(std::time::Duration::from_millis(250))
+        );
         // ipvlan shares the parent's MAC, so a probe's reply cannot reach the new port.
         let e = NetworkOptions::parse_for(&["probe_ms=5".into()], Driver::Ipvlan).unwrap_err();
-        assert!(e.to_string().contains("unknown driver option 'probe_ms'"), "{e}");
+        assert!(
+            e.to_string().contains("unknown driver option 'probe_ms'"),
+            "{e}"
+        );
     }
 
     #[test]

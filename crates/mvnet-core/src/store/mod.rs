@@ -71,8 +71,12 @@ pub trait Store {
         holder: Option<MacAddr>,
     ) -> Result<Endpoint>;
     /// Records that `ip`, which no endpoint holds, is taken on the LAN by `holder`.
-    fn record_lan_conflict(&mut self, net: &Network, ip: IpAddr, holder: Option<MacAddr>)
-        -> Result<()>;
+    fn record_lan_conflict(
+        &mut self,
+        net: &Network,
+        ip: IpAddr,
+        holder: Option<MacAddr>,
+    ) -> Result<()>;
     /// The addresses of `net` that other devices on the LAN hold, oldest first.
     fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>>;
     /// Forgets the LAN conflicts of `net` (the devices went away); returns how many.

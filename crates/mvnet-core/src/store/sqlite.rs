@@ -769,9 +769,9 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()?;
-        let mut ep: Endpoint = from_json(
-            &body.ok_or_else(|| Error::Store(format!("endpoint {endpoint_id} vanished during attach")))?,
-        )?;
+        let mut ep: Endpoint = from_json(&body.ok_or_else(|| {
+            Error::Store(format!("endpoint {endpoint_id} vanished during attach"))
+        })?)?;
         let slot = if ep.ipv4.is_some_and(|(a, _)| a == ip) {
             &mut ep.ipv4
         } else if ep.ipv6.is_some_and(|(a, _)| a == ip) {
