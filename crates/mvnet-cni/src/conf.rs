@@ -435,6 +435,23 @@ mod tests {
     }
 
     #[test]
+    fn probing_is_off_by_default_and_macvlan_only() {
+        use std::time::Duration;
+        let window = |extra: &str| {
+            let json = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"macvlan"{extra}}}"#);
+            NetConf::parse(json.as_bytes()).unwrap().probe_window()
+        };
+        assert_eq!(window("").unwrap(), None);
+        assert_eq!(window(r#","probe":true"#).unwrap(), Some(Duration::from_millis(30)));
+        assert_eq!(window(r#","probeMs":120"#).unwrap(), Some(Duration::from_millis(120)));
+        assert_eq!(window(r#","probe":true,"probeMs":0"#).unwrap(), None);
+        assert_eq!(window(r#","probeMs":5001"#).unwrap_err().code, 7);
+        let e = window(r#","driver":"ipvlan","probe":true"#).unwrap_err();
+        assert!(e.msg.contains("probing needs macvlan"), "{}", e.msg);
+        assert_eq!(window(r#","driver":"ipvlan""#).unwrap(), None);
+    }
+
+    #[test]
     fn config_fields_and_versions() {
         let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"macvlan","master":"eth0","mode":"private","mtu":1400,
             "linkInContainer":true,"bcqueuelen":100,"ipam":{"type":"host-local","subnet":"10.1.2.0/24"},

@@ -692,3 +692,112 @@ fn kill_minus_nine_mid_add_then_gc_leaves_a_consistent_store() {
     }
     assert_eq!(store.check_consistency().unwrap(), Vec::<String>::new());
 }
+
+/// `"probe": true`: the far end of the master's cable (lan1, in the origin namespace)
+/// answers ARP for the origin's own 192.0.2.10, like a device on the LAN that holds it.
+#[test]
+fn probe_skips_an_address_the_lan_answers_for() {
+    let mut w = World::new();
+    let origin = w.origin();
+    let o = Command::new("ip")
+        .args(["-n", &origin, "-j", "link", "show", "lan1"])
+        .output()
+        .unwrap();
+    let lan1: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let holder = lan1[0]["address"].as_str().unwrap().to_string();
+    let ipam = json!({"type": "mvnet", "subnet": "192.0.2.0/24", "rangeStart": "192.0.2.10", "rangeEnd": "192.0.2.20"});
+
+    // With probing, the ADD moves on to .11 and says why on stderr.
+    let probing = conf("1.1.0", ipam.clone(), json!({"probe": true}));
+    let b = w.netns("b");
+    let (code, r, stderr) = w.exec_with_stderr(PLUGIN, "ADD", &b, "eth0", &probing, &[]);
+    assert_eq!(code, 0, "{r} {stderr}");
+    assert_eq!(r["ips"][0]["address"], "192.0.2.11/24", "{stderr}");
+    assert_eq!(r["interfaces"][0]["mac"], "02:42:c0:00:02:0b", "the MAC follows");
+    assert!(
+        stderr.contains(&format!(
+            "192.0.2.10 is already used on the LAN by the device with MAC {holder}"
+        )),
+        "{stderr}"
+    );
+    let link = w.link(&b, "eth0").unwrap();
+    let addrs: Vec<&str> = link["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["family"] == "inet")
+        .map(|a| a["local"].as_str().unwrap())
+        .collect();
+    assert_eq!(addrs, ["192.0.2.11"]);
+    assert_eq!(link["address"], "02:42:c0:00:02:0b");
+    let mut store = mvnet_core::store::SqliteStore::open(&w.root).unwrap();
+    use mvnet_core::store::Store;
+    let net = store.network("mynet").unwrap();
+    let held = store.lan_conflicts(&net).unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].ip.to_string(), "192.0.2.10");
+    assert_eq!(held[0].mac.map(|m| m.to_string()), Some(holder.clone()));
+    // CHECK agrees with what ADD returned.
+    let mut check = probing.clone();
+    check["prevResult"] = r;
+    w.ok("CHECK", &b, &check);
+
+    // Asked for by name (CNI_ARGS IP=...): refused, nothing left behind.
+    let c = w.netns("c");
+    let (code, r) = w.exec(
+        PLUGIN,
+        "ADD",
+        &c,
+        "eth0",
+        &probing,
+        &[("CNI_ARGS", "IP=192.0.2.10")],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        r["msg"].as_str().unwrap().contains(&format!(
+            "address 192.0.2.10 is already used on the LAN by the device with MAC {holder}"
+        )),
+        "{r}"
+    );
+    assert!(w.link(&c, "eth0").is_none());
+    assert_eq!(store.endpoints_of_network(&net.id).unwrap().len(), 1);
+    assert_eq!(store.check_consistency().unwrap(), Vec::<String>::new());
+
+    // Another IPAM plugin cannot offer a second choice: the ADD fails and host-local is
+    // released (its lease file for .10 is gone).
+    let hl = json!({"type": "host-local", "subnet": "192.0.2.0/24", "rangeStart": "192.0.2.10", "dataDir": w.root.join("host-local")});
+    let mut delegated = conf("1.0.0", hl, json!({"probeMs": 50}));
+    delegated["name"] = json!("other");
+    let d = w.netns("d");
+    let (code, r) = w.exec(PLUGIN, "ADD", &d, "eth0", &delegated, &[]);
+    assert_ne!(code, 0);
+    assert!(
+        r["msg"]
+            .as_str()
+            .unwrap()
+            .contains("address 192.0.2.10 from IPAM plugin host-local is already used on the LAN"),
+        "{r}"
+    );
+    assert!(w.link(&d, "eth0").is_none());
+    assert!(!w.root.join("host-local/other/192.0.2.10").exists());
+
+    // Probing is off by default, as in every other plugin: the held address is handed out.
+    // (A fresh host-local lease directory: its cursor would otherwise have moved past .10.)
+    delegated.as_object_mut().unwrap().remove("probeMs");
+    delegated["ipam"]["dataDir"] = json!(w.root.join("host-local-2"));
+    let r = w.ok("ADD", &d, &delegated);
+    assert_eq!(r["ips"][0]["address"], "192.0.2.10/24");
+    w.ok("DEL", &d, &delegated);
+
+    // Bad settings are config errors.
+    let (code, r) = w.exec(
+        PLUGIN,
+        "ADD",
+        &d,
+        "eth0",
+        &conf("1.1.0", ipam, json!({"probeMs": 60000})),
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(r["msg"].as_str().unwrap().contains("at most 5000"), "{r}");
+}

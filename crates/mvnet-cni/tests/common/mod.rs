@@ -79,6 +79,20 @@ impl World {
         conf: &Value,
         extra_env: &[(&str, &str)],
     ) -> (i32, Value) {
+        let (code, v, _) = self.exec_with_stderr(plugin, cmd, target, ifname, conf, extra_env);
+        (code, v)
+    }
+
+    /// `exec`, also returning what the plugin wrote to stderr (warnings).
+    pub fn exec_with_stderr(
+        &self,
+        plugin: &str,
+        cmd: &str,
+        target: &str,
+        ifname: &str,
+        conf: &Value,
+        extra_env: &[(&str, &str)],
+    ) -> (i32, Value, String) {
         let ns = std::fs::File::open(format!("/run/netns/{}", self.origin())).unwrap();
         let mut c = Command::new(plugin);
         c.env_clear()
@@ -119,7 +133,8 @@ impl World {
             .write_all(conf.to_string().as_bytes());
         let out = child.wait_with_output().unwrap();
         let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.code().unwrap_or(-1), v)
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code().unwrap_or(-1), v, stderr)
     }
 
     pub fn ok(&self, cmd: &str, target: &str, conf: &Value) -> Value {
