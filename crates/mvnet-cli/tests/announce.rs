@@ -1,5 +1,6 @@
-//! After attach, the LAN hears RFC 5227 announcements for the new address, spaced out
-//! (root; a raw ARP listener in the lab's peer namespace).
+//! After attach, the LAN hears RFC 5227 announcements for the new IPv4 address and
+//! unsolicited neighbour advertisements for the IPv6 one, spaced out (root; a raw listener
+//! in the lab's peer namespace).
 
 mod common;
 use common::TestLab;
@@ -7,10 +8,10 @@ use common::TestLab;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// One ARP request as seen: (time, sender MAC, sender IP, target IP).
-type Seen = (Instant, [u8; 6], [u8; 4], [u8; 4]);
+/// One frame as seen by the peer: (time, source MAC, ethertype, payload).
+type Seen = (Instant, [u8; 6], u16, Vec<u8>);
 
-/// Collects the ARP requests seen on the peer's eth0.
+/// Collects every frame arriving on the peer's eth0.
 fn listen(lab: &TestLab, for_how_long: Duration) -> Vec<Seen> {
     let ns = mvnet_core::netns::Netns::open(lab.guard.lab.netns_path("peer")).unwrap();
     let ifindex = mvnet_core::netlink::Netlink::in_netns(&ns)
@@ -19,30 +20,20 @@ fn listen(lab: &TestLab, for_how_long: Duration) -> Vec<Seen> {
         .unwrap()
         .unwrap()
         .index;
+    let all = 0x0003u16.to_be();
     let fd = mvnet_core::netns::run_in(&ns, || unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM,
-            (0x0806u16.to_be()) as i32,
-        )
+        libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, all as i32)
     })
     .unwrap();
     assert!(fd >= 0);
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = 0x0806u16.to_be();
+    sll.sll_protocol = all;
     sll.sll_ifindex = ifindex as i32;
-    assert_eq!(
-        unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        },
-        0
-    );
+    let size = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+    let bound = unsafe { libc::bind(fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, size) };
+    assert_eq!(bound, 0);
     let tv = libc::timeval {
         tv_sec: 0,
         tv_usec: 100_000,
@@ -58,53 +49,82 @@ fn listen(lab: &TestLab, for_how_long: Duration) -> Vec<Seen> {
     };
     let end = Instant::now() + for_how_long;
     let mut seen = Vec::new();
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 2048];
     while Instant::now() < end {
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = size;
         let n = unsafe {
-            libc::recv(
+            libc::recvfrom(
                 fd.as_raw_fd(),
                 buf.as_mut_ptr() as *mut libc::c_void,
                 buf.len(),
                 0,
+                &mut from as *mut _ as *mut libc::sockaddr,
+                &mut len,
             )
         };
-        if n >= 28 && buf[7] == 1 {
+        if n > 0 {
             seen.push((
                 Instant::now(),
-                buf[8..14].try_into().unwrap(),
-                buf[14..18].try_into().unwrap(),
-                buf[24..28].try_into().unwrap(),
+                from.sll_addr[..6].try_into().unwrap(),
+                u16::from_be(from.sll_protocol),
+                buf[..n as usize].to_vec(),
             ));
         }
     }
     seen
 }
 
+/// Asserts at least three, spread over at least 1.5 s (a burst at link-up is not enough).
+fn three_spaced_out(what: &str, times: &[Instant]) {
+    assert!(times.len() >= 3, "{what} seen by the peer: {}", times.len());
+    let spread = *times.last().unwrap() - times[0];
+    assert!(
+        spread >= Duration::from_millis(1500),
+        "{what} spaced out, not a burst: {spread:?}"
+    );
+}
+
 #[test]
-fn attach_is_announced_three_times_spaced_out() {
+fn attach_is_announced_three_times_spaced_out_on_both_families() {
     let lab = TestLab::new();
-    lab.seed_network("n", &[]);
-    let listener = std::thread::scope(|s| {
+    lab.seed_network("n", &["--ipv6", "--subnet", "fd00:66::/64"]);
+    let seen = std::thread::scope(|s| {
         let h = s.spawn(|| listen(&lab, Duration::from_millis(3500)));
         std::thread::sleep(Duration::from_millis(200));
-        lab.container("c", "n", &["--ip", "10.103.19.66"]);
+        lab.container("c", "n", &["--ip", "10.103.19.66", "--ip6", "fd00:66::66"]);
         h.join().unwrap()
     });
     let mac = [0x02, 0x42, 10, 103, 19, 66];
-    let ours: Vec<_> = listener
+    let v6: std::net::Ipv6Addr = "fd00:66::66".parse().unwrap();
+    let arp: Vec<Instant> = seen
         .iter()
-        .filter(|(_, sha, spa, tpa)| {
-            *sha == mac && *spa == [10, 103, 19, 66] && *tpa == [10, 103, 19, 66]
+        .filter(|(_, src, proto, p)| {
+            *src == mac
+                && *proto == 0x0806
+                && p.len() >= 28
+                && p[6..8] == [0, 1]
+                && p[8..14] == mac
+                && p[14..18] == [10, 103, 19, 66]
+                && p[24..28] == [10, 103, 19, 66]
         })
+        .map(|s| s.0)
         .collect();
-    assert!(
-        ours.len() >= 3,
-        "announcements seen by the peer: {}",
-        ours.len()
-    );
-    let spread = ours.last().unwrap().0 - ours.first().unwrap().0;
-    assert!(
-        spread >= Duration::from_millis(1500),
-        "spaced out, not a burst: {spread:?}"
-    );
+    three_spaced_out("gratuitous ARP announcements", &arp);
+    // ICMPv6 type 136 (NA) with the address as target and the override flag, from our MAC.
+    let na: Vec<Instant> = seen
+        .iter()
+        .filter(|(_, src, proto, p)| {
+            *src == mac
+                && *proto == 0x86dd
+                && p.len() >= 64
+                && p[6] == 58
+                && p[7] == 255
+                && p[40] == 136
+                && p[44] & 0x20 != 0
+                && p[48..64] == v6.octets()
+        })
+        .map(|s| s.0)
+        .collect();
+    three_spaced_out("unsolicited neighbour advertisements", &na);
 }

@@ -8,7 +8,7 @@ pub mod model;
 pub mod store;
 
 pub use error::{Error, Result};
-pub mod arp;
+pub mod announce;
 pub mod doctor;
 pub mod driver;
 pub mod engine;

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::arp::{arp_packet, send_raw, ARP_REQUEST, ETH_P_ARP};
+use crate::announce::{arp_packet, send_raw, ARP_REQUEST, ETH_P_ARP};
 use crate::model::MacAddr;
 use crate::{Error, Result};
 
@@ -279,7 +279,7 @@ mod tests {
             Some(them),
             "a reply to our probe"
         );
-        let announce = crate::arp::announcement(them, ip);
+        let announce = crate::announce::announcement(them, ip);
         assert_eq!(arp_conflict(&announce, ip, ours), Some(them));
         let probing = probe_packet(them, ip);
         assert_eq!(

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::announce::{Announce, Announcer};
 use crate::model::network::{IpvlanFlag, IpvlanMode};
 use crate::model::{Driver, Endpoint, MacAddr, MacvlanMode, Network};
 use crate::netlink::{MacvlanLink, Netlink};
@@ -246,7 +247,7 @@ pub const MAX_PROBED_ADDRESSES: usize = 8;
 /// Sockets and handles opened in the one trip into the container's namespace.
 struct Inside {
     nl: Netlink,
-    arp: Option<crate::arp::ArpSocket>,
+    announcer: Option<Announcer>,
     listener: Option<Listener>,
     /// The interface's IPv6 neighbour retransmit timer and its value before we shortened
     /// it for a fast DAD: put back once DAD is done.
@@ -293,8 +294,8 @@ pub fn configure(ns: &Netns, plan: &mut LinkPlan, on_conflict: ConflictHandler) 
         }
         Ok(Inside {
             nl: Netlink::new()?,
-            arp: if announce {
-                Some(crate::arp::ArpSocket::open_here(0)?)
+            announcer: if announce {
+                Some(Announcer::open_here(has_v4, has_v6)?)
             } else {
                 None
             },
@@ -349,20 +350,24 @@ pub fn configure(ns: &Netns, plan: &mut LinkPlan, on_conflict: ConflictHandler) 
                 .map_err(|e| Error::io("restore the IPv6 retransmit timer", e))?;
         }
     }
-    // Tell the LAN where the address lives now (l3 ipvlan has no ARP).
-    let v4 = plan.addresses.iter().find_map(|(ip, _)| match ip {
-        IpAddr::V4(v4) => Some(*v4),
-        _ => None,
-    });
+    // Tell the LAN where the addresses live now (l3 ipvlan has no ARP or NDP).
     let listener = inside.listener.take().map(Listener::into_fd);
-    if let (Some(arp), Some(v4)) = (inside.arp.take(), v4) {
-        arp.on(link.index).announce(
-            plan.mac,
-            v4,
-            plan.announcements - 1,
-            std::time::Duration::from_secs(1),
-            listener,
-        )?;
+    if let Some(announcer) = inside.announcer.take() {
+        let what = Announce {
+            ifindex: link.index,
+            mac: plan.mac,
+            ipv4: plan.addresses.iter().find_map(|(ip, _)| match ip {
+                IpAddr::V4(v4) => Some(*v4),
+                _ => None,
+            }),
+            ipv6: plan.addresses.iter().find_map(|(ip, _)| match ip {
+                IpAddr::V6(v6) => Some(*v6),
+                _ => None,
+            }),
+            count: plan.announcements,
+            interval: std::time::Duration::from_secs(1),
+        };
+        announcer.announce(&what, listener)?;
     }
     let nl = &mut inside.nl;
     for r in &plan.routes {

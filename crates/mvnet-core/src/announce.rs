@@ -1,0 +1,280 @@
+//! Announcements after attach, so switches and neighbours learn at once that an address now
+//! lives at a new MAC (an address moved, a container restarted): RFC 5227 gratuitous ARP
+//! for IPv4 and unsolicited neighbour advertisements (RFC 4861 7.2.6) for IPv6, three of
+//! each, one second apart. The packets are built here (pure, unit-tested).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use crate::model::MacAddr;
+use crate::{Error, Result};
+
+pub(crate) const ETH_P_ARP: u16 = 0x0806;
+pub(crate) const ARP_REQUEST: u16 = 1;
+const NEIGHBOR_ADVERTISEMENT: u8 = 136;
+/// The NA "override" flag: replace whatever link-layer address a neighbour has cached.
+const NA_OVERRIDE: u32 = 0x2000_0000;
+
+/// An ARP packet (Ethernet/IPv4): 28 bytes.
+pub fn arp_packet(op: u16, sha: MacAddr, spa: Ipv4Addr, tha: MacAddr, tpa: Ipv4Addr) -> [u8; 28] {
+    let mut p = [0u8; 28];
+    p[0..2].copy_from_slice(&1u16.to_be_bytes()); // hardware: Ethernet
+    p[2..4].copy_from_slice(&0x0800u16.to_be_bytes()); // protocol: IPv4
+    p[4] = 6;
+    p[5] = 4;
+    p[6..8].copy_from_slice(&op.to_be_bytes());
+    p[8..14].copy_from_slice(&sha.0);
+    p[14..18].copy_from_slice(&spa.octets());
+    p[18..24].copy_from_slice(&tha.0);
+    p[24..28].copy_from_slice(&tpa.octets());
+    p
+}
+
+/// RFC 5227 announcement: an ARP request whose sender and target address are both ours.
+pub fn announcement(mac: MacAddr, ip: Ipv4Addr) -> [u8; 28] {
+    arp_packet(ARP_REQUEST, mac, ip, MacAddr([0; 6]), ip)
+}
+
+/// Unsolicited neighbour advertisement for `ip` at `mac` (the ICMPv6 message; the kernel
+/// adds the IPv6 header and the checksum): override set, solicited clear, and the target
+/// link-layer address option.
+pub fn unsolicited_na(mac: MacAddr, ip: Ipv6Addr) -> [u8; 32] {
+    let mut p = [0u8; 32];
+    p[0] = NEIGHBOR_ADVERTISEMENT;
+    p[4..8].copy_from_slice(&NA_OVERRIDE.to_be_bytes());
+    p[8..24].copy_from_slice(&ip.octets());
+    p[24] = 2; // option: target link-layer address
+    p[25] = 1; // length in units of 8 bytes
+    p[26..32].copy_from_slice(&mac.0);
+    p
+}
+
+/// Sockets for the announcements of one endpoint, opened inside its namespace (a socket
+/// belongs to the namespace it was created in).
+pub struct Announcer {
+    /// Send-only packet socket. Protocol 0 on purpose: a socket with a protocol registers a
+    /// receive hook, and closing it then waits for synchronize_net(), about 10 ms. The
+    /// ethertype is given per packet in sendto instead.
+    arp: Option<OwnedFd>,
+    /// Raw ICMPv6 socket (hop limit 255, as NDP requires).
+    ndp: Option<OwnedFd>,
+}
+
+/// What to announce, on which interface.
+pub struct Announce {
+    pub ifindex: u32,
+    pub mac: MacAddr,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// Announcements per address (the first at once, the rest from a detached child).
+    pub count: u32,
+    pub interval: Duration,
+}
+
+fn socket(domain: i32, kind: i32, protocol: i32, what: &str) -> Result<OwnedFd> {
+    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(Error::kernel(
+            format!("open {what} socket"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl Announcer {
+    /// Opens the sockets needed, in the calling thread's current namespace.
+    pub fn open_here(ipv4: bool, ipv6: bool) -> Result<Announcer> {
+        let arp = if ipv4 {
+            Some(socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0, "ARP")?)
+        } else {
+            None
+        };
+        let ndp = if ipv6 {
+            let fd = socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6, "ICMPv6")?;
+            let hops: libc::c_int = 255;
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MULTICAST_HOPS,
+                    &hops as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            if rc < 0 {
+                return Err(Error::kernel(
+                    "set ICMPv6 hop limit",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            Some(fd)
+        } else {
+            None
+        };
+        Ok(Announcer { arp, ndp })
+    }
+
+    /// Sends the first announcement of each address now and the rest from a detached child
+    /// process, so the attach returns at once. The child holds nothing else: its stdio goes
+    /// to /dev/null (a CNI runtime waits for our stdout to close).
+    ///
+    /// `hand_over`: a socket whose close would stall us (a receiving packet socket waits
+    /// for synchronize_net); the child keeps it open and the kernel closes it when the
+    /// child exits, off the attach path.
+    pub fn announce(self, what: &Announce, hand_over: Option<OwnedFd>) -> Result<()> {
+        let arp = self
+            .arp
+            .as_ref()
+            .zip(what.ipv4)
+            .map(|(fd, ip)| (fd.as_raw_fd(), announcement(what.mac, ip)));
+        let ndp = match (self.ndp.as_ref(), what.ipv6) {
+            // The advertisement's source is the address itself (it is not tentative: DAD
+            // is done or was skipped), so neighbours may cache it right away.
+            (Some(fd), Some(ip)) => match bind_v6(fd.as_raw_fd(), ip, what.ifindex) {
+                Ok(()) => Some((fd.as_raw_fd(), unsolicited_na(what.mac, ip))),
+                Err(e) => {
+                    tracing::warn!(%ip, error = %e, "no neighbour advertisements");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let ifindex = what.ifindex;
+        let send_all = || {
+            // Best effort: a busy parent (ENOBUFS when hundreds of macvlans share it) must
+            // not fail an attach; the kernel's own notifications went out too.
+            if let Some((fd, packet)) = &arp {
+                send_raw(*fd, ifindex, packet);
+            }
+            if let Some((fd, packet)) = &ndp {
+                send_all_nodes(*fd, ifindex, packet);
+            }
+        };
+        send_all();
+        if what.count <= 1 || (arp.is_none() && ndp.is_none()) {
+            drop(hand_over);
+            return Ok(());
+        }
+        // SAFETY: the child only calls async-signal-safe functions (setsid, open, dup2,
+        // nanosleep, sendto, _exit) on data prepared before the fork.
+        let devnull = c"/dev/null".as_ptr();
+        let ts = libc::timespec {
+            tv_sec: what.interval.as_secs() as i64,
+            tv_nsec: what.interval.subsec_nanos() as i64,
+        };
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                libc::setsid();
+                let null = libc::open(devnull, libc::O_RDWR);
+                for std_fd in 0..3 {
+                    libc::dup2(null, std_fd);
+                }
+                for _ in 1..what.count {
+                    libc::nanosleep(&ts, std::ptr::null_mut());
+                    send_all();
+                }
+                libc::_exit(0)
+            },
+            -1 => Err(Error::kernel(
+                "fork the announcer",
+                std::io::Error::last_os_error(),
+            )),
+            // Our copy of `hand_over` is dropped here; the child's is now the last one.
+            _ => Ok(()),
+        }
+    }
+}
+
+fn bind_v6(fd: i32, ip: Ipv6Addr, ifindex: u32) -> Result<()> {
+    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as u16;
+    sa.sin6_addr.s6_addr = ip.octets();
+    sa.sin6_scope_id = ifindex;
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in6>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::kernel(
+            format!("bind the NA socket to {ip}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Sends an ICMPv6 message to all nodes (ff02::1) on the interface.
+fn send_all_nodes(fd: i32, ifindex: u32, packet: &[u8]) -> isize {
+    let mut to: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    to.sin6_family = libc::AF_INET6 as u16;
+    to.sin6_addr.s6_addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets();
+    to.sin6_scope_id = ifindex;
+    unsafe {
+        libc::sendto(
+            fd,
+            packet.as_ptr() as *const libc::c_void,
+            packet.len(),
+            0,
+            &to as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in6>() as u32,
+        )
+    }
+}
+
+/// Broadcasts one ARP packet on the interface.
+pub(crate) fn send_raw(fd: i32, ifindex: u32, packet: &[u8; 28]) -> isize {
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = ETH_P_ARP.to_be();
+    to.sll_ifindex = ifindex as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    unsafe {
+        libc::sendto(
+            fd,
+            packet.as_ptr() as *const libc::c_void,
+            packet.len(),
+            0,
+            &to as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcement_layout_follows_rfc_5227() {
+        let mac = MacAddr::from_ipv4("10.103.19.2".parse().unwrap());
+        let p = announcement(mac, "10.103.19.2".parse().unwrap());
+        assert_eq!(
+            &p[0..8],
+            &[0, 1, 8, 0, 6, 4, 0, 1],
+            "Ethernet/IPv4, request"
+        );
+        assert_eq!(&p[8..14], &mac.0, "sender MAC");
+        assert_eq!(&p[14..18], &[10, 103, 19, 2], "sender IP is ours");
+        assert_eq!(&p[18..24], &[0; 6], "target MAC unknown");
+        assert_eq!(&p[24..28], &[10, 103, 19, 2], "target IP is ours too");
+    }
+
+    #[test]
+    fn unsolicited_na_layout_follows_rfc_4861() {
+        let mac: MacAddr = "02:42:0a:67:13:02".parse().unwrap();
+        let ip: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let p = unsolicited_na(mac, ip);
+        assert_eq!(p[0], 136, "neighbour advertisement");
+        assert_eq!(p[1], 0, "code 0");
+        assert_eq!(&p[4..8], &[0x20, 0, 0, 0], "override, not solicited, not router");
+        assert_eq!(&p[8..24], &ip.octets(), "target is the address");
+        assert_eq!(&p[24..26], &[2, 1], "target link-layer address option, 8 bytes");
+        assert_eq!(&p[26..32], &mac.0);
+    }
+}
