@@ -62,6 +62,12 @@ impl Cni {
         }
     }
 
+    /// The same with an extra top-level config field (e.g. `"probe": true`).
+    pub fn with(mut self, key: &str, value: serde_json::Value) -> Cni {
+        self.conf[key] = value;
+        self
+    }
+
     fn exec(&self, ctx: &Ctx, cmd: &str, target: &str) -> Sample {
         let env = [
             ("CNI_COMMAND", cmd.to_string()),
@@ -185,12 +191,15 @@ impl Contestant for Iproute2 {
     }
 }
 
-/// `mvnet network connect/disconnect` through the CLI (bare namespaces).
-pub struct MvnetCli;
+/// `mvnet network connect/disconnect` through the CLI (bare namespaces), on one network.
+pub struct MvnetCli {
+    pub label: String,
+    pub network: String,
+}
 
 impl Contestant for MvnetCli {
     fn name(&self) -> &str {
-        "mvnet network connect (CLI)"
+        &self.label
     }
     fn add(&mut self, ctx: &Ctx, _: usize, target: &str) -> Sample {
         let env = [("MVNET_ROOT", ctx.cli_root().display().to_string())];
@@ -198,7 +207,7 @@ impl Contestant for MvnetCli {
             ctx.mvnet.to_str().unwrap(),
             "network",
             "connect",
-            "bench-cli",
+            &self.network,
             "--netns",
             &netns_path(target),
         ];
@@ -214,7 +223,7 @@ impl Contestant for MvnetCli {
             ctx.mvnet.to_str().unwrap(),
             "network",
             "disconnect",
-            "bench-cli",
+            &self.network,
             "--netns",
             &netns_path(target),
         ];

@@ -42,6 +42,9 @@ fn benchmark_smoke_run_writes_all_outputs() {
         "reference macvlan + host-local",
         "netavark (static IP)",
         "iproute2 floor (no IPAM)",
+        "mvnet network connect (CLI, probe off)",
+        "mvnet network connect (CLI, probe 30 ms = default)",
+        "mvnet-cni (built-in IPAM, probe 30 ms)",
     ] {
         assert_eq!(
             v["latency"][contestant]["errors"], 0,
@@ -57,5 +60,6 @@ fn benchmark_smoke_run_writes_all_outputs() {
             > 0.0
     );
     assert!(stdout.contains("| target |"));
+    assert!(stdout.contains("Conflict probing (window 30 ms"), "{stdout}");
     std::fs::remove_dir_all(&out).unwrap();
 }
