@@ -352,42 +352,35 @@ impl Docker {
     }
 }
 
+impl Docker {
+    /// `docker network connect|disconnect bench-docker bench-box`; a failure says why.
+    fn network_cmd(&self, verb: &str) -> Sample {
+        let sock = self.sock();
+        let argv = [
+            "docker",
+            "-H",
+            &sock,
+            "network",
+            verb,
+            "bench-docker",
+            "bench-box",
+        ];
+        let (s, out) = run(&argv, &[], b"");
+        if !s.ok {
+            eprintln!("bench: docker network {verb} failed: {}", out.trim());
+        }
+        s
+    }
+}
+
 impl Contestant for Docker {
     fn name(&self) -> &str {
         "docker network connect"
     }
     fn add(&mut self, _ctx: &Ctx, _: usize, _: &str) -> Sample {
-        let sock = self.sock();
-        run(
-            &[
-                "docker",
-                "-H",
-                &sock,
-                "network",
-                "connect",
-                "bench-docker",
-                "bench-box",
-            ],
-            &[],
-            b"",
-        )
-        .0
+        self.network_cmd("connect")
     }
     fn del(&mut self, _ctx: &Ctx, _: usize, _: &str) -> Sample {
-        let sock = self.sock();
-        run(
-            &[
-                "docker",
-                "-H",
-                &sock,
-                "network",
-                "disconnect",
-                "bench-docker",
-                "bench-box",
-            ],
-            &[],
-            b"",
-        )
-        .0
+        self.network_cmd("disconnect")
     }
 }

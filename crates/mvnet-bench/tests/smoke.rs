@@ -60,6 +60,9 @@ fn benchmark_smoke_run_writes_all_outputs() {
             > 0.0
     );
     assert!(stdout.contains("| target |"));
-    assert!(stdout.contains("Conflict probing (window 30 ms"), "{stdout}");
+    assert!(
+        stdout.contains("Conflict probing (window 30 ms"),
+        "{stdout}"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }

@@ -32,7 +32,13 @@ fn listen(lab: &TestLab, for_how_long: Duration) -> Vec<Seen> {
     sll.sll_protocol = all;
     sll.sll_ifindex = ifindex as i32;
     let size = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-    let bound = unsafe { libc::bind(fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, size) };
+    let bound = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sll as *const _ as *const libc::sockaddr,
+            size,
+        )
+    };
     assert_eq!(bound, 0);
     let tv = libc::timeval {
         tv_sec: 0,

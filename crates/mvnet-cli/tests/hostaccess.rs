@@ -155,3 +155,65 @@ fn host_access_at_create_with_a_range_uses_one_route() {
     assert!(e.contains("needs a macvlan network in bridge mode"), "{e}");
     assert!(!lab.ok(&["network", "ls"]).contains(" p "));
 }
+
+/// The shim is a LAN member too: its address is probed like a container's. The lab peer
+/// holds 10.103.19.20, where this range starts.
+#[test]
+fn the_shim_address_is_probed_like_a_container_address() {
+    let lab = TestLab::new();
+    let o = lab.mvnet(&[
+        "network",
+        "create",
+        "--subnet=10.103.19.0/24",
+        "--gateway=10.103.19.1",
+        "--ip-range=10.103.19.20/30",
+        "--host-access",
+        "-o",
+        "parent=eth0",
+        "h",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("10.103.19.20 is already used on the LAN by the device with MAC")
+            && o.stderr.contains("using 10.103.19.21 instead"),
+        "{}",
+        o.stderr
+    );
+    let (ifname, ip) = shim(&lab, "h");
+    assert_eq!(ip, "10.103.19.21");
+    let link = lab.ip_json(
+        lab.guard.lab.host_netns().to_str().unwrap(),
+        &["addr", "show", &ifname],
+    );
+    assert_eq!(
+        link[0]["address"], "02:42:0a:67:13:15",
+        "the shim's MAC follows its address"
+    );
+    assert_eq!(link[0]["addr_info"][0]["local"], "10.103.19.21");
+    // The host still reaches the peer (through the parent) and a container (through the shim).
+    assert!(lab.machine_reaches("host", "10.103.19.20"));
+    lab.container("a", "h", &[]);
+    assert_eq!(lab.ip_of("a", "h"), "10.103.19.22");
+    assert!(lab.machine_reaches("host", "10.103.19.22"));
+    // A --host-access-ip the LAN answers for is refused, and the network is not created.
+    let e = lab.fails(&[
+        "network",
+        "create",
+        "--subnet=10.103.19.0/24",
+        "--ip-range=10.103.19.64/26",
+        "--host-access",
+        "--host-access-ip",
+        "10.103.19.20",
+        "-o",
+        "parent=eth0",
+        "g",
+    ]);
+    assert!(e.contains("pick another --host-access-ip"), "{e}");
+    assert!(!lab.ok(&["network", "ls"]).contains(" g "));
+    let v: serde_json::Value = serde_json::from_str(&lab.ok(&["network", "inspect", "h"])).unwrap();
+    assert_eq!(
+        v[0]["LanConflicts"][0]["IPAddress"], "10.103.19.20",
+        "still recorded: {v}"
+    );
+}

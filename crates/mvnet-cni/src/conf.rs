@@ -442,8 +442,14 @@ mod tests {
             NetConf::parse(json.as_bytes()).unwrap().probe_window()
         };
         assert_eq!(window("").unwrap(), None);
-        assert_eq!(window(r#","probe":true"#).unwrap(), Some(Duration::from_millis(30)));
-        assert_eq!(window(r#","probeMs":120"#).unwrap(), Some(Duration::from_millis(120)));
+        assert_eq!(
+            window(r#","probe":true"#).unwrap(),
+            Some(Duration::from_millis(30))
+        );
+        assert_eq!(
+            window(r#","probeMs":120"#).unwrap(),
+            Some(Duration::from_millis(120))
+        );
         assert_eq!(window(r#","probe":true,"probeMs":0"#).unwrap(), None);
         assert_eq!(window(r#","probeMs":5001"#).unwrap_err().code, 7);
         let e = window(r#","driver":"ipvlan","probe":true"#).unwrap_err();

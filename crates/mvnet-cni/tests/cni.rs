@@ -713,7 +713,10 @@ fn probe_skips_an_address_the_lan_answers_for() {
     let (code, r, stderr) = w.exec_with_stderr(PLUGIN, "ADD", &b, "eth0", &probing, &[]);
     assert_eq!(code, 0, "{r} {stderr}");
     assert_eq!(r["ips"][0]["address"], "192.0.2.11/24", "{stderr}");
-    assert_eq!(r["interfaces"][0]["mac"], "02:42:c0:00:02:0b", "the MAC follows");
+    assert_eq!(
+        r["interfaces"][0]["mac"], "02:42:c0:00:02:0b",
+        "the MAC follows"
+    );
     assert!(
         stderr.contains(&format!(
             "192.0.2.10 is already used on the LAN by the device with MAC {holder}"

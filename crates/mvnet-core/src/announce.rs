@@ -92,7 +92,12 @@ impl Announcer {
             None
         };
         let ndp = if ipv6 {
-            let fd = socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6, "ICMPv6")?;
+            let fd = socket(
+                libc::AF_INET6,
+                libc::SOCK_RAW,
+                libc::IPPROTO_ICMPV6,
+                "ICMPv6",
+            )?;
             let hops: libc::c_int = 255;
             let rc = unsafe {
                 libc::setsockopt(
@@ -272,9 +277,17 @@ mod tests {
         let p = unsolicited_na(mac, ip);
         assert_eq!(p[0], 136, "neighbour advertisement");
         assert_eq!(p[1], 0, "code 0");
-        assert_eq!(&p[4..8], &[0x20, 0, 0, 0], "override, not solicited, not router");
+        assert_eq!(
+            &p[4..8],
+            &[0x20, 0, 0, 0],
+            "override, not solicited, not router"
+        );
         assert_eq!(&p[8..24], &ip.octets(), "target is the address");
-        assert_eq!(&p[24..26], &[2, 1], "target link-layer address option, 8 bytes");
+        assert_eq!(
+            &p[24..26],
+            &[2, 1],
+            "target link-layer address option, 8 bytes"
+        );
         assert_eq!(&p[26..32], &mac.0);
     }
 }

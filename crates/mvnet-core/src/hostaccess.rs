@@ -8,9 +8,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::engine::Engine;
+use crate::driver::macvlan::OnConflict;
+use crate::engine::{resolve_conflict, Engine, StaticAddressPolicy};
 use crate::model::{Driver, Endpoint, MacvlanMode, Network};
 use crate::netlink::MacvlanLink;
+use crate::probe::{AddressTaken, Listener};
 use crate::store::EndpointRequest;
 use crate::{invalid, Error, Result};
 
@@ -111,10 +113,11 @@ impl Engine {
             .filter_map(|e| e.ipv4.map(|(ip, _)| ip))
             .collect();
         let nl = self.netlink()?;
-        let link = match nl
+        let existing = nl
             .link_by_name(name)
-            .map_err(k("look up host-access shim"))?
-        {
+            .map_err(k("look up host-access shim"))?;
+        let mut ep = ep.clone();
+        let link = match existing {
             Some(l) => l,
             None => {
                 nl.create_macvlan(&MacvlanLink {
@@ -127,11 +130,18 @@ impl Engine {
                     netns: None,
                 })
                 .map_err(k("create host-access shim"))?;
-                nl.link_by_name(name)
+                let link = nl
+                    .link_by_name(name)
                     .map_err(k("look up host-access shim"))?
-                    .ok_or_else(|| Error::Store(format!("{name} vanished")))?
+                    .ok_or_else(|| Error::Store(format!("{name} vanished")))?;
+                // The shim is a LAN member like any container: probe its address first.
+                if let Some(window) = net.options.probe_window() {
+                    ep = self.probe_shim_address(net, ep, link.index, window)?;
+                }
+                link
             }
         };
+        let nl = self.netlink()?;
         // A host route (/32) only: the subnet route stays on the parent, so the host's
         // traffic to the rest of the LAN is unchanged.
         if let Some((ip, _)) = ep.ipv4 {
@@ -157,6 +167,58 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Probes the shim's IPv4 address before it is added, as for a container. A taken
+    /// address is recorded and the next one used (with a warning); a taken
+    /// `--host-access-ip` fails.
+    fn probe_shim_address(
+        &mut self,
+        net: &Network,
+        mut ep: Endpoint,
+        index: u32,
+        window: std::time::Duration,
+    ) -> Result<Endpoint> {
+        let k = |op: &'static str| move |e: std::io::Error| Error::kernel(op, e);
+        self.netlink()?
+            .set_up(index, true)
+            .map_err(k("set host-access shim up"))?;
+        let mut listener = Listener::open_here()?;
+        listener.bind(index)?;
+        let mut probed = 0;
+        loop {
+            let Some((IpAddr::V4(ip), _)) = ep.ipv4 else {
+                return Ok(ep);
+            };
+            let Some(holder) = listener.probe_v4(index, ep.mac, ip, window)? else {
+                return Ok(ep);
+            };
+            let taken = AddressTaken {
+                ip: ip.into(),
+                holder: Some(holder),
+            };
+            crate::driver::macvlan::count_probe(&mut probed, &taken)?;
+            let policy = StaticAddressPolicy {
+                requested: net.options.host_access_ip,
+                force: false,
+                fix: "pick another --host-access-ip, or leave it out to get a free one",
+            };
+            let mut refused = None;
+            let decided =
+                resolve_conflict(self.store(), net, &mut ep, &policy, &taken, &mut refused);
+            if let Some(t) = refused {
+                // Give the address back and remember who holds it, as attach does.
+                self.store().remove_endpoint(&ep.id)?;
+                self.store().record_lan_conflict(net, t.ip, t.holder)?;
+            }
+            match decided? {
+                OnConflict::UseAnyway => return Ok(ep),
+                OnConflict::Replace { mac, .. } => self
+                    .netlink()?
+                    .set_mac(index, mac)
+                    .map_err(k("set host-access shim MAC"))?,
+            }
+        }
     }
 
     /// Removes the shim and gives its address back.

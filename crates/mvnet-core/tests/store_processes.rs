@@ -277,3 +277,24 @@ fn lan_conflicts_are_skipped_listed_and_forgotten() {
         .unwrap();
     assert_eq!(e.ipv4.unwrap().0, first);
 }
+
+/// A LAN conflict outlives the network that found it when another network on the same LAN
+/// covers the address.
+#[test]
+fn lan_conflicts_pass_to_a_network_that_still_covers_them() {
+    let root = temp_root("heir");
+    let a = make_network(&root.0, "10.72.0.0/24");
+    let mut s = SqliteStore::open(&root.0).unwrap();
+    let mut b = a.clone();
+    b.id = mvnet_core::ids::new_id();
+    b.name = "b".into();
+    b.pools[0].ip_range = Some("10.72.0.128/25".parse().unwrap());
+    s.create_network(&b, &|_| Ok(()), false).unwrap();
+    let ip = "10.72.0.9".parse().unwrap();
+    s.record_lan_conflict(&a, ip, None).unwrap();
+    s.remove_network(&a.id).unwrap();
+    assert_eq!(s.lan_conflicts(&b).unwrap()[0].ip, ip);
+    assert_eq!(s.check_consistency().unwrap(), Vec::<String>::new());
+    s.remove_network(&b.id).unwrap();
+    assert_eq!(s.check_consistency().unwrap(), Vec::<String>::new());
+}

@@ -431,7 +431,7 @@ fn bring_up(nl: &mut Netlink, index: u32, plan: &LinkPlan) -> Result<()> {
 }
 
 /// Counts one more probed address, failing once too many were taken.
-fn count_probe(probed: &mut usize, taken: &AddressTaken) -> Result<()> {
+pub(crate) fn count_probe(probed: &mut usize, taken: &AddressTaken) -> Result<()> {
     *probed += 1;
     if *probed >= MAX_PROBED_ADDRESSES {
         return Err(crate::conflict!(

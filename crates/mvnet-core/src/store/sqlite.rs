@@ -454,6 +454,46 @@ fn insert_lan_conflict(
     Ok(())
 }
 
+/// A network is going: its LAN conflicts are facts about the LAN, so each one passes to
+/// another network on the same parent whose subnets contain it, or is forgotten.
+fn hand_over_lan_conflicts(tx: &Transaction, network_id: &str) -> Result<()> {
+    let mut st = tx.prepare_cached(
+        "SELECT body FROM networks WHERE parent = (SELECT parent FROM networks WHERE id = ?1) AND id != ?1",
+    )?;
+    let others: Vec<Network> = st
+        .query_map([network_id], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .iter()
+        .map(|b| from_json(b))
+        .collect::<Result<_>>()?;
+    drop(st);
+    let mut st = tx.prepare_cached("SELECT domain, ip FROM lan_conflicts WHERE network_id = ?1")?;
+    let rows: Vec<(String, Vec<u8>)> = st
+        .query_map([network_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    drop(st);
+    for (domain, key) in rows {
+        let Some(ip) = key_to_ip(&key) else { continue };
+        let heir = others
+            .iter()
+            .find(|n| n.pools.iter().any(|p| p.subnet.contains(&ip)));
+        match heir {
+            Some(n) => {
+                tx.execute(
+                    "UPDATE lan_conflicts SET network_id = ?3 WHERE domain = ?1 AND ip = ?2",
+                    params![domain, &key[..], n.id],
+                )?;
+                tx.execute(
+                    "UPDATE allocations SET network_id = ?3 WHERE domain = ?1 AND ip = ?2 AND endpoint_id = ''",
+                    params![domain, &key[..], n.id],
+                )?;
+            }
+            None => forget_lan_conflict(tx, &domain, ip)?,
+        }
+    }
+    Ok(())
+}
+
 /// Drops every LAN conflict of network `network_id`, inside `tx`; returns how many.
 fn drop_lan_conflicts(tx: &Transaction, network_id: &str) -> Result<usize> {
     let mut st = tx.prepare_cached("SELECT domain, ip FROM lan_conflicts WHERE network_id = ?1")?;
@@ -594,7 +634,7 @@ impl Store for SqliteStore {
             })
             .optional()?;
         tx.execute("DELETE FROM pool_cursors WHERE network_id = ?1", [id])?;
-        drop_lan_conflicts(&tx, id)?;
+        hand_over_lan_conflicts(&tx, id)?;
         tx.execute("DELETE FROM networks WHERE id = ?1", [id])?;
         // The last network on a parent mvnet created takes the parent with it.
         let mut to_delete = None;
