@@ -3,7 +3,7 @@
 //! on the wire, move on with a warning, record it, and refuse it when asked for by name.
 
 mod common;
-use common::TestLab;
+use common::{one_line_error, TestLab};
 
 const PEER: &str = "10.103.19.20";
 
@@ -52,17 +52,7 @@ fn an_address_held_on_the_lan_is_skipped_recorded_and_refused_by_name() {
     // The range starts at the peer's address, so the first allocation would collide.
     lab.seed_network("n", &["--ip-range", "10.103.19.20/30"]);
 
-    let o = lab.mvnet(&[
-        "run",
-        "-d",
-        "--network",
-        "n",
-        "--name",
-        "a",
-        "--",
-        "sleep",
-        "infinity",
-    ]);
+    let o = lab.try_container("a", "n", &[]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     let warning = format!(
         "mvnet: warning: {PEER} is already used on the LAN by the device with MAC {peer_mac}; marked it as taken (mvnet network inspect n lists it) and using 10.103.19.21 instead"
@@ -89,17 +79,7 @@ fn an_address_held_on_the_lan_is_skipped_recorded_and_refused_by_name() {
     assert_eq!(conflicts(&lab, "n"), [(PEER.to_string(), peer_mac.clone())]);
 
     // The next container does not try .20 again.
-    let o = lab.mvnet(&[
-        "run",
-        "-d",
-        "--network",
-        "n",
-        "--name",
-        "b",
-        "--",
-        "sleep",
-        "infinity",
-    ]);
+    let o = lab.try_container("b", "n", &[]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(
         !o.stderr.contains("warning"),
@@ -110,19 +90,7 @@ fn an_address_held_on_the_lan_is_skipped_recorded_and_refused_by_name() {
 
     // Asked for by name: a clear one-line error, and nothing changes.
     let before = lab.lab_snapshot();
-    let err = lab.fails(&[
-        "run",
-        "-d",
-        "--network",
-        "n",
-        "--name",
-        "c",
-        "--ip",
-        PEER,
-        "--",
-        "sleep",
-        "infinity",
-    ]);
+    let err = one_line_error(lab.try_container("c", "n", &["--ip", PEER]));
     assert_eq!(
         err,
         format!("mvnet: error: address {PEER} is already used on the LAN by the device with MAC {peer_mac} (it answered mvnet's probe); pick another --ip/--ip6, or pass --force to use it anyway")
@@ -140,20 +108,7 @@ fn an_address_held_on_the_lan_is_skipped_recorded_and_refused_by_name() {
     assert_eq!(lab.lab_snapshot(), before);
 
     // --force uses it anyway, with a warning.
-    let o = lab.mvnet(&[
-        "run",
-        "-d",
-        "--network",
-        "n",
-        "--name",
-        "c",
-        "--ip",
-        PEER,
-        "--force",
-        "--",
-        "sleep",
-        "infinity",
-    ]);
+    let o = lab.try_container("c", "n", &["--ip", PEER, "--force"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(
         o.stderr.contains(&format!(
@@ -171,19 +126,7 @@ fn an_address_held_on_the_lan_is_skipped_recorded_and_refused_by_name() {
         &["ip", "addr", "del", &format!("{PEER}/24"), "dev", "eth0"],
     );
     assert_eq!(o.code, 0, "{}", o.stderr);
-    let o = lab.mvnet(&[
-        "run",
-        "-d",
-        "--network",
-        "n",
-        "--name",
-        "d",
-        "--ip",
-        PEER,
-        "--",
-        "sleep",
-        "infinity",
-    ]);
+    let o = lab.try_container("d", "n", &["--ip", PEER]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(!o.stderr.contains("warning"), "{}", o.stderr);
     assert_eq!(container_addrs(&lab, "d").0, [PEER]);
@@ -200,17 +143,7 @@ fn probing_off_behaves_like_docker_and_conflicts_can_be_cleared() {
     let v: serde_json::Value =
         serde_json::from_str(&lab.ok(&["network", "inspect", "quiet"])).unwrap();
     assert_eq!(v[0]["Options"]["probe_ms"], "0");
-    let o = lab.mvnet(&[
-        "run",
-        "-d",
-        "--network",
-        "quiet",
-        "--name",
-        "a",
-        "--",
-        "sleep",
-        "infinity",
-    ]);
+    let o = lab.try_container("a", "quiet", &[]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(!o.stderr.contains("warning"), "{}", o.stderr);
     assert_eq!(
@@ -281,17 +214,7 @@ fn ipv6_duplicate_address_detection_failure_moves_on_and_names_the_defender() {
             "fd00:19::20/126",
         ],
     );
-    let o = lab.mvnet(&[
-        "run",
-        "-d",
-        "--network",
-        "v6",
-        "--name",
-        "a",
-        "--",
-        "sleep",
-        "infinity",
-    ]);
+    let o = lab.try_container("a", "v6", &[]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(
         o.stderr.contains(&format!(

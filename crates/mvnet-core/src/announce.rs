@@ -219,14 +219,19 @@ fn send_all_nodes(fd: i32, ifindex: u32, packet: &[u8]) -> isize {
     to.sin6_family = libc::AF_INET6 as u16;
     to.sin6_addr.s6_addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets();
     to.sin6_scope_id = ifindex;
+    send_to(fd, packet, &to)
+}
+
+/// sendto(2) with a typed socket address.
+fn send_to<A>(fd: i32, packet: &[u8], to: &A) -> isize {
     unsafe {
         libc::sendto(
             fd,
             packet.as_ptr() as *const libc::c_void,
             packet.len(),
             0,
-            &to as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in6>() as u32,
+            to as *const A as *const libc::sockaddr,
+            std::mem::size_of::<A>() as u32,
         )
     }
 }
@@ -239,16 +244,7 @@ pub(crate) fn send_raw(fd: i32, ifindex: u32, packet: &[u8; 28]) -> isize {
     to.sll_ifindex = ifindex as i32;
     to.sll_halen = 6;
     to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    unsafe {
-        libc::sendto(
-            fd,
-            packet.as_ptr() as *const libc::c_void,
-            packet.len(),
-            0,
-            &to as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    }
+    send_to(fd, packet, &to)
 }
 
 #[cfg(test)]

@@ -27,6 +27,14 @@ impl From<Output> for Out {
     }
 }
 
+/// The outcome of a command that must fail with one line on stderr; returns that line.
+pub fn one_line_error(o: Out) -> String {
+    assert_ne!(o.code, 0, "should have failed: {}", o.stdout);
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one-line error expected, got: {}", o.stderr);
+    lines[0].to_string()
+}
+
 pub fn require_root() {
     assert!(
         unsafe { libc::geteuid() } == 0,
@@ -106,11 +114,7 @@ impl TestLab {
 
     /// `mvnet ARGS` that must fail with one line on stderr; returns that line.
     pub fn fails(&self, args: &[&str]) -> String {
-        let o = self.mvnet(args);
-        assert_ne!(o.code, 0, "mvnet {args:?} should have failed: {}", o.stdout);
-        let lines: Vec<&str> = o.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "one-line error expected, got: {}", o.stderr);
-        lines[0].to_string()
+        one_line_error(self.mvnet(args))
     }
 
     /// `mvnet inspect NAME` parsed.
@@ -157,10 +161,17 @@ impl TestLab {
 
     /// A detached container running `sleep infinity`.
     pub fn container(&self, name: &str, network: &str, extra: &[&str]) -> String {
+        let o = self.try_container(name, network, extra);
+        assert_eq!(o.code, 0, "mvnet run {name}: {}{}", o.stdout, o.stderr);
+        o.stdout.trim().to_string()
+    }
+
+    /// `container`, returning the outcome whatever it is (to check warnings or errors).
+    pub fn try_container(&self, name: &str, network: &str, extra: &[&str]) -> Out {
         let mut args = vec!["run", "-d", "--network", network, "--name", name];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--", "sleep", "infinity"]);
-        self.ok(&args).trim().to_string()
+        self.mvnet(&args)
     }
 
     pub fn ip_of(&self, container: &str, network: &str) -> String {

@@ -21,12 +21,7 @@ impl Netlink {
         prefix: u8,
         dad: bool,
     ) -> io::Result<()> {
-        let mut m = AddressMessage::default();
-        m.header.index = index;
-        m.header.prefix_len = prefix;
-        m.header.family = family(ip);
-        m.attributes.push(AddressAttribute::Local(ip));
-        m.attributes.push(AddressAttribute::Address(ip));
+        let mut m = address_message(index, ip, prefix);
         if let IpAddr::V4(v4) = ip {
             if prefix < 31 {
                 let host_bits = u32::MAX.checked_shr(prefix as u32).unwrap_or(0);
@@ -47,12 +42,7 @@ impl Netlink {
 
     /// Removes `ip/prefix` from a link (an address that failed duplicate address detection).
     pub fn del_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
-        let mut m = AddressMessage::default();
-        m.header.index = index;
-        m.header.prefix_len = prefix;
-        m.header.family = family(ip);
-        m.attributes.push(AddressAttribute::Local(ip));
-        m.attributes.push(AddressAttribute::Address(ip));
+        let m = address_message(index, ip, prefix);
         self.request(RouteNetlinkMessage::DelAddress(m), 0)
     }
 
@@ -120,6 +110,17 @@ impl Netlink {
         }
         Ok(out)
     }
+}
+
+/// `ip/prefix` on link `index`, as RTM_NEWADDR/RTM_DELADDR carry it.
+fn address_message(index: u32, ip: IpAddr, prefix: u8) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.index = index;
+    m.header.prefix_len = prefix;
+    m.header.family = family(ip);
+    m.attributes.push(AddressAttribute::Local(ip));
+    m.attributes.push(AddressAttribute::Address(ip));
+    m
 }
 
 pub(super) fn family(ip: IpAddr) -> AddressFamily {

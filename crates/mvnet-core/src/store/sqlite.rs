@@ -396,16 +396,43 @@ fn allocate(
             ip
         }
     };
+    insert_allocation(tx, domain, ip, &net.id, endpoint_id)?;
+    Ok((ip, spec.subnet.prefix_len()))
+}
+
+/// Records that `endpoint_id` holds `ip` in `domain`, keeping the domain's count.
+fn insert_allocation(
+    tx: &Transaction,
+    domain: &str,
+    ip: IpAddr,
+    network_id: &str,
+    endpoint_id: &str,
+) -> Result<()> {
     tx.execute(
         "INSERT INTO allocations(domain, ip, network_id, endpoint_id) VALUES (?1, ?2, ?3, ?4)",
-        params![domain, &ip_key(ip)[..], net.id, endpoint_id],
+        params![domain, &ip_key(ip)[..], network_id, endpoint_id],
     )?;
     tx.execute(
         "INSERT INTO domain_counts(domain, n) VALUES (?1, 1)
          ON CONFLICT(domain) DO UPDATE SET n = n + 1",
         [domain],
     )?;
-    Ok((ip, spec.subnet.prefix_len()))
+    Ok(())
+}
+
+/// Releases `ip` in `domain` if `endpoint_id` holds it, keeping the domain's count.
+fn delete_allocation(tx: &Transaction, domain: &str, ip: IpAddr, endpoint_id: &str) -> Result<()> {
+    let n = tx.execute(
+        "DELETE FROM allocations WHERE domain = ?1 AND ip = ?2 AND endpoint_id = ?3",
+        params![domain, &ip_key(ip)[..], endpoint_id],
+    )?;
+    if n > 0 {
+        tx.execute(
+            "UPDATE domain_counts SET n = n - 1 WHERE domain = ?1",
+            [domain],
+        )?;
+    }
+    Ok(())
 }
 
 /// Marks `ip` as held by a device on the LAN (`holder`), inside `tx`. An address an endpoint
@@ -428,17 +455,7 @@ fn insert_lan_conflict(
     match current.as_deref() {
         Some(LAN_HOLDER) => {}
         Some(_) => return Ok(()),
-        None => {
-            tx.execute(
-                "INSERT INTO allocations(domain, ip, network_id, endpoint_id) VALUES (?1, ?2, ?3, ?4)",
-                params![domain, &key[..], net.id, LAN_HOLDER],
-            )?;
-            tx.execute(
-                "INSERT INTO domain_counts(domain, n) VALUES (?1, 1)
-                 ON CONFLICT(domain) DO UPDATE SET n = n + 1",
-                [domain],
-            )?;
-        }
+        None => insert_allocation(tx, domain, ip, &net.id, LAN_HOLDER)?,
     }
     tx.execute(
         "INSERT INTO lan_conflicts(domain, ip, network_id, mac, seen) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -516,17 +533,7 @@ fn forget_lan_conflict(tx: &Transaction, domain: &str, ip: IpAddr) -> Result<()>
         "DELETE FROM lan_conflicts WHERE domain = ?1 AND ip = ?2",
         params![domain, &key[..]],
     )?;
-    let n = tx.execute(
-        "DELETE FROM allocations WHERE domain = ?1 AND ip = ?2 AND endpoint_id = ?3",
-        params![domain, &key[..], LAN_HOLDER],
-    )?;
-    if n > 0 {
-        tx.execute(
-            "UPDATE domain_counts SET n = n - 1 WHERE domain = ?1",
-            [domain],
-        )?;
-    }
-    Ok(())
+    delete_allocation(tx, domain, ip, LAN_HOLDER)
 }
 
 fn key_to_ip(k: &[u8]) -> Option<IpAddr> {
@@ -826,17 +833,7 @@ impl Store for SqliteStore {
             .iter()
             .position(|p| p.subnet.contains(&ip))
             .ok_or_else(|| Error::Store(format!("{ip} is in no pool of {}", net.name)))?;
-        let domain = net.address_domain();
-        let n = tx.execute(
-            "DELETE FROM allocations WHERE domain = ?1 AND ip = ?2 AND endpoint_id = ?3",
-            params![domain, &ip_key(ip)[..], endpoint_id],
-        )?;
-        if n > 0 {
-            tx.execute(
-                "UPDATE domain_counts SET n = n - 1 WHERE domain = ?1",
-                [domain],
-            )?;
-        }
+        delete_allocation(&tx, net.address_domain(), ip, endpoint_id)?;
         insert_lan_conflict(&tx, net, ip, holder)?;
         let new = allocate(&tx, net, idx, None, endpoint_id)?;
         *slot = Some(new);
