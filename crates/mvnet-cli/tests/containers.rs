@@ -50,7 +50,7 @@ fn seed_scenario_end_to_end() {
         route.starts_with("default via 10.103.19.1 dev eth0"),
         "{route}"
     );
-    // arp_notify is on, so a link-up announces the address to the LAN.
+    // arp_notify is on (set through netlink), so a MAC change is announced to the LAN.
     let notify = lab.ok(&[
         "exec",
         "my-macvlan-alpine",

@@ -121,8 +121,8 @@ impl Announcer {
         Ok(Announcer { arp, ndp })
     }
 
-    /// Sends the first announcement of each address now and the rest from a detached child
-    /// process, so the attach returns at once. The child holds nothing else: its stdio goes
+    /// Sends the announcements of each address from a detached child process (the first at
+    /// once, the rest `interval` apart), so the attach returns at once. The child holds nothing else: its stdio goes
     /// to /dev/null (a CNI runtime waits for our stdout to close).
     ///
     /// `hand_over`: a socket whose close would stall us (a receiving packet socket waits
@@ -157,9 +157,11 @@ impl Announcer {
                 send_all_nodes(*fd, ifindex, packet);
             }
         };
-        send_all();
-        if what.count <= 1 || (arp.is_none() && ndp.is_none()) {
-            drop(hand_over);
+        if what.count == 0 || (arp.is_none() && ndp.is_none()) {
+            return Ok(());
+        }
+        if what.count == 1 {
+            send_all();
             return Ok(());
         }
         // SAFETY: the child only calls async-signal-safe functions (setsid, open, dup2,
@@ -176,18 +178,27 @@ impl Announcer {
                 for std_fd in 0..3 {
                     libc::dup2(null, std_fd);
                 }
+                // The first one at once, here rather than in the attach: in macvlan bridge
+                // mode the sender's own sendto delivers a broadcast to every other port on
+                // the parent, which with a thousand containers takes milliseconds.
+                send_all();
                 for _ in 1..what.count {
                     libc::nanosleep(&ts, std::ptr::null_mut());
                     send_all();
                 }
                 libc::_exit(0)
             },
-            -1 => Err(Error::kernel(
-                "fork the announcer",
-                std::io::Error::last_os_error(),
-            )),
-            // Our copy of `hand_over` is dropped here; the child's is now the last one.
-            _ => Ok(()),
+            -1 => {
+                // No child: announce once, inline, rather than fail the attach.
+                tracing::warn!(error = %std::io::Error::last_os_error(), "cannot fork the announcer; announcing once");
+                send_all();
+                Ok(())
+            }
+            _ => {
+                // The child holds its own copy now, so dropping ours closes nothing.
+                drop(hand_over);
+                Ok(())
+            }
         }
     }
 }

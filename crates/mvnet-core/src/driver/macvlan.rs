@@ -272,9 +272,9 @@ pub fn configure(ns: &Netns, plan: &mut LinkPlan, on_conflict: ConflictHandler) 
     // sysctl files are resolved against the namespace of the thread that opens them.
     let mut inside = netns::run_in(ns, || -> Result<Inside> {
         let ifname = &plan.ifname;
-        // Kernel announcements on link-up: gratuitous ARP (IPv4) and unsolicited NA (IPv6),
-        // so LAN caches learn the new MAC for a reused address.
-        write_sysctl(&format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"), "1")?;
+        // Kernel notifications when the link's MAC changes or peers must be told: IPv4's
+        // arp_notify is set with the link-up message (see `bring_up`), IPv6's has no
+        // netlink knob, so IPv6 endpoints pay for the /proc writes.
         let mut retrans = None;
         if has_v6 {
             write_sysctl(
@@ -403,13 +403,13 @@ fn shorten_retrans_timer(
     Ok((f, old.trim().to_string()))
 }
 
-/// Brings the link up. EADDRINUSE: the MAC still belongs to a macvlan of a container
+/// Brings the link up, with arp_notify on. EADDRINUSE: the MAC still belongs to a macvlan of a container
 /// removed a moment ago, whose namespace the kernel is still tearing down. Wait that out,
 /// briefly.
 fn bring_up(nl: &mut Netlink, index: u32, plan: &LinkPlan) -> Result<()> {
     let mut attempt = 0;
     loop {
-        match nl.set_up(index, true) {
+        match nl.set_up_announcing(index) {
             Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) && attempt < 100 => {
                 attempt += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));
