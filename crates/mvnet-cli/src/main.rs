@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    mvnet_core::store::keeper::enable();
     // Die quietly on a closed pipe (`mvnet ... | head`), like other Unix tools.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);

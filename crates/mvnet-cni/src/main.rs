@@ -14,6 +14,7 @@ use conf::{Command, Env, NetConf};
 use error::{code, CniError};
 
 fn main() -> ExitCode {
+    mvnet_core::store::keeper::enable();
     let env = match Env::from_vars(|k| std::env::var(k).ok()) {
         Ok(env) => env,
         Err(e) if std::env::var_os("CNI_COMMAND").is_none() => {

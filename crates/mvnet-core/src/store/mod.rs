@@ -2,6 +2,7 @@
 //! one LAN) can slot in later. The embedded default is SQLite in WAL mode: safe for many
 //! processes at once, crash-safe under `kill -9`, and allocation is O(1) amortised.
 
+pub mod keeper;
 mod sqlite;
 
 pub use sqlite::SqliteStore;

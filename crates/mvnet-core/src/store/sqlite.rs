@@ -81,8 +81,16 @@ impl Drop for WriteLock<'_> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store in `root/mvnet.db`.
+    /// Opens (creating if needed) the store in `root/mvnet.db`, and makes sure a keeper
+    /// holds it open for the next process (see `keeper`).
     pub fn open(root: &Path) -> Result<SqliteStore> {
+        let store = SqliteStore::open_without_keeper(root)?;
+        super::keeper::ensure(root);
+        Ok(store)
+    }
+
+    /// Opens the store without starting a keeper (the keeper itself uses this).
+    pub(super) fn open_without_keeper(root: &Path) -> Result<SqliteStore> {
         std::fs::create_dir_all(root).map_err(|e| {
             Error::io(
                 format!(
