@@ -88,6 +88,17 @@ impl Engine {
         Ok(self.netlink.as_mut().expect("just set"))
     }
 
+    /// Runs `f` with the host's netlink socket and the store at once (kernel work whose
+    /// conflict handler writes to the store).
+    pub(crate) fn with_netlink_and_store<R>(
+        &mut self,
+        f: impl FnOnce(&mut Netlink, &mut dyn Store) -> Result<R>,
+    ) -> Result<R> {
+        self.netlink()?;
+        let nl = self.netlink.as_mut().expect("opened just above");
+        f(nl, self.store.as_mut())
+    }
+
     // ----- networks -------------------------------------------------------------------
 
     /// Creates a network. Returns it with notices for the user (e.g. the parent picked).
@@ -347,24 +358,20 @@ impl Engine {
         refused: &mut Option<AddressTaken>,
     ) -> Result<Endpoint> {
         let mut plan = macvlan::LinkPlan::for_endpoint(net, ep, parent.index);
-        let mut nl = match self.netlink.take() {
-            Some(nl) => nl,
-            None => Netlink::new()?,
-        };
         let mut current = ep.clone();
-        let store = self.store.as_mut();
-        let mut on_conflict = |t: &AddressTaken| {
-            let requested = if t.ip.is_ipv4() { opts.ipv4 } else { opts.ipv6 };
-            let policy = StaticAddressPolicy {
-                requested,
-                force: opts.force,
-                fix: "pick another --ip/--ip6, or pass --force to use it anyway",
+        self.with_netlink_and_store(|nl, store| {
+            let mut on_conflict = |t: &AddressTaken| {
+                let requested = if t.ip.is_ipv4() { opts.ipv4 } else { opts.ipv6 };
+                let policy = StaticAddressPolicy {
+                    requested,
+                    force: opts.force,
+                    fix: "pick another --ip/--ip6, or pass --force to use it anyway",
+                };
+                resolve_conflict(store, net, &mut current, &policy, t, refused)
             };
-            resolve_conflict(store, net, &mut current, &policy, t, refused)
-        };
-        let built = macvlan::attach(&mut nl, ns, &mut plan, owned, &mut on_conflict);
-        self.netlink = Some(nl);
-        built.map(|()| current)
+            macvlan::attach(nl, ns, &mut plan, owned, &mut on_conflict)
+        })?;
+        Ok(current)
     }
 
     /// Detaches an endpoint: link first, then the store (so a crash in between leaves a row

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::driver::macvlan::OnConflict;
+use crate::driver::macvlan::Ipv4Probe;
 use crate::engine::{resolve_conflict, Engine, StaticAddressPolicy};
 use crate::model::{Driver, Endpoint, MacvlanMode, Network};
 use crate::netlink::MacvlanLink;
@@ -175,50 +175,44 @@ impl Engine {
     fn probe_shim_address(
         &mut self,
         net: &Network,
-        mut ep: Endpoint,
+        ep: Endpoint,
         index: u32,
         window: std::time::Duration,
     ) -> Result<Endpoint> {
-        let k = |op: &'static str| move |e: std::io::Error| Error::kernel(op, e);
-        self.netlink()?
-            .set_up(index, true)
-            .map_err(k("set host-access shim up"))?;
+        let Some(v4) = ep.ipv4 else {
+            return Ok(ep);
+        };
         let mut listener = Listener::open_here()?;
-        listener.bind(index)?;
-        let mut probed = 0;
-        loop {
-            let Some((IpAddr::V4(ip), _)) = ep.ipv4 else {
-                return Ok(ep);
-            };
-            let Some(holder) = listener.probe_v4(index, ep.mac, ip, window)? else {
-                return Ok(ep);
-            };
-            let taken = AddressTaken {
-                ip: ip.into(),
-                holder: Some(holder),
-            };
-            crate::driver::macvlan::count_probe(&mut probed, &taken)?;
+        let (mut addresses, mut mac) = ([v4], ep.mac);
+        let mut current = ep;
+        let mut refused = None;
+        let probed = self.with_netlink_and_store(|nl, store| {
+            nl.set_up(index, true)
+                .map_err(|e| Error::kernel("set host-access shim up", e))?;
+            listener.bind(index)?;
             let policy = StaticAddressPolicy {
                 requested: net.options.host_access_ip,
                 force: false,
                 fix: "pick another --host-access-ip, or leave it out to get a free one",
             };
-            let mut refused = None;
-            let decided =
-                resolve_conflict(self.store(), net, &mut ep, &policy, &taken, &mut refused);
-            if let Some(t) = refused {
-                // Give the address back and remember who holds it, as attach does.
-                self.store().remove_endpoint(&ep.id)?;
-                self.store().record_lan_conflict(net, t.ip, t.holder)?;
+            let mut on_conflict = |t: &AddressTaken| {
+                resolve_conflict(store, net, &mut current, &policy, t, &mut refused)
+            };
+            Ipv4Probe {
+                nl,
+                listener: &mut listener,
+                index,
+                ifname: &shim_name(net),
+                window,
             }
-            match decided? {
-                OnConflict::UseAnyway => return Ok(ep),
-                OnConflict::Replace { mac, .. } => self
-                    .netlink()?
-                    .set_mac(index, mac)
-                    .map_err(k("set host-access shim MAC"))?,
-            }
+            .run(&mut addresses, &mut mac, &mut on_conflict, &mut 0)
+        });
+        if let Some(t) = refused {
+            // Give the address back and remember who holds it, as attach does.
+            self.store().remove_endpoint(&current.id)?;
+            self.store().record_lan_conflict(net, t.ip, t.holder)?;
         }
+        probed.map(|()| current)
     }
 
     /// Removes the shim and gives its address back.

@@ -231,15 +231,6 @@ pub enum OnConflict {
 /// Called when probing finds an address taken; returning an error aborts the attach.
 pub type ConflictHandler<'a> = &'a mut dyn FnMut(&AddressTaken) -> Result<OnConflict>;
 
-/// The handler for callers that cannot pick another address: every conflict fails.
-pub fn refuse_conflicts(t: &AddressTaken) -> Result<OnConflict> {
-    Err(crate::conflict!(
-        "address {} is already used on the LAN by {}; free it there or pick another address",
-        t.ip,
-        t.who()
-    ))
-}
-
 /// Addresses tried per attach before giving up: a LAN that answers for every address (a
 /// proxy-ARP router, say) must not make an attach walk the whole subnet.
 pub const MAX_PROBED_ADDRESSES: usize = 8;
@@ -265,7 +256,7 @@ pub fn configure(ns: &Netns, plan: &mut LinkPlan, on_conflict: ConflictHandler) 
     // a probe (sent to the MAC, for 0.0.0.0) would never reach the new port.
     let window = plan
         .probe
-        .filter(|_| matches!(plan.kind, LinkKind::Macvlan(_)));
+        .filter(|_| matches!(plan.kind, LinkKind::Macvlan(_)) && (has_v4 || has_v6));
     let dad = has_v6 && (plan.wait_dad || window.is_some());
     let announce = plan.announcements > 0 && !plan.kind.routes_via_device();
     // One trip into the namespace: the rtnetlink and packet sockets stay bound there, and
@@ -325,7 +316,14 @@ pub fn configure(ns: &Netns, plan: &mut LinkPlan, on_conflict: ConflictHandler) 
         bring_up(nl, link.index, plan)?;
         listener.bind(link.index)?;
         if has_v4 {
-            probe_ipv4(nl, listener, link.index, plan, w, on_conflict, &mut probed)?;
+            let mut probe = Ipv4Probe {
+                nl,
+                listener,
+                index: link.index,
+                ifname: &plan.ifname,
+                window: w,
+            };
+            probe.run(&mut plan.addresses, &mut plan.mac, on_conflict, &mut probed)?;
         }
     }
     for (ip, prefix) in &plan.addresses {
@@ -403,9 +401,9 @@ fn shorten_retrans_timer(
     Ok((f, old.trim().to_string()))
 }
 
-/// Brings the link up, with arp_notify on. EADDRINUSE: the MAC still belongs to a macvlan of a container
-/// removed a moment ago, whose namespace the kernel is still tearing down. Wait that out,
-/// briefly.
+/// Brings the link up, with arp_notify on. EADDRINUSE: the MAC still belongs to a macvlan
+/// of a container removed a moment ago, whose namespace the kernel is still tearing down.
+/// Wait that out, briefly.
 fn bring_up(nl: &mut Netlink, index: u32, plan: &LinkPlan) -> Result<()> {
     let mut attempt = 0;
     loop {
@@ -431,7 +429,7 @@ fn bring_up(nl: &mut Netlink, index: u32, plan: &LinkPlan) -> Result<()> {
 }
 
 /// Counts one more probed address, failing once too many were taken.
-pub(crate) fn count_probe(probed: &mut usize, taken: &AddressTaken) -> Result<()> {
+fn count_probe(probed: &mut usize, taken: &AddressTaken) -> Result<()> {
     *probed += 1;
     if *probed >= MAX_PROBED_ADDRESSES {
         return Err(crate::conflict!(
@@ -444,40 +442,51 @@ pub(crate) fn count_probe(probed: &mut usize, taken: &AddressTaken) -> Result<()
     Ok(())
 }
 
-/// Probes the plan's IPv4 address until one is free, or the handler says to use a taken one.
-fn probe_ipv4(
-    nl: &mut Netlink,
-    listener: &mut Listener,
-    index: u32,
-    plan: &mut LinkPlan,
-    window: std::time::Duration,
-    on_conflict: ConflictHandler,
-    probed: &mut usize,
-) -> Result<()> {
-    loop {
-        let Some(slot) = plan.addresses.iter().position(|(ip, _)| ip.is_ipv4()) else {
-            return Ok(());
-        };
-        let IpAddr::V4(ip) = plan.addresses[slot].0 else {
-            unreachable!("position found an IPv4 address")
-        };
-        let Some(holder) = listener.probe_v4(index, plan.mac, ip, window)? else {
-            return Ok(());
-        };
-        let taken = AddressTaken {
-            ip: ip.into(),
-            holder: Some(holder),
-        };
-        count_probe(probed, &taken)?;
-        match on_conflict(&taken)? {
-            OnConflict::UseAnyway => return Ok(()),
-            OnConflict::Replace { address, mac } => {
-                plan.addresses[slot] = address;
-                if mac != plan.mac {
-                    nl.set_mac(index, mac).map_err(|e| {
-                        Error::kernel(format!("set MAC {mac} on {}", plan.ifname), e)
-                    })?;
-                    plan.mac = mac;
+/// An IPv4 conflict probe on a link that is up, bound to a listener, and has no IPv4
+/// address yet. Shared by container attach and the host-access shim.
+pub(crate) struct Ipv4Probe<'a> {
+    pub nl: &'a mut Netlink,
+    pub listener: &'a mut Listener,
+    pub index: u32,
+    pub ifname: &'a str,
+    pub window: std::time::Duration,
+}
+
+impl Ipv4Probe<'_> {
+    /// Probes the IPv4 address among `addresses` until one is free, or the handler says to
+    /// use a taken one; a replacement takes its slot, and its MAC goes onto the link.
+    pub fn run(
+        &mut self,
+        addresses: &mut [(IpAddr, u8)],
+        mac: &mut MacAddr,
+        on_conflict: ConflictHandler,
+        probed: &mut usize,
+    ) -> Result<()> {
+        loop {
+            let Some(slot) = addresses.iter().position(|(ip, _)| ip.is_ipv4()) else {
+                return Ok(());
+            };
+            let IpAddr::V4(ip) = addresses[slot].0 else {
+                unreachable!("position found an IPv4 address")
+            };
+            let Some(holder) = self.listener.probe_v4(self.index, *mac, ip, self.window)? else {
+                return Ok(());
+            };
+            let taken = AddressTaken {
+                ip: ip.into(),
+                holder: Some(holder),
+            };
+            count_probe(probed, &taken)?;
+            match on_conflict(&taken)? {
+                OnConflict::UseAnyway => return Ok(()),
+                OnConflict::Replace { address, mac: new } => {
+                    addresses[slot] = address;
+                    if new != *mac {
+                        self.nl.set_mac(self.index, new).map_err(|e| {
+                            Error::kernel(format!("set MAC {new} on {}", self.ifname), e)
+                        })?;
+                        *mac = new;
+                    }
                 }
             }
         }
