@@ -168,6 +168,11 @@ impl NetworkOptions {
         };
         for pair in pairs {
             let (k, _) = split_kv(pair, "-o")?;
+            if k == "probe_ms" && driver == Driver::Ipvlan {
+                return Err(invalid!(
+                    "-o probe_ms is for macvlan networks: an ipvlan port shares the parent's MAC and receives frames by destination IP, so the answer to a probe cannot reach it; remove -o probe_ms"
+                ));
+            }
             if !keys.contains(&k) {
                 return Err(invalid!(
                     "unknown driver option '{k}'; {driver} accepts: {}",
@@ -720,7 +725,8 @@ mod tests {
         // ipvlan shares the parent's MAC, so a probe's reply cannot reach the new port.
         let e = NetworkOptions::parse_for(&["probe_ms=5".into()], Driver::Ipvlan).unwrap_err();
         assert!(
-            e.to_string().contains("unknown driver option 'probe_ms'"),
+            e.to_string()
+                .contains("an ipvlan port shares the parent's MAC"),
             "{e}"
         );
     }
