@@ -8,7 +8,6 @@ mod table;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 
 fn main() -> ExitCode {
     mvnet_core::store::keeper::enable();
@@ -16,7 +15,13 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let args = cli::Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = cli::Cli::command().get_matches();
+    let root_given = matches.value_source("root") == Some(clap::parser::ValueSource::CommandLine);
+    let args = match cli::Cli::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MVNET_LOG")
@@ -25,10 +30,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    match commands::dispatch(args) {
+    match commands::dispatch(args, root_given) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("mvnet: error: {e}");
+            eprintln!("mvnet: error: {}", mvnet_core::one_line(&e.to_string()));
             ExitCode::from(1)
         }
     }

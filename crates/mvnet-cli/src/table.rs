@@ -13,7 +13,9 @@ pub fn print(header: &[&str], rows: &[Vec<String>]) {
             if i + 1 == cells.len() {
                 s.push_str(c);
             } else {
-                s.push_str(&format!("{:w$}   ", c, w = widths[i]));
+                // Padded by hand: format!'s width is limited (a 64 KiB name would panic).
+                s.push_str(c);
+                s.extend(std::iter::repeat_n(' ', widths[i].saturating_sub(c.len()) + 3));
             }
         }
         println!("{}", s.trim_end());

@@ -89,7 +89,11 @@ impl Env {
                 format!("required env variables [{}] missing", missing.join(",")),
             ));
         }
-        if !env.container_id.is_empty()
+        // VERSION (and STATUS, GC) take no container: a runtime may leave stale values of
+        // these variables around, and they must not fail a version query.
+        let per_container = matches!(command, Command::Add | Command::Del | Command::Check);
+        if per_container
+            && !env.container_id.is_empty()
             && !env
                 .container_id
                 .chars()
@@ -103,7 +107,7 @@ impl Env {
                 ),
             ));
         }
-        if !env.ifname.is_empty() {
+        if per_container && !env.ifname.is_empty() {
             let bad = env.ifname.len() > 15
                 || env.ifname == "."
                 || env.ifname == ".."
@@ -231,6 +235,13 @@ impl NetConf {
                 format!("failed to parse the network configuration: {e}"),
             )
         })?;
+        check_network_name(&conf.name)?;
+        if !(conf.ipam.is_null() || conf.ipam.is_object()) {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "\"ipam\" must be an object such as {\"type\": \"mvnet\", \"subnet\": \"10.103.19.0/24\"}, or left out",
+            ));
+        }
         let v = conf.version();
         if !SUPPORTED_VERSIONS.contains(&v) {
             return Err(
@@ -325,8 +336,17 @@ impl NetConf {
         })
     }
 
-    /// The parent's name after folding `vlan` into it.
+    /// The parent's name after folding `vlan` into it, checked to be an interface name.
     pub fn master_name(&self) -> CniResult<String> {
+        let name = self.master_unchecked()?;
+        if !name.is_empty() {
+            mvnet_core::model::network::check_ifname(&name, "\"master\"")
+                .map_err(|e| CniError::new(code::INVALID_CONFIG, e.to_string()))?;
+        }
+        Ok(name)
+    }
+
+    fn master_unchecked(&self) -> CniResult<String> {
         match self.vlan {
             None => Ok(self.master.clone()),
             Some(vid) if (1..=4094).contains(&vid) => {
@@ -361,6 +381,29 @@ impl NetConf {
                 .map_err(|e: mvnet_core::Error| CniError::new(code::INVALID_CONFIG, e.to_string()))
         })
         .transpose()
+    }
+}
+
+/// libcni's rule for network names (letters, digits, '_', '.', '-', starting with a letter
+/// or digit), with a length limit: the name is stored and shown in `mvnet network ls`.
+pub fn check_network_name(name: &str) -> CniResult<()> {
+    const MAX: usize = 253;
+    let ok = !name.is_empty()
+        && name.len() <= MAX
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "invalid network \"name\" {}: use 1-{MAX} letters, digits, '_', '.' or '-', starting with a letter or digit",
+                mvnet_core::quote(name)
+            ),
+        ))
     }
 }
 

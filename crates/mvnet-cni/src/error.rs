@@ -38,9 +38,10 @@ impl CniError {
     }
 
     pub fn to_json(&self, version: &str) -> serde_json::Value {
-        let mut v = json!({ "cniVersion": version, "code": self.code, "msg": self.msg });
+        // One bounded line each: a runtime logs these, and input can be megabytes.
+        let mut v = json!({ "cniVersion": version, "code": self.code, "msg": mvnet_core::one_line(&self.msg) });
         if !self.details.is_empty() {
-            v["details"] = json!(self.details);
+            v["details"] = json!(mvnet_core::one_line(&self.details));
         }
         v
     }

@@ -204,13 +204,26 @@ impl BuiltinConf {
     }
 }
 
-/// The store network behind a CNI network name: created on first ADD, checked after that.
+/// The network of exactly this name (never an id or an id prefix: a CNI name like "2"
+/// must not select some other network whose id starts with 2).
+pub fn cni_network(engine: &mut Engine, name: &str) -> CniResult<Option<Network>> {
+    match engine.network(name) {
+        Ok(net) if net.name == name => Ok(Some(net)),
+        Ok(_) | Err(mvnet_core::Error::NotFound(_)) => Ok(None),
+        // An ambiguous prefix is no exact name either.
+        Err(mvnet_core::Error::Invalid(m)) if m.contains("ambiguous") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The store network behind a CNI network name: created on first ADD (then the flag is
+/// true, so a failed ADD can take it away again), checked after that.
 pub fn builtin_network(
     engine: &mut Engine,
     conf: &NetConf,
     master: &str,
     pools: Vec<PoolSpec>,
-) -> CniResult<Network> {
+) -> CniResult<(Network, bool)> {
     let subnets = |ps: &[PoolSpec]| {
         let mut v: Vec<String> = ps.iter().map(|p| p.subnet.to_string()).collect();
         v.sort();
@@ -229,9 +242,14 @@ pub fn builtin_network(
         }
         Ok(())
     };
-    if let Ok(net) = engine.network(&conf.name) {
+    if let Some(net) = cni_network(engine, &conf.name)? {
         check_same(&net)?;
-        return Ok(net);
+        return Ok((net, false));
+    }
+    for p in &pools {
+        if let Err(e) = mvnet_core::model::network::special_subnet(&p.subnet) {
+            return Err(CniError::new(code::INVALID_CONFIG, e.to_string()));
+        }
     }
     let ipv6 = pools.iter().any(|p| p.subnet.addr().is_ipv6());
     let net = Network {
@@ -265,17 +283,20 @@ pub fn builtin_network(
             host_access_ip: None,
             // Probing is per ADD (the config's "probe"), not a property of the record.
             probe_ms: None,
+            lan: None,
         },
     };
     let check = |existing: &[Network]| mvnet_core::engine::check_against_existing(&net, existing);
     match engine.store().create_network(&net, &check, false) {
-        Ok(()) => Ok(net),
-        // Another ADD created it a moment ago.
-        Err(mvnet_core::Error::Conflict(_)) if engine.network(&conf.name).is_ok() => {
-            let net = engine.network(&conf.name)?;
-            check_same(&net)?;
-            Ok(net)
-        }
+        Ok(()) => Ok((net, true)),
+        Err(mvnet_core::Error::Conflict(m)) => match cni_network(engine, &conf.name)? {
+            // Another ADD created it a moment ago.
+            Some(net) => {
+                check_same(&net)?;
+                Ok((net, false))
+            }
+            None => Err(mvnet_core::Error::Conflict(m).into()),
+        },
         Err(e) => Err(e.into()),
     }
 }
@@ -297,6 +318,8 @@ pub fn builtin_reserve(
         static_ipv6: req_ip.filter(IpAddr::is_ipv6),
         mac,
         owner_pid: std::process::id(),
+        frontend: mvnet_core::model::Frontend::Cni,
+        host_addresses: engine.host_addresses_in(net)?,
     };
     Ok(engine.store().reserve_endpoint(net, &req)?)
 }
@@ -307,14 +330,18 @@ pub fn builtin_find(
     conf: &NetConf,
     env: &Env,
 ) -> CniResult<Option<(Network, Endpoint)>> {
-    let Ok(net) = engine.network(&conf.name) else {
+    let Some(net) = cni_network(engine, &conf.name)? else {
         return Ok(None);
     };
     let ep = engine
         .store()
         .endpoints_of_container(&env.container_id)?
         .into_iter()
-        .find(|e| e.network_id == net.id && e.ifname == env.ifname);
+        .find(|e| {
+            e.network_id == net.id
+                && e.ifname == env.ifname
+                && e.frontend == mvnet_core::model::Frontend::Cni
+        });
     Ok(ep.map(|e| (net, e)))
 }
 

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use mvnet_core::driver::macvlan::{self, LinkKind, LinkPlan, OnConflict, RoutePlan};
 use mvnet_core::engine::{resolve_conflict, Engine, StaticAddressPolicy};
-use mvnet_core::model::MacAddr;
+use mvnet_core::model::{Frontend, MacAddr};
 use mvnet_core::netlink::{Link, Netlink};
 use mvnet_core::netns::Netns;
 use mvnet_core::probe::AddressTaken;
@@ -26,13 +26,26 @@ fn state_root(conf: &NetConf) -> CniResult<PathBuf> {
         .unwrap_or_else(|| PathBuf::from(mvnet_core::engine::DEFAULT_ROOT)))
 }
 
+/// The container's namespace: a real namespace file (a FIFO or plain file is refused at
+/// once, never waited on), and not the plugin's own, which is the host's: links and routes
+/// put there would change the host.
 fn open_netns(path: &str) -> CniResult<Netns> {
-    Netns::open(path).map_err(|e| {
+    let ns = Netns::open(path).map_err(|e| {
         CniError::new(
             code::INVALID_ENV,
-            format!("failed to open netns {path:?}: {e}"),
+            format!("failed to open netns {}: {e}", mvnet_core::quote(path)),
         )
-    })
+    })?;
+    if ns.is_current()? {
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            format!(
+                "CNI_NETNS {} is the plugin's own network namespace (the host's); give the container's namespace",
+                mvnet_core::quote(path)
+            ),
+        ));
+    }
+    Ok(ns)
 }
 
 /// The parent link: named, or the default-route interface; 802.1Q names are created.
@@ -59,7 +72,7 @@ fn resolve_master(nl: &mut Netlink, conf: &NetConf) -> CniResult<Link> {
             .map_err(|e| CniError::new(code::INTERNAL, format!("read routes: {e}")))?;
         let oif = routes
             .iter()
-            .find(|r| r.destination.is_none())
+            .find(|r| r.destination.is_none() && r.oif.is_some())
             .and_then(|r| r.oif)
             .ok_or_else(|| {
                 CniError::new(
@@ -186,6 +199,9 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
 
     // IPAM first, so the default MAC can follow the IPv4 address.
     let mut engine = None;
+    // A network record this ADD created goes again if the ADD fails (it would otherwise
+    // block other networks on the master, e.g. an ipvlan record on a kernel without ipvlan).
+    let mut created_network: Option<String> = None;
     let mut ipam_out = match conf.ipam_type() {
         "" => IpamOutcome {
             result: Outcome::default(),
@@ -196,14 +212,24 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
             let pools = b.pools()?;
             let e = engine.insert(Engine::open(&state_root(conf)?)?);
             phases.mark("store-open");
-            let net = ipam::builtin_network(e, conf, &master.name, pools)?;
+            let (net, created) = ipam::builtin_network(e, conf, &master.name, pools)?;
+            created_network = created.then(|| net.id.clone());
             phases.mark("network");
             let mac = if conf.is_ipvlan() {
                 master.mac
             } else {
                 requested_mac
             };
-            let ep = ipam::builtin_reserve(e, &net, env, req_ip, mac)?;
+            let ep = match ipam::builtin_reserve(e, &net, env, req_ip, mac) {
+                Ok(ep) => ep,
+                Err(err) => {
+                    if let Some(id) = &created_network {
+                        let _ = e.remove_network(id);
+                    }
+                    return Err(err);
+                }
+            };
+            e.delete_reclaimed_links();
             let result = Outcome {
                 ips: ipam::endpoint_ips(&net, &ep),
                 routes: b.routes(),
@@ -231,6 +257,9 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
     let release = |engine: &mut Option<Engine>, out: &IpamOutcome| {
         if let (Some(e), Some((_, ep))) = (engine.as_mut(), &out.endpoint) {
             let _ = e.store().remove_endpoint(&ep.id);
+            if let Some(id) = &created_network {
+                let _ = e.remove_network(id);
+            }
         } else if !conf.ipam_type().is_empty() && conf.ipam_type() != "mvnet" {
             let _ = ipam::exec(env, conf.ipam_type(), "DEL", raw);
         }
@@ -257,15 +286,19 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
     let routes = r
         .routes
         .iter()
-        .map(|rt| RoutePlan {
-            dst: (rt.dst.prefix_len() != 0).then_some(rt.dst),
-            // A route without "gw" goes through the gateway of its family, as ConfigureIface does.
-            gateway: rt.gw.or_else(|| {
+        .map(|rt| {
+            // A route without "gw" goes through the gateway of its family, as ConfigureIface
+            // does; with none of that family either, it is a device route.
+            let gateway = rt.gw.or_else(|| {
                 r.ips
                     .iter()
                     .find(|i| i.address.addr().is_ipv6() == rt.dst.addr().is_ipv6())
                     .and_then(|i| i.gateway)
-            }),
+            });
+            RoutePlan {
+                dst: (rt.dst.prefix_len() != 0 || gateway.is_none()).then_some(rt.dst),
+                gateway,
+            }
         })
         .collect();
     let mut plan = LinkPlan {
@@ -328,7 +361,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
     phases.mark("link");
     if let (Some(e), Some((_, ep))) = (engine.as_mut(), &ipam_out.endpoint) {
         if let Err(err) = e.store().activate_endpoint(&ep.id) {
-            let _ = macvlan::delete_link(&env.netns, &env.ifname);
+            let _ = macvlan::delete_endpoint_link(&env.netns, &env.ifname, Some(mac));
             release(&mut engine, &ipam_out);
             return Err(err.into());
         }
@@ -347,23 +380,41 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
 }
 
 /// DEL is idempotent: a missing netns, link or IPAM record is success.
+/// Only a macvlan/ipvlan is deleted (with the recorded MAC, for the built-in IPAM): the
+/// interface name alone could belong to anything, such as another runtime's veth.
 pub fn del(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
+    let mut mac = None;
     match conf.ipam_type() {
         "" => {}
         "mvnet" => {
             let mut engine = Engine::open(&state_root(conf)?)?;
             if let Some((_, ep)) = ipam::builtin_find(&mut engine, conf, env)? {
+                mac = Some(ep.mac);
+                if !env.netns.is_empty() {
+                    open_netns_for_del(&env.netns)?;
+                    macvlan::delete_endpoint_link(&env.netns, &env.ifname, mac)?;
+                }
                 engine.store().remove_endpoint(&ep.id)?;
+                return Ok(());
             }
         }
         other => {
             ipam::exec(env, other, "DEL", raw)?;
         }
     }
-    if !env.netns.is_empty() {
-        macvlan::delete_link(&env.netns, &env.ifname)?;
+    if !env.netns.is_empty() && open_netns_for_del(&env.netns)? {
+        macvlan::delete_endpoint_link(&env.netns, &env.ifname, mac)?;
     }
     Ok(())
+}
+
+/// DEL's namespace check: a missing one is fine (DEL is idempotent), the host's own or a
+/// file that is no namespace is refused.
+fn open_netns_for_del(path: &str) -> CniResult<bool> {
+    if !std::path::Path::new(path).exists() {
+        return Ok(false);
+    }
+    open_netns(path).map(|_| true)
 }
 
 pub fn check(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
@@ -504,6 +555,9 @@ pub fn check(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
 
 /// STATUS: can this plugin serve ADDs now?
 pub fn status(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
+    if let Err(e) = mvnet_core::kernel::require_privileges() {
+        return Err(CniError::new(code::NOT_AVAILABLE, e.to_string()));
+    }
     if !conf.link_in_container {
         let name = conf.master_name()?;
         if !name.is_empty() {
@@ -545,15 +599,20 @@ pub fn gc(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
                 .map(|a| (a.container_id.clone(), a.ifname.clone()))
                 .collect();
             let mut engine = Engine::open(&state_root(conf)?)?;
-            let Ok(net) = engine.network(&conf.name) else {
+            let Some(net) = ipam::cni_network(&mut engine, &conf.name)? else {
                 return Ok(());
             };
+            // Only what this plugin made: the CLI's (and Docker's) endpoints on a network of
+            // the same name are not the runtime's to collect.
             for ep in engine.store().endpoints_of_network(&net.id)? {
+                if ep.frontend != Frontend::Cni {
+                    continue;
+                }
                 let keep = valid
                     .iter()
                     .any(|(c, i)| *c == ep.container_id && (i.is_empty() || *i == ep.ifname));
                 if !keep {
-                    let _ = macvlan::delete_link(&ep.netns, &ep.ifname);
+                    let _ = macvlan::delete_endpoint_link(&ep.netns, &ep.ifname, Some(ep.mac));
                     engine.store().remove_endpoint(&ep.id)?;
                 }
             }

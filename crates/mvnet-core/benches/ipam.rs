@@ -101,6 +101,7 @@ fn main() {
             static_ipv6: None,
             mac: None,
             owner_pid: std::process::id(),
+            ..Default::default()
         };
         let ep = store.reserve_endpoint(&net, &r).unwrap();
         store.activate_endpoint(&ep.id).unwrap();

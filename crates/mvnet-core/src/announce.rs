@@ -178,6 +178,14 @@ impl Announcer {
                 for std_fd in 0..3 {
                     libc::dup2(null, std_fd);
                 }
+                // Keep only our sockets: the caller's descriptors (a shell's pipe, say)
+                // must not stay open for the seconds we run.
+                let keep = [
+                    arp.as_ref().map_or(-1, |(fd, _)| *fd),
+                    ndp.as_ref().map_or(-1, |(fd, _)| *fd),
+                    hand_over.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+                ];
+                crate::process::close_fds_except(&keep);
                 // The first one at once, here rather than in the attach: in macvlan bridge
                 // mode the sender's own sendto delivers a broadcast to every other port on
                 // the parent, which with a thousand containers takes milliseconds.

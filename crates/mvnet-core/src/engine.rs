@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use crate::driver::macvlan::{self, OnConflict};
 use crate::model::{
-    network::ValidatedRequest, CreateNetworkRequest, Driver, Endpoint, MacAddr, MacvlanMode,
-    Network,
+    network::ValidatedRequest, CreateNetworkRequest, Driver, Endpoint, Frontend, MacAddr,
+    MacvlanMode, Network,
 };
 use crate::netlink::{Link, Netlink};
 use crate::netns::Netns;
@@ -55,6 +55,8 @@ pub struct AttachOptions {
     pub ifname: Option<String>,
     /// Use a requested static address even when a device on the LAN answers for it.
     pub force: bool,
+    /// Which front end asks (recorded on the endpoint).
+    pub frontend: Frontend,
 }
 
 pub struct Engine {
@@ -104,7 +106,11 @@ impl Engine {
     /// Creates a network. Returns it with notices for the user (e.g. the parent picked).
     pub fn create_network(&mut self, req: &CreateNetworkRequest) -> Result<(Network, Vec<String>)> {
         let v: ValidatedRequest = req.validate()?;
-        let mut notices = Vec::new();
+        let mut notices: Vec<String> = v
+            .warnings
+            .iter()
+            .map(|w| format!("warning: {w}"))
+            .collect();
         let mut options = v.options;
         if options.parent.is_empty() {
             let parent = self.default_parent()?;
@@ -114,6 +120,13 @@ impl Engine {
             options.parent = parent;
         }
         crate::model::network::fold_vlan_option(&mut options)?;
+        options.lan = self.lower_device_of(&options.parent)?;
+        if let Some(lower) = &options.lan {
+            notices.push(format!(
+                "warning: parent {} is itself a macvlan of {lower}, so this network shares {lower}'s LAN and address book; giving -o parent={lower} says so directly",
+                options.parent
+            ));
+        }
         let net = Network {
             id: crate::ids::new_id(),
             name: req.name.clone(),
@@ -175,6 +188,28 @@ impl Engine {
         Ok((net, notices))
     }
 
+    /// The device under `parent` when `parent` is a macvlan (or macvtap): the kernel puts a
+    /// macvlan of a macvlan on the lower device, so both are one LAN.
+    fn lower_device_of(&mut self, parent: &str) -> Result<Option<String>> {
+        let nl = self.netlink()?;
+        let Some(link) = nl
+            .link_by_name(parent)
+            .map_err(|e| Error::kernel(format!("look up parent {}", crate::quote(parent)), e))?
+        else {
+            return Ok(None);
+        };
+        if !matches!(link.kind.as_str(), "macvlan" | "macvtap") {
+            return Ok(None);
+        }
+        let Some(lower) = link.parent_index else {
+            return Ok(None);
+        };
+        Ok(nl
+            .link_by_index(lower)
+            .map_err(|e| Error::kernel(format!("look up the device under {parent}"), e))?
+            .map(|l| l.name))
+    }
+
     pub fn networks(&mut self) -> Result<Vec<Network>> {
         self.store.networks()
     }
@@ -185,7 +220,34 @@ impl Engine {
 
     /// Removes a network; a VLAN parent mvnet created goes with the last network using it.
     pub fn remove_network(&mut self, name_or_id: &str) -> Result<Network> {
-        let net = self.store.network(name_or_id)?;
+        let net = match self.store.network(name_or_id) {
+            Ok(net) => net,
+            // A row that cannot be read is removed as it is (with its endpoints' links),
+            // so one corrupt record never blocks the command that repairs it.
+            Err(e) => match self.store.remove_unreadable_network(name_or_id)? {
+                Some(eps) => {
+                    for ep in eps.iter().filter(|e| !e.netns.is_empty()) {
+                        let _ = macvlan::delete_endpoint_link(&ep.netns, &ep.ifname, Some(ep.mac));
+                    }
+                    crate::warn_user(&format!(
+                        "removed network {}, whose stored record was corrupt",
+                        crate::quote(name_or_id)
+                    ));
+                    return Ok(Network {
+                        id: String::new(),
+                        name: name_or_id.to_string(),
+                        driver: Driver::Macvlan,
+                        created: String::new(),
+                        pools: Vec::new(),
+                        internal: false,
+                        ipv6: false,
+                        labels: Default::default(),
+                        options: Default::default(),
+                    });
+                }
+                None => return Err(e),
+            },
+        };
         let eps = self.store.endpoints_of_network(&net.id)?;
         let containers: Vec<&str> = eps
             .iter()
@@ -310,6 +372,13 @@ impl Engine {
         }
         let parent = self.parent_link_for(net)?;
         let ns = Netns::open(&target.netns)?;
+        if ns.is_current()? {
+            return Err(invalid!(
+                "{} is mvnet's own network namespace (the host's): an endpoint there would put the container's address and routes on the host; give the container's namespace",
+                crate::quote(&target.netns)
+            ));
+        }
+        let host_addresses = self.host_addresses_in(net)?;
         let req = EndpointRequest {
             container_id: target.container_id.clone(),
             container_name: target.container_name.clone(),
@@ -324,22 +393,92 @@ impl Engine {
                 opts.mac
             },
             owner_pid: std::process::id(),
+            frontend: opts.frontend,
+            host_addresses,
         };
-        let ep = self.store.reserve_endpoint(net, &req)?;
+        let mut ep = self.store.reserve_endpoint(net, &req)?;
+        self.delete_reclaimed_links();
         let mut refused = None;
-        match self.build_endpoint(net, &ep, &parent, &ns, target.owned, opts, &mut refused) {
-            Ok(ep) => {
-                self.store.activate_endpoint(&ep.id)?;
-                self.host_access_follow(net, &ep, true)?;
-                Ok(ep)
-            }
-            Err(e) => {
-                self.store.remove_endpoint(&ep.id)?;
-                // A requested address found in use: remember it once it is free again.
-                if let Some(t) = refused {
-                    self.store.record_lan_conflict(net, t.ip, t.holder)?;
+        let mut mac_skips = 0;
+        loop {
+            match self.build_endpoint(net, &ep, &parent, &ns, target.owned, opts, &mut refused) {
+                Ok(ep) => {
+                    self.store.activate_endpoint(&ep.id)?;
+                    self.host_access_follow(net, &ep, true)?;
+                    return Ok(ep);
                 }
-                Err(e)
+                // The MAC derived from this address belongs to a macvlan mvnet does not know
+                // (left by a process killed mid-attach, or made by hand): that address is
+                // not usable here, so skip it like a LAN conflict and take the next one.
+                Err(Error::MacInUse { mac, .. })
+                    if opts.mac.is_none()
+                        && mac_skips < crate::driver::macvlan::MAX_PROBED_ADDRESSES
+                        && ep.ipv4.is_some_and(|(ip, _)| {
+                            opts.ipv4.is_none() && MacAddr::from_ipv4_addr(ip) == Some(mac)
+                        }) =>
+                {
+                    mac_skips += 1;
+                    let (ip, _) = ep.ipv4.expect("checked above");
+                    crate::warn_user(&format!(
+                        "the MAC {mac} that {ip} maps to is already used by another macvlan on {}; marked {ip} as taken (mvnet network inspect {} lists it) and trying the next address",
+                        net.options.parent, net.name
+                    ));
+                    match self
+                        .store
+                        .replace_conflicting_address(net, &ep.id, ip, Some(mac))
+                    {
+                        Ok(next) => ep = next,
+                        Err(e) => {
+                            self.store.remove_endpoint(&ep.id)?;
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.store.remove_endpoint(&ep.id)?;
+                    // A requested address found in use: remember it once it is free again.
+                    if let Some(t) = refused {
+                        self.store.record_lan_conflict(net, t.ip, t.holder)?;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The addresses this host holds inside `net`'s subnets, with their interface names.
+    /// A container given one would take the host's own address off the LAN, and no probe
+    /// can see it (the host never answers its own ARP through a macvlan).
+    pub fn host_addresses_in(&mut self, net: &Network) -> Result<Vec<(IpAddr, String)>> {
+        let nl = self.netlink()?;
+        let addrs = nl
+            .addresses(None)
+            .map_err(|e| Error::kernel("list the host's addresses", e))?;
+        let mut out = Vec::new();
+        for (index, ip, _) in addrs {
+            if net.pools.iter().any(|p| p.subnet.contains(&ip)) {
+                let name = nl
+                    .link_by_index(index)
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| format!("interface {index}"), |l| l.name);
+                out.push((ip, name));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the half-made links of endpoints whose creator was killed mid-attach (the
+    /// store released their addresses): otherwise their MACs, derived from those addresses,
+    /// would block whoever gets the addresses next. Only a macvlan/ipvlan with the recorded
+    /// name and MAC is deleted.
+    pub fn delete_reclaimed_links(&mut self) {
+        for ep in self.store.take_reclaimed() {
+            if ep.netns.is_empty() {
+                continue;
+            }
+            if let Err(e) = macvlan::delete_endpoint_link(&ep.netns, &ep.ifname, Some(ep.mac)) {
+                tracing::warn!(endpoint = %ep.id, error = %e, "cannot delete the link of an abandoned endpoint");
             }
         }
     }
@@ -470,7 +609,7 @@ pub fn resolve_conflict(
 pub fn check_against_existing(net: &Network, existing: &[Network]) -> Result<()> {
     for other in existing
         .iter()
-        .filter(|o| o.options.parent == net.options.parent)
+        .filter(|o| o.address_domain() == net.address_domain())
     {
         // Better than the kernel's "device or resource busy": say who holds the parent.
         if other.driver != net.driver {
@@ -550,6 +689,7 @@ mod tests {
                 ipvlan_mode: Default::default(),
                 ipvlan_flag: Default::default(),
                 probe_ms: None,
+                lan: None,
             },
         }
     }

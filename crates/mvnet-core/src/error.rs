@@ -24,6 +24,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A macvlan's MAC is already taken on its parent (the engine moves a derived MAC on).
+    #[error("MAC address {mac} is already used by another macvlan on {parent}; pass a different MAC address")]
+    MacInUse {
+        mac: crate::model::MacAddr,
+        parent: String,
+    },
     /// The state store failed.
     #[error("state store: {0}")]
     Store(String),

@@ -82,6 +82,7 @@ impl Engine {
                     static_ipv6: None,
                     mac: None,
                     owner_pid: std::process::id(),
+                    ..Default::default()
                 };
                 let ep = self.store().reserve_endpoint(net, &req)?;
                 self.store().activate_endpoint(&ep.id)?;

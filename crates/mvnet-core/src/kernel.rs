@@ -113,3 +113,25 @@ pub fn supports(kind: ProbeKind) -> Result<bool> {
         .expect("listed");
     Ok(probe()?[i])
 }
+
+/// Fails first thing, with the reason, when this process lacks what every mvnet command
+/// needs (links are CAP_NET_ADMIN, namespaces and mounts CAP_SYS_ADMIN), instead of a
+/// "Permission denied" on some file later.
+pub fn require_privileges() -> Result<()> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| eff & (1 << cap) != 0;
+    if has(CAP_NET_ADMIN) && has(CAP_SYS_ADMIN) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(
+            "mvnet needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run it as root, e.g. with sudo".into(),
+        ))
+    }
+}

@@ -19,10 +19,64 @@ pub mod netlink;
 pub mod netns;
 pub mod parent;
 pub mod probe;
+pub mod process;
 pub mod runtime;
 pub mod views;
 
 /// A warning for the person at the terminal (stderr; CNI runtimes log a plugin's stderr).
 pub fn warn_user(msg: &str) {
     eprintln!("mvnet: warning: {msg}");
+}
+
+/// A value from the user, fit for a one-line message: quoted, control characters escaped
+/// (a newline must not split the line), and cut after 64 characters.
+pub fn quote(s: &str) -> String {
+    const MAX: usize = 64;
+    let mut out = String::from("'");
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX {
+            out.push_str(&format!("...' ({} bytes)", s.len()));
+            return out;
+        }
+        if c.is_control() || c == '\'' || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Makes any message one line of bounded length: control characters are escaped and a
+/// message longer than 2,000 bytes is cut (values the user typed can be megabytes).
+pub fn one_line(msg: &str) -> String {
+    const MAX: usize = 2000;
+    let mut out = String::with_capacity(msg.len().min(MAX + 16));
+    for c in msg.chars() {
+        if out.len() >= MAX {
+            out.push_str(&format!("... ({} bytes in all)", msg.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod message_tests {
+    #[test]
+    fn quoted_values_stay_on_one_short_line() {
+        assert_eq!(super::quote("eth0"), "'eth0'");
+        assert_eq!(super::quote("a\nb"), "'a\\nb'");
+        let long = "x".repeat(1_000_000);
+        let q = super::quote(&long);
+        assert!(q.len() < 100 && q.ends_with("(1000000 bytes)"), "{q}");
+        let m = super::one_line(&format!("bad {long}\nnext"));
+        assert!(m.len() < 2100 && !m.contains('\n'), "{}", m.len());
+    }
 }

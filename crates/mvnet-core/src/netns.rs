@@ -22,20 +22,26 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// Opens a network namespace file. Non-blocking, so a FIFO planted in its place cannot
+    /// hang us, and checked to be a namespace (nsfs): a plain file where a namespace was
+    /// bind-mounted in another mount namespace is refused with a clear message.
     pub fn open(path: impl AsRef<Path>) -> Result<Netns> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| {
-            Error::io(
-                format!("cannot open network namespace {}", path.display()),
-                e,
-            )
-        })?;
+        let file = open_nsfs(&path, "network namespace")?;
         Ok(Netns { file, path })
     }
 
-    /// The calling thread's current network namespace.
-    pub fn current() -> Result<Netns> {
-        Netns::open("/proc/thread-self/ns/net")
+    /// Whether this is the namespace the calling thread is in (an attach there would change
+    /// the host itself).
+    pub fn is_current(&self) -> Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let mine = std::fs::metadata("/proc/thread-self/ns/net")
+            .map_err(|e| Error::io("read this thread's network namespace", e))?;
+        let it = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", self.path.display()), e))?;
+        Ok(mine.dev() == it.dev() && mine.ino() == it.ino())
     }
 
     pub fn path(&self) -> &Path {
@@ -53,6 +59,28 @@ impl AsFd for Netns {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
+}
+
+/// nsfs's magic number (linux/magic.h): what statfs says of a namespace file.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// Opens `path` (never blocking) and checks that it is a namespace file.
+pub fn open_nsfs(path: &Path, what: &str) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io(format!("cannot open {what} {}", crate::quote(&path.display().to_string())), e))?;
+    // SAFETY: fstatfs writes into the zeroed struct we pass; the fd is open.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+    if rc != 0 || st.f_type as i64 != NSFS_MAGIC {
+        return Err(crate::invalid!(
+            "{} is not a {what} (a namespace file from /proc/PID/ns or one bind-mounted by ip netns); if it was created from another mount namespace (ip netns exec, systemd PrivateMounts), it is not visible here",
+            crate::quote(&path.display().to_string())
+        ));
+    }
+    Ok(file)
 }
 
 /// Puts the thread back into its original namespace even if the closure panics.

@@ -56,18 +56,18 @@ pub fn create(engine: &mut Engine, req: &RunRequest) -> Result<Container> {
             ));
         }
     }
+    clean_up_abandoned(engine);
     let id = crate::ids::new_id();
     let short = crate::ids::short(&id).to_string();
     let name = req.name.clone().unwrap_or_else(|| short.clone());
-    let log_path = engine.root().join("containers").join(&id).join("log");
+    let paths = OwnPaths::of(engine.root(), &id)?;
+    let me = std::process::id();
     let c = Container {
         id: id.clone(),
         name: name.clone(),
         hostname: req.hostname.clone().unwrap_or_else(|| short.clone()),
-        netns: netns::named_path(&format!("mvnet-{short}"))
-            .display()
-            .to_string(),
-        uts: Path::new(UTS_DIR).join(&short).display().to_string(),
+        netns: paths.netns.display().to_string(),
+        uts: paths.uts.display().to_string(),
         created: crate::model::time::now_rfc3339(),
         command: req.command.clone(),
         status: ContainerStatus::Created,
@@ -77,7 +77,9 @@ pub fn create(engine: &mut Engine, req: &RunRequest) -> Result<Container> {
         started_at: None,
         finished_at: None,
         auto_remove: req.auto_remove,
-        log_path: Some(log_path.display().to_string()),
+        log_path: Some(paths.log.display().to_string()),
+        creator_pid: me,
+        creator_start: process_start_time(me).unwrap_or(0),
     };
     engine.store().create_container(&c)?;
     let built = (|| -> Result<()> {
@@ -95,6 +97,7 @@ pub fn create(engine: &mut Engine, req: &RunRequest) -> Result<Container> {
             mac: req.mac,
             ifname: None,
             force: req.force,
+            ..Default::default()
         };
         engine.connect(&net, &target, &opts)?;
         Ok(())
@@ -106,13 +109,36 @@ pub fn create(engine: &mut Engine, req: &RunRequest) -> Result<Container> {
     Ok(c)
 }
 
+/// Opens one of the container's namespaces: its bind mount, or, when that is not visible
+/// here (it was made from another mount namespace, such as `ip netns exec` or systemd's
+/// PrivateMounts), the same namespace through the container's running process.
+fn open_container_ns(c: &Container, path: &str, kind: &str) -> Result<File> {
+    let what = format!("{kind} namespace");
+    match netns::open_nsfs(Path::new(path), &what) {
+        Ok(f) => Ok(f),
+        Err(first) => {
+            if process_alive(c) {
+                if let Ok(f) = netns::open_nsfs(Path::new(&format!("/proc/{}/ns/{kind}", c.pid)), &what) {
+                    return Ok(f);
+                }
+            }
+            Err(crate::invalid!(
+                "the {what} of container {} is not visible from here ({first}); run mvnet from the mount namespace that created it, or re-create the container (mvnet rm -f {} and mvnet run)",
+                c.name,
+                c.name
+            ))
+        }
+    }
+}
+
 /// A command that will run inside the container's namespaces.
 fn container_command(c: &Container) -> Result<Command> {
-    let net = File::open(&c.netns).map_err(|e| Error::io(format!("open {}", c.netns), e))?;
-    let uts = File::open(&c.uts).map_err(|e| Error::io(format!("open {}", c.uts), e))?;
+    let net = open_container_ns(c, &c.netns, "net")?;
+    let uts = open_container_ns(c, &c.uts, "uts")?;
     let mut cmd = Command::new(&c.command[0]);
     cmd.args(&c.command[1..]);
     cmd.env("HOSTNAME", &c.hostname);
+    crate::process::close_inherited_fds(&mut cmd);
     netns::spawn_inside(&mut cmd, net, Some(uts));
     Ok(cmd)
 }
@@ -217,6 +243,7 @@ pub fn run_detached(engine: &mut Engine, c: &Container) -> Result<()> {
             Ok(())
         });
     }
+    crate::process::close_inherited_fds(&mut monitor);
     let mut child = monitor
         .spawn()
         .map_err(|e| Error::io("start the container monitor", e))?;
@@ -244,16 +271,16 @@ pub fn run_detached(engine: &mut Engine, c: &Container) -> Result<()> {
 /// report "started" on stdout, wait, record the exit, remove if `--rm`.
 pub fn monitor(engine: &mut Engine, id: &str) -> Result<()> {
     let mut c = engine.store().container(id)?;
-    let log = PathBuf::from(c.log_path.clone().unwrap_or_default());
+    let log = OwnPaths::of(engine.root(), &c.id)?.log;
     let report = |msg: &str| {
         // stdout is the pipe to `run -d`; after it closes, nothing else is printed.
         println!("{msg}");
     };
     let started = (|| -> Result<std::process::Child> {
-        std::fs::create_dir_all(log.parent().unwrap_or(Path::new("/")))
-            .map_err(|e| Error::io("create log directory", e))?;
-        let out =
-            File::create(&log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
+        let dir = log.parent().unwrap_or(Path::new("/"));
+        crate::store::root::private_dir(dir.parent().unwrap_or(Path::new("/")))?;
+        crate::store::root::private_dir(dir)?;
+        let out = crate::store::root::create_private_file(&log)?;
         let err = out.try_clone().map_err(|e| Error::io("dup log file", e))?;
         let mut cmd = container_command(&c)?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -284,6 +311,11 @@ pub fn monitor(engine: &mut Engine, id: &str) -> Result<()> {
     } else {
         mark_exited(engine, &mut c, exit_code(status))
     }
+}
+
+/// Where the container's output is kept (only containers run with -d have one).
+pub fn log_path(engine: &Engine, c: &Container) -> Result<PathBuf> {
+    Ok(OwnPaths::of(engine.root(), &c.id)?.log)
 }
 
 /// Replaces this process with `command` inside the container's namespaces.
@@ -328,27 +360,116 @@ fn process_start_time(pid: u32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
+/// Whether `pid` is still the process that started at `start` (a recorded start time of 0
+/// matches nothing: a pid alone may have been recycled by any other process).
+fn same_process(pid: u32, start: u64) -> bool {
+    pid != 0 && start != 0 && process_start_time(pid) == Some(start)
+}
+
 /// Whether the container's recorded process is still the one we started.
 pub fn process_alive(c: &Container) -> bool {
-    c.pid != 0 && process_start_time(c.pid).is_some_and(|t| c.pid_start == 0 || t == c.pid_start)
+    same_process(c.pid, c.pid_start)
 }
 
 /// Fixes up a status the store believes but the machine contradicts (monitor killed, reboot).
+/// Writing the fix is best effort: a read-only command (ps, inspect) must work on a full
+/// disk, and shows the corrected status either way.
 pub fn refresh(engine: &mut Engine, mut c: Container) -> Result<Container> {
     if c.status == ContainerStatus::Running && !process_alive(&c) {
         c.status = ContainerStatus::Exited;
         c.finished_at
             .get_or_insert_with(crate::model::time::now_rfc3339);
-        engine.store().update_container(&c)?;
+        if let Err(e) = engine.store().update_container(&c) {
+            tracing::warn!(container = %c.name, error = %e, "cannot record that the container exited");
+        }
     }
     Ok(c)
 }
 
-/// SIGKILLs the container's process if it is still ours.
+/// The paths mvnet itself gives a container, derived from its id (never taken from the
+/// stored row, which is only data: a crafted row must not make `rm` delete other files).
+struct OwnPaths {
+    netns: PathBuf,
+    uts: PathBuf,
+    log: PathBuf,
+}
+
+impl OwnPaths {
+    fn of(root: &Path, id: &str) -> Result<OwnPaths> {
+        if id.len() < 12 || !crate::ids::is_hex_prefix(id) {
+            return Err(crate::invalid!(
+                "container id {} is not an mvnet id; remove its row with mvnet rm -f",
+                crate::quote(id)
+            ));
+        }
+        let short = crate::ids::short(id);
+        Ok(OwnPaths {
+            netns: netns::named_path(&format!("mvnet-{short}")),
+            uts: Path::new(UTS_DIR).join(short),
+            log: root.join("containers").join(id).join("log"),
+        })
+    }
+}
+
+/// Every process whose network namespace is the container's: its command, the command's
+/// children (even those that left its process group), and `mvnet exec` sessions.
+fn processes_in(c: &Container, netns_path: &Path) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = match netns::open_nsfs(netns_path, "network namespace") {
+        Ok(f) => f.metadata().ok(),
+        Err(_) if process_alive(c) => std::fs::metadata(format!("/proc/{}/ns/net", c.pid)).ok(),
+        Err(_) => None,
+    };
+    let Some(ns) = ns else {
+        return Vec::new();
+    };
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| m.dev() == ns.dev() && m.ino() == ns.ino())
+        })
+        .collect()
+}
+
+/// SIGKILLs every process of the container and waits (briefly) until they are gone, so
+/// nothing keeps its namespace, links or addresses alive.
 pub fn kill_process(c: &Container) {
-    if process_alive(c) {
-        unsafe {
-            libc::kill(c.pid as i32, libc::SIGKILL);
+    let Ok(paths) = OwnPaths::of(Path::new("/"), &c.id) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let pids = processes_in(c, &paths.netns);
+        if pids.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: kill(2) has no memory effects; the pid was just seen in the
+            // container's namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Containers left `Created` by an `mvnet run` that was killed before it finished: nobody
+/// will ever start or remove them, and they hold addresses and links. Best effort.
+fn clean_up_abandoned(engine: &mut Engine) {
+    let Ok(all) = engine.store().containers() else {
+        return;
+    };
+    for c in all {
+        let orphan = c.status == ContainerStatus::Created
+            && c.creator_pid != 0
+            && !same_process(c.creator_pid, c.creator_start);
+        if orphan {
+            tracing::warn!(container = %c.name, "removing a container whose mvnet run was killed");
+            let _ = destroy(engine, &c);
         }
     }
 }
@@ -389,7 +510,38 @@ pub fn stop(engine: &mut Engine, name: &str, timeout: Duration) -> Result<Contai
 
 /// `mvnet rm`: refuses a running container unless `force`.
 pub fn remove(engine: &mut Engine, name: &str, force: bool) -> Result<Container> {
-    let found = engine.store().container(name)?;
+    let found = match engine.store().container(name) {
+        Ok(c) => c,
+        Err(e) => {
+            // A row that cannot be read: remove it as it is, so it never blocks the user.
+            if force && engine.store().remove_unreadable_container(name)? {
+                crate::warn_user(&format!(
+                    "removed container {}, whose stored record was corrupt",
+                    crate::quote(name)
+                ));
+                return Ok(Container {
+                        id: String::new(),
+                        name: name.to_string(),
+                        hostname: String::new(),
+                        netns: String::new(),
+                        uts: String::new(),
+                        created: String::new(),
+                        command: Vec::new(),
+                        status: ContainerStatus::Exited,
+                        pid: 0,
+                        pid_start: 0,
+                        exit_code: None,
+                        started_at: None,
+                        finished_at: None,
+                        auto_remove: false,
+                        log_path: None,
+                        creator_pid: 0,
+                        creator_start: 0,
+                });
+            }
+            return Err(e);
+        }
+    };
     let c = refresh(engine, found)?;
     if c.status == ContainerStatus::Running && !force {
         return Err(conflict!(
@@ -406,16 +558,22 @@ pub fn remove(engine: &mut Engine, name: &str, force: bool) -> Result<Container>
 /// our back. Deleting the netns deletes its macvlan links with it, in the kernel's own
 /// batched cleanup, which is far cheaper than one RTM_DELLINK each.
 fn destroy(engine: &mut Engine, c: &Container) -> Result<()> {
+    let paths = OwnPaths::of(engine.root(), &c.id)?;
     kill_process(c);
     for ep in engine.store().endpoints_of_container(&c.id)? {
+        // Explicitly, before the namespace goes: when `rm` returns, the addresses must be
+        // off the LAN, even if something still holds the namespace (an announcer's socket).
+        let path = paths.netns.display().to_string();
+        if let Err(e) = crate::driver::macvlan::delete_endpoint_link(&path, &ep.ifname, Some(ep.mac))
+        {
+            tracing::warn!(container = %c.name, error = %e, "cannot delete the container's link");
+        }
         engine.release_endpoint(&ep)?;
     }
-    netns::remove_persistent(Path::new(&c.netns))?;
-    netns::remove_persistent(Path::new(&c.uts))?;
-    if let Some(log) = &c.log_path {
-        if let Some(dir) = Path::new(log).parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+    netns::remove_persistent(&paths.netns)?;
+    netns::remove_persistent(&paths.uts)?;
+    if let Some(dir) = paths.log.parent() {
+        let _ = std::fs::remove_dir_all(dir);
     }
     engine.store().remove_container(&c.id)
 }

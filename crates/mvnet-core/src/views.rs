@@ -169,7 +169,11 @@ pub fn container_row(c: &Container, networks: &[String]) -> Value {
 pub fn status_text(c: &Container) -> String {
     match c.status {
         ContainerStatus::Running => "Up".into(),
-        ContainerStatus::Exited => format!("Exited ({})", c.exit_code.unwrap_or(0)),
+        // No code: the process ended while nothing watched it (its monitor was killed too).
+        ContainerStatus::Exited => match c.exit_code {
+            Some(code) => format!("Exited ({code})"),
+            None => "Exited (unknown)".into(),
+        },
         ContainerStatus::Created => "Created".into(),
     }
 }
@@ -240,6 +244,7 @@ mod tests {
             ipv6: None,
             state: EndpointState::Active,
             owner_pid: 1,
+            frontend: Default::default(),
         };
         let c = Container {
             id: "bb4d75902a4e0000".into(),
@@ -257,6 +262,8 @@ mod tests {
             finished_at: None,
             auto_remove: true,
             log_path: None,
+            creator_pid: 0,
+            creator_start: 0,
         };
         let v = container_inspect(&c, &[(ep.clone(), net.clone())]);
         let n = &v["NetworkSettings"]["Networks"]["my-macvlan-net"];

@@ -72,6 +72,7 @@ fn allocate_one(store: &mut SqliteStore, net: &Network, who: &str) -> String {
         static_ipv6: None,
         mac: None,
         owner_pid: std::process::id(),
+        ..Default::default()
     };
     let ep = store.reserve_endpoint(net, &req).unwrap();
     store.activate_endpoint(&ep.id).unwrap();
@@ -219,6 +220,7 @@ fn lan_conflicts_are_skipped_listed_and_forgotten() {
         static_ipv6: None,
         mac: None,
         owner_pid: std::process::id(),
+        ..Default::default()
     };
     let ep = s.reserve_endpoint(&net, &req("a", None)).unwrap();
     let first = ep.ipv4.unwrap().0;

@@ -122,7 +122,7 @@ fn each(names: &[String], mut op: impl FnMut(&str) -> Result<()>) -> Result<u8> 
         match op(name) {
             Ok(()) => println!("{name}"),
             Err(e) => {
-                eprintln!("mvnet: error: {e}");
+                eprintln!("mvnet: error: {}", mvnet_core::one_line(&e.to_string()));
                 failed = true;
             }
         }
@@ -142,7 +142,7 @@ pub fn rm(engine: &mut Engine, force: bool, names: &[String]) -> Result<u8> {
 
 pub fn logs(engine: &mut Engine, name: &str) -> Result<u8> {
     let c = engine.store().container(name)?;
-    let path = c.log_path.unwrap_or_default();
+    let path = runtime::log_path(engine, &c)?;
     match std::fs::read(&path) {
         Ok(bytes) => {
             use std::io::Write;

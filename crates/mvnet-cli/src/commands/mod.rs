@@ -10,8 +10,19 @@ use mvnet_core::Result;
 use crate::cli::{Cli, Command};
 
 /// Runs one command; returns the process exit code.
-pub fn dispatch(cli: Cli) -> Result<u8> {
+/// `root_given`: `--root` was on the command line (not from MVNET_ROOT or the default).
+pub fn dispatch(cli: Cli, root_given: bool) -> Result<u8> {
+    if let Command::Doctor { parent, format } = &cli.command {
+        // The doctor reports missing privileges itself, as one of its checks.
+        if mvnet_core::kernel::require_privileges().is_err() {
+            return doctor(&[], parent.as_deref(), format);
+        }
+    }
+    mvnet_core::kernel::require_privileges()?;
     match cli.command {
+        Command::Lab(_) | Command::Demo { .. } if root_given => Err(mvnet_core::invalid!(
+            "--root does not apply to lab and demo: a lab keeps its own state in /run/mvnet/lab/NAME; leave --root out"
+        )),
         Command::Lab(cmd) => lab::run(cmd),
         Command::Demo { keep, name } => crate::demo::run(&name, keep),
         other => {
@@ -33,22 +44,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 Command::Logs { container } => container::logs(&mut engine, &container),
                 Command::Doctor { parent, format } => {
                     let nets = engine.networks()?;
-                    let checks = mvnet_core::doctor::run(parent.as_deref(), &nets)?;
-                    if format == "json" {
-                        print_json(&serde_json::to_value(&checks).expect("checks serialize"));
-                    } else {
-                        for c in &checks {
-                            println!("{:<4}  {}: {}", c.status.to_string(), c.check, c.detail);
-                            if !c.fix.is_empty() {
-                                println!("      fix: {}", c.fix);
-                            }
-                        }
-                    }
-                    Ok(if mvnet_core::doctor::passed(&checks) {
-                        0
-                    } else {
-                        1
-                    })
+                    doctor(&nets, parent.as_deref(), &format)
                 }
                 Command::Restore => {
                     for line in engine.restore()? {
@@ -64,6 +60,25 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             }
         }
     }
+}
+
+fn doctor(nets: &[mvnet_core::model::Network], parent: Option<&str>, format: &str) -> Result<u8> {
+    let checks = mvnet_core::doctor::run(parent, nets)?;
+    if format == "json" {
+        print_json(&serde_json::to_value(&checks).expect("checks serialize"));
+    } else {
+        for c in &checks {
+            println!("{:<4}  {}: {}", c.status.to_string(), c.check, c.detail);
+            if !c.fix.is_empty() {
+                println!("      fix: {}", c.fix);
+            }
+        }
+    }
+    Ok(if mvnet_core::doctor::passed(&checks) {
+        0
+    } else {
+        1
+    })
 }
 
 /// Prints JSON the way `docker inspect` does: an indented array.

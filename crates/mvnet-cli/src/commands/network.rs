@@ -78,7 +78,7 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
                 match engine.remove_network(name) {
                     Ok(_) => println!("{name}"),
                     Err(e) => {
-                        eprintln!("mvnet: error: {e}");
+                        eprintln!("mvnet: error: {}", mvnet_core::one_line(&e.to_string()));
                         failed = true;
                     }
                 }
@@ -131,6 +131,7 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
                 mac: mac_address.map(|m| m.parse()).transpose()?,
                 ifname: None,
                 force,
+                ..Default::default()
             };
             let net = engine.network(&network)?;
             let target = target(engine, netns.as_deref(), container.as_deref())?;

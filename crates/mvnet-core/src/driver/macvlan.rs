@@ -135,11 +135,10 @@ fn explain_create_error(e: io::Error, plan: &LinkPlan) -> Error {
             "the kernel refused a macvlan on {} (device busy): another macvlan/ipvlan or passthru user owns the parent; see mvnet network ls",
             plan.parent_name
         ),
-        Some(libc::EADDRINUSE) => crate::conflict!(
-            "MAC address {} is already used by another macvlan on {}; pass a different MAC address",
-            plan.mac,
-            plan.parent_name
-        ),
+        Some(libc::EADDRINUSE) => Error::MacInUse {
+            mac: plan.mac,
+            parent: plan.parent_name.clone(),
+        },
         Some(libc::EINVAL) if plan.mtu.is_some() => crate::invalid!(
             "the kernel refused MTU {} on parent {}; use an MTU no larger than the parent's",
             plan.mtu.unwrap_or_default(),
@@ -413,11 +412,10 @@ fn bring_up(nl: &mut Netlink, index: u32, plan: &LinkPlan) -> Result<()> {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
-                return Err(crate::conflict!(
-                    "MAC address {} is already used by another macvlan on {}; pass a different MAC address",
-                    plan.mac,
-                    plan.parent_name
-                ))
+                return Err(Error::MacInUse {
+                    mac: plan.mac,
+                    parent: plan.parent_name.clone(),
+                })
             }
             other => {
                 return other.map_err(|e| {
@@ -578,6 +576,39 @@ pub fn gateway_for(net: &Network, ip: IpAddr) -> Option<IpAddr> {
 
 fn write_sysctl(path: &str, value: &str) -> Result<()> {
     std::fs::write(path, value).map_err(|e| Error::io(format!("write {path}"), e))
+}
+
+/// Deletes an endpoint's interface inside the namespace at `netns_path`, but only when it
+/// is a macvlan or ipvlan (and has `mac`, when given): a name alone could be anybody's link
+/// (a veth of another runtime, say). Missing namespace or link is success. Returns whether
+/// a link was deleted.
+pub fn delete_endpoint_link(netns_path: &str, ifname: &str, mac: Option<MacAddr>) -> Result<bool> {
+    let ns = match Netns::open(netns_path) {
+        Ok(ns) => ns,
+        Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let mut nl = Netlink::in_netns(&ns)?;
+    let Some(link) = nl
+        .link_by_name(ifname)
+        .map_err(|e| Error::kernel(format!("look up {ifname} in {netns_path}"), e))?
+    else {
+        return Ok(false);
+    };
+    let ours = match link.kind.as_str() {
+        "macvlan" => mac.is_none_or(|m| link.mac == Some(m)),
+        "ipvlan" => true,
+        _ => false,
+    };
+    if !ours {
+        tracing::warn!(%ifname, kind = %link.kind, "not deleting a link mvnet did not make");
+        return Ok(false);
+    }
+    match nl.delete_link(link.index) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(Error::kernel(format!("delete {ifname} in {netns_path}"), e)),
+    }
 }
 
 /// Deletes the endpoint's interface inside `ns`. Missing netns or link is success.

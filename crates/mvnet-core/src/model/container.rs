@@ -24,6 +24,12 @@ pub struct Container {
     pub finished_at: Option<String>,
     pub auto_remove: bool,
     pub log_path: Option<String>,
+    /// The `mvnet run` process that is creating it, with its start time: a container still
+    /// `Created` whose creator is gone (killed mid-run) is cleaned up by the next run.
+    #[serde(default)]
+    pub creator_pid: u32,
+    #[serde(default)]
+    pub creator_start: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,14 @@ pub struct MacAddr(pub [u8; 6]);
 impl MacAddr {
     /// The seed's (and pre-v28 Docker's) rule: `02:42` followed by the four IPv4 bytes.
     /// Stable across restarts, so DHCP reservations and LAN monitors keep working.
+    /// `from_ipv4` for an address of either family: None for IPv6.
+    pub fn from_ipv4_addr(ip: std::net::IpAddr) -> Option<Self> {
+        match ip {
+            std::net::IpAddr::V4(v4) => Some(Self::from_ipv4(v4)),
+            std::net::IpAddr::V6(_) => None,
+        }
+    }
+
     pub fn from_ipv4(ip: Ipv4Addr) -> Self {
         let o = ip.octets();
         MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])

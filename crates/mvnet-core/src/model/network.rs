@@ -140,6 +140,10 @@ pub struct NetworkOptions {
     /// before an address is used; 0 turns probing off. Unset means the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_ms: Option<u32>,
+    /// Set when the parent is itself a macvlan: the device under it, whose LAN (and so
+    /// address book) the network shares. Found by mvnet, not an option a user sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan: Option<String>,
 }
 
 impl NetworkOptions {
@@ -195,6 +199,7 @@ impl NetworkOptions {
                             "-o parent= needs an interface name, e.g. -o parent=eth0"
                         ));
                     }
+                    check_ifname(v, "-o parent")?;
                     o.parent = v.to_string();
                 }
                 "macvlan_mode" => o.macvlan_mode = v.parse()?,
@@ -358,9 +363,10 @@ pub struct Network {
 }
 
 impl Network {
-    /// The L2 domain an address must be unique in: networks sharing a parent share a LAN.
+    /// The L2 domain an address must be unique in: networks sharing a parent share a LAN,
+    /// and so do networks on a macvlan and on that macvlan's own lower device.
     pub fn address_domain(&self) -> &str {
-        &self.options.parent
+        self.options.lan.as_deref().unwrap_or(&self.options.parent)
     }
 }
 
@@ -389,6 +395,8 @@ pub struct ValidatedRequest {
     pub labels: BTreeMap<String, String>,
     pub options: NetworkOptions,
     pub ipv6: bool,
+    /// Things to tell the user that do not stop the create (an unusual subnet, say).
+    pub warnings: Vec<String>,
 }
 
 impl CreateNetworkRequest {
@@ -440,6 +448,12 @@ impl CreateNetworkRequest {
                 .map_err(|_| invalid!("invalid --aux-address '{a}': expected name=IP"))?;
             let slot = owner(&subnets, |n| n.contains(&ip), i, ip.is_ipv6());
             aux[slot].insert(name.to_string(), ip);
+        }
+        let mut warnings = Vec::new();
+        for subnet in &subnets {
+            if let Some(what) = special_subnet(subnet)? {
+                warnings.push(format!("subnet {subnet} is {what}"));
+            }
         }
         let mut pools = Vec::new();
         for (i, subnet) in subnets.iter().enumerate() {
@@ -504,6 +518,7 @@ impl CreateNetworkRequest {
             labels,
             options,
             ipv6: self.ipv6,
+            warnings,
         })
     }
 }
@@ -525,6 +540,76 @@ fn parse_net(s: &str, flag: &str) -> Result<IpNet> {
             "invalid {flag} '{s}': expected CIDR notation such as 10.103.19.0/24 or 2001:db8::/64"
         )
     })
+}
+
+/// An interface name the kernel can take: 1-15 bytes (IFNAMSIZ), no '/', ':' or spaces.
+/// Checked before any netlink call (a 64 KiB name would not even fit a netlink attribute).
+pub fn check_ifname(name: &str, what: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_IFNAME
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid!(
+            "invalid {what} {}: an interface name has 1-{MAX_IFNAME} characters, without '/', ':' or spaces",
+            crate::quote(name)
+        ))
+    }
+}
+
+/// What kind of address range a subnet is, when it is not an ordinary LAN's.
+/// Err: never a LAN (multicast, loopback, unspecified); Ok(Some): unusual, worth a warning.
+pub fn special_subnet(net: &IpNet) -> Result<Option<&'static str>> {
+    let refuse = |what: &str| {
+        Err(invalid!(
+            "subnet {net} is {what} address space, which no LAN uses for hosts; give the LAN's own subnet"
+        ))
+    };
+    match net {
+        IpNet::V4(n) => {
+            let a = n.network();
+            if a.is_multicast() || n.broadcast().is_multicast() {
+                return refuse("multicast");
+            }
+            if a.is_loopback() {
+                return refuse("loopback");
+            }
+            if a.octets()[0] == 0 {
+                return refuse("unspecified (0.0.0.0/8, \"this network\")");
+            }
+            if a.octets()[0] >= 240 {
+                return Ok(Some("reserved for future use (240.0.0.0/4); many systems drop it"));
+            }
+            if a.is_link_local() {
+                return Ok(Some("link-local (169.254.0.0/16), normally self-assigned"));
+            }
+            if a.is_documentation() {
+                return Ok(Some("reserved for documentation"));
+            }
+            Ok(None)
+        }
+        IpNet::V6(n) => {
+            let a = n.network();
+            if a.is_multicast() {
+                return refuse("multicast");
+            }
+            if a.is_loopback() || a.is_unspecified() {
+                return refuse(if a.is_loopback() { "loopback" } else { "unspecified" });
+            }
+            if (a.segments()[0] & 0xffc0) == 0xfe80 {
+                return Ok(Some("link-local (fe80::/10); every interface has such addresses already"));
+            }
+            if a.segments()[0] == 0x2001 && a.segments()[1] == 0x0db8 {
+                return Ok(Some("reserved for documentation (2001:db8::/32)"));
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Names are used in paths and interface-free contexts; keep them to a safe alphabet.
@@ -582,6 +667,20 @@ pub struct Endpoint {
     pub ipv6: Option<(IpAddr, u8)>,
     pub state: EndpointState,
     pub owner_pid: u32,
+    /// Which front end made it: the CNI plugin's GC, DEL and CHECK touch only its own.
+    #[serde(default)]
+    pub frontend: Frontend,
+}
+
+/// The front end that made an endpoint. Each one manages only its own endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Frontend {
+    /// The `mvnet` CLI (and rows written before this field existed).
+    #[default]
+    Cli,
+    Cni,
+    Docker,
 }
 
 #[cfg(test)]

@@ -183,6 +183,14 @@ fn new_link_message(name: &str, netns: Option<RawFd>) -> LinkMessage {
 impl Netlink {
     /// The link named `name`, or `None` when it does not exist.
     pub fn link_by_name(&mut self, name: &str) -> io::Result<Option<Link>> {
+        // The kernel's limit (IFNAMSIZ); a longer name would overflow netlink's attribute
+        // length or come back as a bare ERANGE.
+        if name.is_empty() || name.len() > 15 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an interface name has 1 to 15 bytes",
+            ));
+        }
         let m = new_link_message(name, None);
         match self.query(RouteNetlinkMessage::GetLink(m), false) {
             Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {

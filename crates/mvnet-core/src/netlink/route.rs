@@ -34,10 +34,12 @@ impl Netlink {
         gateway: Option<IpAddr>,
         oif: u32,
     ) -> io::Result<()> {
-        let probe = dst
-            .map(|d| d.addr())
-            .or(gateway)
-            .expect("a route needs a destination or a gateway");
+        let probe = dst.map(|d| d.addr()).or(gateway).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a route needs a destination or a gateway",
+            )
+        })?;
         let mut m = RouteMessage::default();
         m.header.address_family = family(probe);
         m.header.table = RouteHeader::RT_TABLE_MAIN;

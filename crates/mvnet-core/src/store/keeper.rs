@@ -48,12 +48,7 @@ fn lock_path(root: &Path) -> PathBuf {
 
 /// Tries to take the keeper lock of `root`: Some(file) holds it.
 fn try_lock(root: &Path) -> Option<std::fs::File> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path(root))
-        .ok()?;
+    let f = super::root::open_private(&lock_path(root)).ok()?;
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     (rc == 0).then_some(f)
 }
@@ -78,12 +73,14 @@ pub(crate) fn ensure(root: &Path) {
         .stderr(Stdio::null());
     // The re-executed binary forks once more and its first process exits at once (see
     // `detach_and_keep`), so the keeper never lingers as our child or zombie.
+    // SAFETY: setsid is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
             Ok(())
         });
     }
+    crate::process::close_inherited_fds(&mut cmd);
     if let Ok(mut child) = cmd.spawn() {
         let _ = child.wait();
     }
@@ -114,8 +111,14 @@ fn activity(root: &Path) -> Option<(u64, u64, i64)> {
 fn keep(root: &Path) {
     // Pin nothing of whoever started us: no network namespace (a container's or a lab's
     // would stay alive as long as we do) and no working directory.
+    // SAFETY: unshare of this single-threaded process's own namespace.
     unsafe { libc::unshare(libc::CLONE_NEWNET) };
     let _ = std::env::set_current_dir("/");
+    // It only reads and maps files it owns: no capability is needed from here on.
+    if let Err(e) = crate::process::drop_all_capabilities() {
+        tracing::warn!(error = %e, "the store keeper cannot drop its capabilities; not keeping");
+        return;
+    }
     let Some(_lock) = try_lock(root) else {
         return; // another keeper won the race
     };

@@ -3,18 +3,19 @@
 //! processes at once, crash-safe under `kill -9`, and allocation is O(1) amortised.
 
 pub mod keeper;
+pub mod root;
 mod sqlite;
 
 pub use sqlite::SqliteStore;
 
 use std::net::IpAddr;
 
-use crate::model::{Container, Endpoint, LanConflict, MacAddr, Network};
+use crate::model::{Container, Endpoint, Frontend, LanConflict, MacAddr, Network};
 use crate::Result;
 
 /// What an attach asks the store to reserve, atomically: an endpoint row, its interface
 /// name, and its addresses.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EndpointRequest {
     pub container_id: String,
     pub container_name: String,
@@ -25,6 +26,11 @@ pub struct EndpointRequest {
     pub static_ipv6: Option<IpAddr>,
     pub mac: Option<MacAddr>,
     pub owner_pid: u32,
+    pub frontend: Frontend,
+    /// Addresses this host itself holds in the network's subnets, with the interface that
+    /// holds them: never handed out (a probe cannot see the host's own addresses), and
+    /// refused by name when asked for.
+    pub host_addresses: Vec<(IpAddr, String)>,
 }
 
 /// A validation run inside the store's write transaction, against every network that exists
@@ -90,4 +96,16 @@ pub trait Store {
     /// By exact name, full id, or unique id prefix.
     fn container(&mut self, name_or_id: &str) -> Result<Container>;
     fn remove_container(&mut self, id: &str) -> Result<()>;
+
+    /// Endpoints that the last write found abandoned by a dead creator and released: their
+    /// half-made links are still in the kernel, for the caller to delete.
+    fn take_reclaimed(&mut self) -> Vec<Endpoint> {
+        Vec::new()
+    }
+    /// Removes a network whose stored record cannot be read (by exact name or id), with its
+    /// endpoints and allocations. Returns the endpoints that could be read (their links are
+    /// the caller's to delete), or None when no such unreadable network exists.
+    fn remove_unreadable_network(&mut self, name_or_id: &str) -> Result<Option<Vec<Endpoint>>>;
+    /// Removes a container whose stored record cannot be read; false when there is none.
+    fn remove_unreadable_container(&mut self, name_or_id: &str) -> Result<bool>;
 }

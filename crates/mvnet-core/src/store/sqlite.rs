@@ -53,29 +53,131 @@ pub struct SqliteStore {
     /// `mvnet.lock`: writers queue on flock() here, sleeping in the kernel, instead of
     /// polling SQLite's lock. A process killed mid-transaction releases it automatically.
     lock: std::fs::File,
+    /// Endpoints whose creator died mid-attach, reclaimed by the last write: the engine
+    /// deletes their half-made links (`Store::take_reclaimed`).
+    reclaimed: Vec<Endpoint>,
 }
 
 /// Holds the write lock; released on drop (after the transaction beside it).
 struct WriteLock<'a>(&'a std::fs::File);
 
+/// How long a writer waits for the lock before it names the holder and gives up.
+/// `MVNET_LOCK_TIMEOUT` (seconds) changes it, for tests.
+fn lock_timeout() -> Duration {
+    std::env::var("MVNET_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(30))
+}
+
 impl<'a> WriteLock<'a> {
     fn take(f: &'a std::fs::File) -> Result<WriteLock<'a>> {
         use std::os::fd::AsRawFd;
-        loop {
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(WriteLock(f));
+        let fd = f.as_raw_fd();
+        // The common case: nobody holds it.
+        // SAFETY: flock on an fd we own; no memory is involved.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(WriteLock(f));
+        }
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EWOULDBLOCK) | Some(libc::EINTR)) {
+            return Err(Error::io("lock the state store", e));
+        }
+        // Busy: queue in the kernel (fair, no polling) on a helper thread, so that we can
+        // give up after the timeout. A helper that gets the lock after we gave up drops it.
+        #[derive(PartialEq)]
+        enum State {
+            Waiting,
+            Acquired,
+            Failed(i32),
+            Abandoned,
+        }
+        let shared = std::sync::Arc::new((std::sync::Mutex::new(State::Waiting), std::sync::Condvar::new()));
+        let helper = shared.clone();
+        std::thread::spawn(move || {
+            let outcome = loop {
+                // SAFETY: as above. The fd outlives this thread in every path that waits
+                // for it; after a timeout the process reports an error and the helper only
+                // unlocks.
+                if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
+                    break State::Acquired;
+                }
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                if errno != libc::EINTR {
+                    break State::Failed(errno);
+                }
+            };
+            let (m, cv) = &*helper;
+            let mut st = m.lock().unwrap_or_else(|p| p.into_inner());
+            if *st == State::Abandoned {
+                if outcome == State::Acquired {
+                    // SAFETY: as above.
+                    unsafe { libc::flock(fd, libc::LOCK_UN) };
+                }
+            } else {
+                *st = outcome;
+                cv.notify_one();
             }
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(Error::io("lock the state store", e));
+        });
+        let (m, cv) = &*shared;
+        let timeout = lock_timeout();
+        let (mut st, _) = cv
+            .wait_timeout_while(m.lock().unwrap_or_else(|p| p.into_inner()), timeout, |s| {
+                *s == State::Waiting
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        match *st {
+            State::Acquired => Ok(WriteLock(f)),
+            State::Failed(errno) => Err(Error::io(
+                "lock the state store",
+                std::io::Error::from_raw_os_error(errno),
+            )),
+            _ => {
+                *st = State::Abandoned;
+                Err(Error::Conflict(lock_holder_message(f, timeout)))
             }
         }
+    }
+}
+
+/// "locked by process 1234 (mvnet)": read from /proc/locks, which lists flock holders by
+/// inode.
+fn lock_holder_message(f: &std::fs::File, waited: Duration) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+    let holder = std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("FLOCK") && !l.contains("->"))
+        .find_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let dev_ino = fields.iter().find(|f| f.matches(':').count() == 2)?;
+            (dev_ino.rsplit(':').next()? == ino.to_string())
+                .then(|| fields.get(4).and_then(|p| p.parse::<u32>().ok()))
+                .flatten()
+        });
+    match holder {
+        Some(pid) => {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!(
+                "the state store is locked by process {pid} ({}) and stayed locked for {} s; if that process hangs, stop it (kill {pid}) and try again",
+                comm.trim(),
+                waited.as_secs()
+            )
+        }
+        None => format!(
+            "the state store stayed locked for {} s by a process mvnet cannot name; find it with: fuser -v ROOT/mvnet.lock",
+            waited.as_secs()
+        ),
     }
 }
 
 impl Drop for WriteLock<'_> {
     fn drop(&mut self) {
         use std::os::fd::AsRawFd;
+        // SAFETY: unlocking an fd we own.
         unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
@@ -91,22 +193,42 @@ impl SqliteStore {
 
     /// Opens the store without starting a keeper (the keeper itself uses this).
     pub(super) fn open_without_keeper(root: &Path) -> Result<SqliteStore> {
-        std::fs::create_dir_all(root).map_err(|e| {
-            Error::io(
-                format!(
-                    "cannot create state directory {} (set --root or MVNET_ROOT to a writable place)",
-                    root.display()
-                ),
-                e,
-            )
-        })?;
-        let conn = Connection::open(root.join("mvnet.db"))?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(root.join("mvnet.lock"))
-            .map_err(|e| Error::io(format!("open {}", root.join("mvnet.lock").display()), e))?;
+        super::root::prepare(root)?;
+        let lock = super::root::open_private(&root.join("mvnet.lock"))?;
+        let db = root.join("mvnet.db");
+        // A new database is created under the write lock, so an empty file found while
+        // holding it is not one being created: it is a store that lost its contents.
+        let new_or_empty = std::fs::symlink_metadata(&db).map_or(true, |m| m.len() == 0);
+        let conn = {
+            let guard = new_or_empty.then(|| WriteLock::take(&lock)).transpose()?;
+            let creating = match (&guard, std::fs::symlink_metadata(&db)) {
+                (None, _) => false,
+                (Some(_), Ok(m)) if m.len() == 0 => {
+                    return Err(invalid!(
+                        "state database {} is empty (0 bytes): every network and container mvnet knew about is gone from it, though their links may remain; restore it from a backup, or move it away (mv {} {}.broken) to start again with an empty store",
+                        db.display(),
+                        db.display(),
+                        db.display()
+                    ))
+                }
+                (Some(_), Ok(_)) => false,
+                (Some(_), Err(_)) => true,
+            };
+            super::root::open_private(&db)?;
+            for side in ["mvnet.db-wal", "mvnet.db-shm"] {
+                super::root::tighten_if_present(&root.join(side))?;
+            }
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+            let conn = Connection::open_with_flags(&db, flags)?;
+            if creating {
+                // Writes the file's first page before the lock is released. WAL is a
+                // property of the file: set once, it holds for every later open.
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+            }
+            conn
+        };
         // WAL: readers never block the writer; synchronous=NORMAL keeps every committed
         // transaction across a process crash (kill -9) and never corrupts on power loss.
         // Writers queue on mvnet.lock (below), so SQLite itself is rarely busy (a checkpoint,
@@ -124,7 +246,11 @@ impl SqliteStore {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
         )?;
-        let mut store = SqliteStore { conn, lock };
+        let mut store = SqliteStore {
+            conn,
+            lock,
+            reclaimed: Vec::new(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -136,7 +262,6 @@ impl SqliteStore {
         if v == SCHEMA_VERSION {
             return Ok(());
         }
-        // WAL is a property of the database file: set once, it holds for every later open.
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         let (tx, _lock) = self.write()?;
         tx.execute_batch(SCHEMA)?;
@@ -232,6 +357,26 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| Error::Store(format!("corrupt record: {e}")))
 }
 
+/// Parses a stored row; a corrupt one is reported on stderr and skipped, so one bad row
+/// cannot break every command (the `rm` commands remove it).
+fn parse_or_report<T: serde::de::DeserializeOwned>(body: &str, what: &str, key: &str) -> Option<T> {
+    match serde_json::from_str(body) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let fix = match what {
+                "network" => format!("mvnet network rm {}", crate::quote(key)),
+                "container" => format!("mvnet rm -f {}", crate::quote(key)),
+                _ => "mvnet network rm (its network) or mvnet rm -f (its container)".into(),
+            };
+            crate::warn_user(&format!(
+                "skipping {what} {} stored corrupt ({e}); remove it with: {fix}",
+                crate::quote(key)
+            ));
+            None
+        }
+    }
+}
+
 fn state_str(s: EndpointState) -> &'static str {
     match s {
         EndpointState::Creating => "creating",
@@ -277,7 +422,9 @@ fn endpoints_where(conn: &Connection, column: &str, value: &str) -> Result<Vec<E
     let mut out = Vec::new();
     for row in rows {
         let (body, state) = row?;
-        let mut ep: Endpoint = from_json(&body)?;
+        let Some(mut ep) = parse_or_report::<Endpoint>(&body, "endpoint", value) else {
+            continue;
+        };
         ep.state = if state == "active" {
             EndpointState::Active
         } else {
@@ -296,7 +443,8 @@ fn delete_endpoint(tx: &Transaction, id: &str) -> Result<Option<Endpoint>> {
         })
         .optional()?;
     let Some(body) = body else { return Ok(None) };
-    let ep: Endpoint = from_json(&body)?;
+    // A corrupt row still gives its addresses back.
+    let ep: Option<Endpoint> = from_json(&body).ok();
     let mut st = tx.prepare_cached("SELECT domain FROM allocations WHERE endpoint_id = ?1")?;
     let domains: Vec<String> = st
         .query_map([id], |r| r.get(0))?
@@ -306,25 +454,26 @@ fn delete_endpoint(tx: &Transaction, id: &str) -> Result<Option<Endpoint>> {
     }
     tx.execute("DELETE FROM allocations WHERE endpoint_id = ?1", [id])?;
     tx.execute("DELETE FROM endpoints WHERE id = ?1", [id])?;
-    Ok(Some(ep))
+    Ok(ep)
 }
 
 /// Endpoints left `creating` by a process that died mid-attach (kill -9) give their
-/// addresses back. Whoever attaches next to that netns deletes the half-made link.
-fn reclaim_abandoned(tx: &Transaction) -> Result<()> {
+/// addresses back. Returns them: their half-made links are the caller's to delete.
+fn reclaim_abandoned(tx: &Transaction) -> Result<Vec<Endpoint>> {
     let mut st =
         tx.prepare_cached("SELECT id, owner_pid FROM endpoints WHERE state = 'creating'")?;
     let rows: Vec<(String, u32)> = st
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     drop(st);
+    let mut reclaimed = Vec::new();
     for (id, pid) in rows {
         if !pid_alive(pid) {
             tracing::warn!(endpoint = %id, pid, "reclaiming endpoint abandoned mid-attach");
-            delete_endpoint(tx, &id)?;
+            reclaimed.extend(delete_endpoint(tx, &id)?);
         }
     }
-    Ok(())
+    Ok(reclaimed)
 }
 
 /// Takes one address for `endpoint_id` from pool `idx` of `net`: the static request if
@@ -598,11 +747,14 @@ impl Store for SqliteStore {
     fn networks(&mut self) -> Result<Vec<Network>> {
         let mut st = self
             .conn
-            .prepare("SELECT body FROM networks ORDER BY rowid")?;
-        let bodies: Vec<String> = st
-            .query_map([], |r| r.get(0))?
+            .prepare("SELECT name, body FROM networks ORDER BY rowid")?;
+        let rows: Vec<(String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        bodies.iter().map(|b| from_json(b)).collect()
+        Ok(rows
+            .iter()
+            .filter_map(|(name, b)| parse_or_report(b, "network", name))
+            .collect())
     }
 
     fn update_network(&mut self, net: &Network) -> Result<()> {
@@ -618,7 +770,13 @@ impl Store for SqliteStore {
 
     fn network(&mut self, name_or_id: &str) -> Result<Network> {
         match lookup(&self.conn, "networks", "network", name_or_id)? {
-            Some(b) => from_json(&b),
+            Some(b) => from_json(&b).map_err(|e| {
+                invalid!(
+                    "network {} is stored corrupt ({e}); remove it with: mvnet network rm {}",
+                    crate::quote(name_or_id),
+                    crate::quote(name_or_id)
+                )
+            }),
             None => Err(not_found!(
                 "network {name_or_id} not found; see the networks that exist with: mvnet network ls"
             )),
@@ -627,7 +785,7 @@ impl Store for SqliteStore {
 
     fn remove_network(&mut self, id: &str) -> Result<Option<String>> {
         let (tx, _lock) = self.write()?;
-        reclaim_abandoned(&tx)?;
+        let reclaimed = reclaim_abandoned(&tx)?;
         let eps = endpoints_where(&tx, "network_id", id)?;
         if !eps.is_empty() {
             let name: String = tx
@@ -664,6 +822,8 @@ impl Store for SqliteStore {
             }
         }
         tx.commit()?;
+        drop(_lock);
+        self.reclaimed.extend(reclaimed);
         Ok(to_delete)
     }
 
@@ -676,7 +836,7 @@ impl Store for SqliteStore {
 
     fn reserve_endpoint(&mut self, net: &Network, req: &EndpointRequest) -> Result<Endpoint> {
         let (tx, _lock) = self.write()?;
-        reclaim_abandoned(&tx)?;
+        let reclaimed = reclaim_abandoned(&tx)?;
         let still_there = tx
             .prepare_cached("SELECT 1 FROM networks WHERE id = ?1")?
             .exists([&net.id])?;
@@ -764,6 +924,7 @@ impl Store for SqliteStore {
             ipv6,
             state: EndpointState::Creating,
             owner_pid: req.owner_pid,
+            frontend: req.frontend,
         };
         tx.execute(
             "INSERT INTO endpoints(id, network_id, container_id, state, owner_pid, body)
@@ -778,6 +939,8 @@ impl Store for SqliteStore {
             ],
         )?;
         tx.commit()?;
+        drop(_lock);
+        self.reclaimed.extend(reclaimed);
         Ok(ep)
     }
 
@@ -930,20 +1093,86 @@ impl Store for SqliteStore {
     fn containers(&mut self) -> Result<Vec<Container>> {
         let mut st = self
             .conn
-            .prepare("SELECT body FROM containers ORDER BY rowid")?;
-        let bodies: Vec<String> = st
-            .query_map([], |r| r.get(0))?
+            .prepare("SELECT name, body FROM containers ORDER BY rowid")?;
+        let rows: Vec<(String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        bodies.iter().map(|b| from_json(b)).collect()
+        Ok(rows
+            .iter()
+            .filter_map(|(name, b)| parse_or_report(b, "container", name))
+            .collect())
     }
 
     fn container(&mut self, name_or_id: &str) -> Result<Container> {
         match lookup(&self.conn, "containers", "container", name_or_id)? {
-            Some(b) => from_json(&b),
+            Some(b) => from_json(&b).map_err(|e| {
+                invalid!(
+                    "container {} is stored corrupt ({e}); remove it with: mvnet rm -f {}",
+                    crate::quote(name_or_id),
+                    crate::quote(name_or_id)
+                )
+            }),
             None => Err(not_found!(
                 "no such container: {name_or_id}; see the containers that exist with: mvnet ps -a"
             )),
         }
+    }
+
+    fn take_reclaimed(&mut self) -> Vec<Endpoint> {
+        std::mem::take(&mut self.reclaimed)
+    }
+
+    fn remove_unreadable_network(&mut self, name_or_id: &str) -> Result<Option<Vec<Endpoint>>> {
+        let (tx, _lock) = self.write()?;
+        let row: Option<(String, String)> = tx
+            .query_row(
+                "SELECT id, body FROM networks WHERE name = ?1 OR id = ?1",
+                [name_or_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, body)) = row else {
+            return Ok(None);
+        };
+        if serde_json::from_str::<Network>(&body).is_ok() {
+            return Ok(None);
+        }
+        let eps = endpoints_where(&tx, "network_id", &id)?;
+        let ids: Vec<String> = {
+            let mut st = tx.prepare("SELECT id FROM endpoints WHERE network_id = ?1")?;
+            let v = st
+                .query_map([&id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            v
+        };
+        for ep in ids {
+            delete_endpoint(&tx, &ep)?;
+        }
+        drop_lan_conflicts(&tx, &id)?;
+        tx.execute("DELETE FROM pool_cursors WHERE network_id = ?1", [&id])?;
+        tx.execute("DELETE FROM networks WHERE id = ?1", [&id])?;
+        tx.commit()?;
+        Ok(Some(eps))
+    }
+
+    fn remove_unreadable_container(&mut self, name_or_id: &str) -> Result<bool> {
+        let (tx, _lock) = self.write()?;
+        let row: Option<(String, String)> = tx
+            .query_row(
+                "SELECT id, body FROM containers WHERE name = ?1 OR id = ?1",
+                [name_or_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, body)) = row else {
+            return Ok(false);
+        };
+        if serde_json::from_str::<Container>(&body).is_ok() {
+            return Ok(false);
+        }
+        tx.execute("DELETE FROM containers WHERE id = ?1", [&id])?;
+        tx.commit()?;
+        Ok(true)
     }
 
     fn remove_container(&mut self, id: &str) -> Result<()> {

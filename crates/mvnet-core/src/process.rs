@@ -1,0 +1,123 @@
+//! Hygiene for the processes mvnet leaves running (the store keeper, a container's monitor,
+//! the announcer): they must not keep the caller's file descriptors open (a shell's
+//! `out=$(mvnet network ls 9>&1)` would wait for the keeper to exit), and the keeper needs
+//! no privileges at all.
+
+use std::os::unix::process::CommandExt;
+
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// Makes every descriptor above stderr close when `cmd` execs, whatever the caller passed
+/// us. The standard streams the command sets up are 0-2, so they stay.
+pub fn close_inherited_fds(cmd: &mut std::process::Command) {
+    // SAFETY: the closure runs between fork and exec and only makes raw syscalls
+    // (close_range, or fcntl as a fallback), which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            mark_cloexec_from(3);
+            Ok(())
+        });
+    }
+}
+
+/// Marks fds >= `first` close-on-exec. Async-signal-safe.
+fn mark_cloexec_from(first: libc::c_uint) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes fd flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc != 0 {
+        // Kernels before 5.11: set the flag one by one up to the soft limit we can see.
+        for fd in first as i32..4096 {
+            // SAFETY: fcntl on a possibly closed fd just fails with EBADF.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}
+
+/// In a forked child that will not exec (the announcer): closes every descriptor above
+/// stderr except `keep`. Async-signal-safe.
+pub fn close_fds_except(keep: &[i32]) {
+    let mut keep_sorted = [i32::MAX; 8];
+    let n = keep.len().min(keep_sorted.len());
+    keep_sorted[..n].copy_from_slice(&keep[..n]);
+    keep_sorted[..n].sort_unstable();
+    let mut from: i32 = 3;
+    for &k in &keep_sorted[..n] {
+        if k >= from {
+            close_range(from, k - 1);
+            from = k + 1;
+        }
+    }
+    close_range(from, i32::MAX);
+}
+
+fn close_range(first: i32, last: i32) {
+    if first > last {
+        return;
+    }
+    // SAFETY: closing descriptors of this (forked) process only.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            last as libc::c_uint,
+            0 as libc::c_uint,
+        )
+    };
+    if rc != 0 {
+        for fd in first..last.min(4096) {
+            // SAFETY: as above.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Drops every capability for good (bounding set, effective, permitted, inheritable, and
+/// no way back through exec): for a process that only needs its own files.
+pub fn drop_all_capabilities() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        for cap in 0..64 {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                break; // past the last capability this kernel knows
+            }
+        }
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset reads the header and two data structs, laid out as the kernel's
+    // __user_cap_header_struct and __user_cap_data_struct.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
