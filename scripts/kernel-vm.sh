@@ -5,7 +5,9 @@
 #
 # The VM mounts this machine's root file system read-only over 9p and chroots into it, so
 # the command runs this machine's binaries (iproute2, the mvnet build, test binaries).
-# /run, /tmp and /var/tmp inside are fresh tmpfs. Output comes back on the serial console.
+# /run, /tmp and /var/tmp inside are fresh tmpfs, except for this checkout (and
+# $CARGO_TARGET_DIR), which stay visible wherever they are: a clone under /tmp works too.
+# MVNET_VM_KEEP (colon-separated paths) adds more. Output comes back on the serial console.
 #
 # usage: scripts/kernel-vm.sh 'command'        exit status: the command's, or 99 when the VM
 #                                               did not boot or did not report (never a skip).
@@ -24,7 +26,7 @@ done
 moddir=/lib/modules/$kver
 
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-mkdir -p "$work"/root/{bin,proc,sys,dev,host,mods}
+mkdir -p "$work"/root/{bin,proc,sys,dev,host,mods,keep}
 cp /bin/busybox "$work/root/bin/"
 
 # Modules wanted, then their dependencies from modules.dep, in a valid load order.
@@ -56,6 +58,13 @@ for p in "${order[@]}"; do
 done
 
 printf '%s\n' "$cmd" > "$work/root/cmd"
+# Paths the command needs that the fresh tmpfs mounts would hide (a checkout under /tmp).
+repo=$(cd "$(dirname "$0")/.." && pwd -P)
+: > "$work/root/keep.list"
+for p in "$repo" ${CARGO_TARGET_DIR:+"$CARGO_TARGET_DIR"} $(tr ':' ' ' <<<"${MVNET_VM_KEEP:-}"); do
+  p=$(readlink -f "$p" 2>/dev/null) || continue
+  case "$p" in /run/*|/tmp/*|/var/tmp/*) echo "$p" >> "$work/root/keep.list" ;; esac
+done
 cat > "$work/root/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -65,7 +74,16 @@ if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 hostroot /host; t
   echo "VM-SETUP-FAILED: cannot mount the host root"; poweroff -f
 fi
 for d in proc sys dev; do mount --bind /$d /host/$d; done
+# Set aside what the tmpfs mounts below would hide, then put it back on top of them.
+n=0
+while read -r p; do
+  mkdir -p "/keep/$n" && mount -o bind "/host$p" "/keep/$n"; n=$((n+1))
+done < /keep.list
 for d in run tmp var/tmp; do mount -t tmpfs tmpfs /host/$d; done
+n=0
+while read -r p; do
+  mkdir -p "/host$p" && mount -o bind "/keep/$n" "/host$p"; n=$((n+1))
+done < /keep.list
 cp /cmd /host/tmp/cmd
 chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   /bin/bash -c 'cd /; bash /tmp/cmd'

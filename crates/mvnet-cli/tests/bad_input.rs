@@ -1,6 +1,6 @@
 //! Every bad input fails with a non-zero exit and a one-line message that says what to do,
-//! and changes nothing: no state row, no link, no namespace. One test function on purpose:
-//! the namespace count it compares is machine-wide, so nothing else may run beside it.
+//! and changes nothing: no state row, no link, no namespace. Leaked namespaces are those no
+//! state root lists (see `orphan_container_netns`), so other tests may run beside it.
 
 mod common;
 use common::TestLab;

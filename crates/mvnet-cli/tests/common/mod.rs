@@ -105,6 +105,44 @@ impl TestLab {
         cmd.output().expect("run mvnet").into()
     }
 
+    /// `mvnet-cni` (the workspace's build, next to `mvnet`) on the lab's docker host with the
+    /// lab's state root: CNI_COMMAND=`command`, the config on stdin.
+    pub fn cni(&self, command: &str, netns: &str, ifname: &str, id: &str, conf: &str) -> Out {
+        self.cni_with(command, netns, ifname, id, conf, &[])
+    }
+
+    /// `cni` with more environment (CNI_ARGS, say).
+    pub fn cni_with(
+        &self,
+        command: &str,
+        netns: &str,
+        ifname: &str,
+        id: &str,
+        conf: &str,
+        extra: &[(&str, &str)],
+    ) -> Out {
+        use std::io::Write;
+        let plugin = std::path::Path::new(env!("CARGO_BIN_EXE_mvnet")).with_file_name("mvnet-cni");
+        let mut cmd = in_netns(&self.guard.lab.host_netns(), &[plugin.to_str().unwrap()]);
+        cmd.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_PATH", "/usr/lib/cni")
+            .env("MVNET_ROOT", self.root())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("run mvnet-cni");
+        let _ = child.stdin.take().unwrap().write_all(conf.as_bytes());
+        child.wait_with_output().expect("mvnet-cni output").into()
+    }
+
     /// `mvnet ARGS` that must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.mvnet(args);
@@ -203,22 +241,61 @@ impl TestLab {
     }
 
     /// What a failed command must leave untouched in this lab: its state and host links.
-    /// (Unlike `snapshot`, safe while other tests run: it counts nothing machine-wide.)
     pub fn lab_snapshot(&self) -> (String, String, Vec<String>) {
         let (n, p, l, _) = self.snapshot();
         (n, p, l)
     }
 
     /// Everything a failed command must leave untouched: state listings, host links, and the
-    /// machine-wide count of named namespaces (only for a test binary with a single test).
-    pub fn snapshot(&self) -> (String, String, Vec<String>, usize) {
+    /// container namespaces no store knows (leaked ones). Counts nothing machine-wide, so
+    /// it holds while other tests (or other containers) come and go.
+    pub fn snapshot(&self) -> (String, String, Vec<String>, Vec<String>) {
         let nets = self.ok(&["network", "ls", "--format", "json"]);
         let ps = self.ok(&["ps", "-a", "--format", "json"]);
-        let netns = std::fs::read_dir("/run/netns")
-            .map(|d| d.count())
-            .unwrap_or(0);
-        (nets, ps, self.host_links(), netns)
+        (nets, ps, self.host_links(), orphan_container_netns())
     }
+}
+
+/// Container namespaces (`/run/netns/mvnet-*`) that no state root on this machine lists:
+/// leaked ones. mvnet writes a container's row before its namespace and removes it after,
+/// so a namespace of a container that is being made or removed elsewhere is never counted.
+pub fn orphan_container_netns() -> Vec<String> {
+    let names = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut candidates: Vec<String> = names("/run/netns")
+        .into_iter()
+        .filter(|n| n.starts_with("mvnet-"))
+        .collect();
+    if candidates.is_empty() {
+        return candidates;
+    }
+    let mut roots: Vec<String> = names("/run/mvnet/lab")
+        .into_iter()
+        .map(|n| format!("/run/mvnet/lab/{n}"))
+        .collect();
+    roots.push(mvnet_core::engine::DEFAULT_ROOT.to_string());
+    for root in roots.iter().filter(|r| std::path::Path::new(r).join("mvnet.db").exists()) {
+        let out = Command::new(env!("CARGO_BIN_EXE_mvnet"))
+            .args(["ps", "-a", "-q"])
+            .env("MVNET_ROOT", root)
+            .env("MVNET_NO_KEEPER", "1")
+            .output();
+        if let Ok(o) = out {
+            let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+            candidates.retain(|n| {
+                let short = n.trim_start_matches("mvnet-");
+                !listed.lines().any(|id| id.trim() == short)
+            });
+        }
+    }
+    candidates.sort();
+    candidates
 }
 
 /// Whether the running kernel can create a link of `kind` ("vlan", "ipvlan", ...), checked

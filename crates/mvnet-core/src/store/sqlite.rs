@@ -484,6 +484,7 @@ fn allocate(
     idx: usize,
     requested: Option<IpAddr>,
     endpoint_id: &str,
+    host_addresses: &[(IpAddr, String)],
 ) -> Result<(IpAddr, u8)> {
     let spec = &net.pools[idx];
     let pool = spec.pool();
@@ -493,6 +494,11 @@ fn allocate(
     let ip = match requested {
         Some(ip) => {
             pool.check_static(ip)?;
+            if let Some((_, ifname)) = host_addresses.iter().find(|(a, _)| *a == ip) {
+                return Err(conflict!(
+                    "address {ip} belongs to this host (it is on {ifname}); a container with it would take the host off the LAN: pick another --ip"
+                ));
+            }
             let holder: Option<String> = taken_st
                 .query_row(params![domain, &ip_key(ip)[..]], |r| r.get(0))
                 .optional()?;
@@ -533,7 +539,13 @@ fn allocate(
                 )
                 .optional()?
                 .unwrap_or(0);
-            let found = pool.allocate(cursor, count.max(0) as u128, |ip| {
+            // The host's own addresses are skipped like taken ones (and counted, so the
+            // search bound still covers every free address).
+            let bound = count.max(0) as u128 + host_addresses.len() as u128;
+            let found = pool.allocate(cursor, bound, |ip| {
+                if host_addresses.iter().any(|(a, _)| *a == ip) {
+                    return Ok(true);
+                }
                 taken_st
                     .exists(params![domain, &ip_key(ip)[..]])
                     .map_err(Error::from)
@@ -903,10 +915,10 @@ impl Store for SqliteStore {
             ));
         }
         let ipv4 = v4_idx
-            .map(|i| allocate(&tx, net, i, req.static_ipv4, &id))
+            .map(|i| allocate(&tx, net, i, req.static_ipv4, &id, &req.host_addresses))
             .transpose()?;
         let ipv6 = v6_idx
-            .map(|i| allocate(&tx, net, i, req.static_ipv6, &id))
+            .map(|i| allocate(&tx, net, i, req.static_ipv6, &id, &req.host_addresses))
             .transpose()?;
         let mac = req.mac.unwrap_or_else(|| match ipv4 {
             Some((IpAddr::V4(v4), _)) => MacAddr::from_ipv4(v4),
@@ -1006,7 +1018,7 @@ impl Store for SqliteStore {
             .ok_or_else(|| Error::Store(format!("{ip} is in no pool of {}", net.name)))?;
         delete_allocation(&tx, net.address_domain(), ip, endpoint_id)?;
         insert_lan_conflict(&tx, net, ip, holder)?;
-        let new = allocate(&tx, net, idx, None, endpoint_id)?;
+        let new = allocate(&tx, net, idx, None, endpoint_id, &[])?;
         *slot = Some(new);
         if let (IpAddr::V4(old4), IpAddr::V4(new4)) = (ip, new.0) {
             if ep.mac == MacAddr::from_ipv4(old4) {
