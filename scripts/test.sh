@@ -7,3 +7,5 @@ cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=8
 # Tests that need 802.1Q/ipvlan, under Debian's full kernel in a VM (fails if it cannot boot).
 bash scripts/vm-tests.sh
+# The VM must also work for a checkout under /tmp (its /tmp is a fresh tmpfs).
+bash scripts/vm-tmp-checkout-test.sh

@@ -25,3 +25,13 @@ pub fn print(header: &[&str], rows: &[Vec<String>]) {
         line(r.iter().map(String::as_str).collect());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_huge_cell_does_not_panic() {
+        // format!'s width argument is limited; a 70,000-character name once panicked here.
+        let name = "n".repeat(70_000);
+        super::print(&["NAME", "DRIVER"], &[vec![name, "macvlan".into()]]);
+    }
+}

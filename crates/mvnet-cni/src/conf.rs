@@ -421,6 +421,53 @@ pub fn version_at_least(v: &str, min: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn network_names_are_validated() {
+        let conf = |name: &str| {
+            NetConf::parse(
+                serde_json::json!({"cniVersion": "1.1.0", "name": name, "type": "mvnet-cni"})
+                    .to_string()
+                    .as_bytes(),
+            )
+        };
+        assert!(conf("lan-1.prod_a").is_ok());
+        for bad in ["", "a\nb", "$(id)", "-x", "a b", &"n".repeat(1 << 16)] {
+            let e = conf(bad).unwrap_err();
+            assert_eq!(e.code, code::INVALID_CONFIG, "{bad:?}");
+            assert!(e.msg.len() < 300, "{}", e.msg.len());
+        }
+    }
+
+    #[test]
+    fn ipam_must_be_an_object() {
+        for ipam in [serde_json::json!("mvnet"), serde_json::json!([1]), serde_json::json!(7)] {
+            let raw = serde_json::json!({"cniVersion": "1.1.0", "name": "n", "ipam": ipam});
+            let e = NetConf::parse(raw.to_string().as_bytes()).unwrap_err();
+            assert_eq!(e.code, code::INVALID_CONFIG, "{ipam}");
+        }
+        let raw = serde_json::json!({"cniVersion": "1.1.0", "name": "n"});
+        assert!(NetConf::parse(raw.to_string().as_bytes()).is_ok(), "no ipam is fine");
+    }
+
+    #[test]
+    fn version_needs_no_container_variables() {
+        let e = env(&[
+            ("CNI_COMMAND", "VERSION"),
+            ("CNI_CONTAINERID", "not valid!"),
+            ("CNI_IFNAME", "far-too-long-interface-name"),
+        ]);
+        assert!(e.is_ok(), "{e:?}");
+    }
+
+    #[test]
+    fn master_is_an_interface_name() {
+        let raw = serde_json::json!({"cniVersion": "1.1.0", "name": "n", "master": "m".repeat(70_000)});
+        let conf = NetConf::parse(raw.to_string().as_bytes()).unwrap();
+        let e = conf.master_name().unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.len() < 300);
+    }
+
     fn env(vars: &[(&str, &str)]) -> CniResult<Env> {
         let vars: Vec<(String, String)> = vars
             .iter()

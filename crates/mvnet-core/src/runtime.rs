@@ -577,3 +577,29 @@ fn destroy(engine: &mut Engine, c: &Container) -> Result<()> {
     }
     engine.store().remove_container(&c.id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_start_time_of_zero_matches_no_process() {
+        let me = std::process::id();
+        let start = process_start_time(me).unwrap();
+        assert!(same_process(me, start));
+        assert!(!same_process(me, 0), "pid_start 0 must not match any live pid");
+        assert!(!same_process(0, start));
+        assert!(!same_process(me, start + 1));
+    }
+
+    #[test]
+    fn own_paths_come_from_the_id_only() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let p = OwnPaths::of(Path::new("/var/lib/mvnet"), id).unwrap();
+        assert_eq!(p.netns, Path::new("/run/netns/mvnet-0123456789ab"));
+        assert_eq!(p.uts, Path::new("/run/mvnet/uts/0123456789ab"));
+        assert_eq!(p.log, Path::new("/var/lib/mvnet/containers").join(id).join("log"));
+        assert!(OwnPaths::of(Path::new("/"), "../../etc/passwd").is_err());
+        assert!(OwnPaths::of(Path::new("/"), "0123").is_err());
+    }
+}

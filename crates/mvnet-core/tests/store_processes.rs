@@ -300,3 +300,62 @@ fn lan_conflicts_pass_to_a_network_that_still_covers_them() {
     s.remove_network(&b.id).unwrap();
     assert_eq!(s.check_consistency().unwrap(), Vec::<String>::new());
 }
+
+/// Issue 19, item 5: an endpoint left `creating` by a dead process gives its address back
+/// *and* is handed to the caller, whose job is to delete its half-made link.
+#[test]
+fn abandoned_endpoints_are_handed_back_for_their_links() {
+    let root = temp_root("reclaim");
+    let net = make_network(&root.0, "10.72.0.0/29");
+    let mut s = SqliteStore::open(&root.0).unwrap();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let req = |who: &str, pid: u32| EndpointRequest {
+        container_id: who.into(),
+        container_name: who.into(),
+        netns: format!("/run/netns/{who}"),
+        ifname: None,
+        owner_pid: pid,
+        ..Default::default()
+    };
+    let abandoned = s.reserve_endpoint(&net, &req("a", dead_pid)).unwrap();
+    assert!(s.take_reclaimed().is_empty());
+    let next = s.reserve_endpoint(&net, &req("b", std::process::id())).unwrap();
+    let reclaimed = s.take_reclaimed();
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].id, abandoned.id);
+    assert_eq!(reclaimed[0].netns, "/run/netns/a");
+    assert_eq!(reclaimed[0].mac, abandoned.mac);
+    assert!(s.take_reclaimed().is_empty(), "handed back once");
+    assert_ne!(next.id, abandoned.id);
+    assert!(s.check_consistency().unwrap().is_empty());
+}
+
+/// Issue 19, item 2: addresses the host holds are skipped by the allocator and refused by
+/// name.
+#[test]
+fn host_addresses_are_never_allocated() {
+    let root = temp_root("hostaddr");
+    let net = make_network(&root.0, "10.73.0.0/29");
+    let mut s = SqliteStore::open(&root.0).unwrap();
+    let host = vec![("10.73.0.2".parse().unwrap(), "eth0".to_string())];
+    let req = |who: &str, ip: Option<&str>| EndpointRequest {
+        container_id: who.into(),
+        container_name: who.into(),
+        static_ipv4: ip.map(|i| i.parse().unwrap()),
+        owner_pid: std::process::id(),
+        host_addresses: host.clone(),
+        ..Default::default()
+    };
+    let e = s.reserve_endpoint(&net, &req("x", Some("10.73.0.2"))).unwrap_err();
+    assert!(e.to_string().contains("belongs to this host") && e.to_string().contains("eth0"), "{e}");
+    let got: Vec<String> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|w| s.reserve_endpoint(&net, &req(w, None)).unwrap().ipv4.unwrap().0.to_string())
+        .collect();
+    assert!(!got.contains(&"10.73.0.2".to_string()), "{got:?}");
+    assert_eq!(got.len(), 5, "the rest of the /29 is still handed out");
+    let e = s.reserve_endpoint(&net, &req("f", None)).unwrap_err();
+    assert!(e.to_string().contains("no free address"), "{e}");
+}

@@ -37,8 +37,10 @@ pub fn ip(args: &[&str]) {
 }
 
 impl World {
-    /// An origin namespace with `lan0` (master, up, with a live peer) and a default route
-    /// through it, so default-master detection has something safe to find.
+    /// An origin namespace with `lan0` (master, up, 192.0.2.5) and a default route through
+    /// it, so default-master detection has something safe to find. The far end of its
+    /// cable, `lan1`, is another device on the LAN, in its own namespace, holding
+    /// 192.0.2.10 (the probe tests need a LAN device that is not the host itself).
     pub fn new() -> World {
         assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
         let tag = mvnet_core::ids::new_id()[..8].to_string();
@@ -51,9 +53,12 @@ impl World {
         ip(&[
             "-n", &origin, "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
         ]);
+        let lan = w.netns("lan");
+        ip(&["-n", &origin, "link", "set", "lan1", "netns", &lan]);
         ip(&["-n", &origin, "link", "set", "lan0", "up"]);
-        ip(&["-n", &origin, "link", "set", "lan1", "up"]);
-        ip(&["-n", &origin, "addr", "add", "192.0.2.10/24", "dev", "lan0"]);
+        ip(&["-n", &lan, "link", "set", "lan1", "up"]);
+        ip(&["-n", &origin, "addr", "add", "192.0.2.5/24", "dev", "lan0"]);
+        ip(&["-n", &lan, "addr", "add", "192.0.2.10/24", "dev", "lan1"]);
         ip(&["-n", &origin, "route", "add", "default", "via", "192.0.2.1"]);
         w
     }
@@ -67,6 +72,11 @@ impl World {
 
     pub fn origin(&self) -> String {
         format!("cni-{}-o", self.tag)
+    }
+
+    /// The namespace of the LAN device at the far end of the master's cable.
+    pub fn lan(&self) -> String {
+        format!("cni-{}-lan", self.tag)
     }
 
     /// Runs a plugin binary inside the origin namespace with the CNI environment.

@@ -687,6 +687,39 @@ pub enum Frontend {
 mod tests {
     use super::*;
 
+    #[test]
+    fn interface_names_are_checked_before_the_kernel_sees_them() {
+        assert!(check_ifname("eth0", "-o parent").is_ok());
+        assert!(check_ifname("ens19.1318", "-o parent").is_ok());
+        for bad in ["", "a23456789012345x", "a/b", "a b", "a:b", ".", "..", "a\nb"] {
+            assert!(check_ifname(bad, "-o parent").is_err(), "{bad:?}");
+        }
+        let huge = "x".repeat(70_000);
+        let e = check_ifname(&huge, "-o parent").unwrap_err().to_string();
+        assert!(e.len() < 200, "the message quotes a cut value: {}", e.len());
+        // Through option parsing too (it used to reach netlink and panic).
+        let e = NetworkOptions::parse(&[format!("parent={huge}")]).unwrap_err();
+        assert!(e.to_string().contains("interface name"), "{e}");
+    }
+
+    #[test]
+    fn special_purpose_subnets() {
+        let s = |n: &str| special_subnet(&n.parse().unwrap());
+        for refused in ["224.0.0.0/24", "239.1.0.0/16", "127.0.0.0/24", "0.0.0.0/8", "ff02::/64", "::1/128"] {
+            assert!(s(refused).is_err(), "{refused}");
+        }
+        for warned in ["240.0.0.0/8", "169.254.0.0/16", "192.0.2.0/24", "fe80::/64", "2001:db8::/64"] {
+            assert!(matches!(s(warned), Ok(Some(_))), "{warned}");
+        }
+        for fine in ["10.103.19.0/24", "192.168.1.0/24", "fd00:19::/64"] {
+            assert!(matches!(s(fine), Ok(None)), "{fine}");
+        }
+        let mut r = req(&[("subnet", "240.0.0.0/8")]);
+        r.options = vec!["parent=eth0".into()];
+        let v = r.validate().unwrap();
+        assert!(v.warnings[0].contains("240.0.0.0/8"), "{:?}", v.warnings);
+    }
+
     fn req(args: &[(&str, &str)]) -> CreateNetworkRequest {
         let mut r = CreateNetworkRequest {
             name: "n".into(),
