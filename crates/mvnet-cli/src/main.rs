@@ -8,7 +8,6 @@ mod table;
 
 use std::process::ExitCode;
 
-
 fn main() -> ExitCode {
     mvnet_core::store::keeper::enable();
     // Die quietly on a closed pipe (`mvnet ... | head`), like other Unix tools.

@@ -15,7 +15,10 @@ pub fn print(header: &[&str], rows: &[Vec<String>]) {
             } else {
                 // Padded by hand: format!'s width is limited (a 64 KiB name would panic).
                 s.push_str(c);
-                s.extend(std::iter::repeat_n(' ', widths[i].saturating_sub(c.len()) + 3));
+                s.extend(std::iter::repeat_n(
+                    ' ',
+                    widths[i].saturating_sub(c.len()) + 3,
+                ));
             }
         }
         println!("{}", s.trim_end());

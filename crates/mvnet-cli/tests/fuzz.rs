@@ -78,7 +78,11 @@ fn check_outcome(what: &str, r: &Run) {
         "{what}: panicked\n{}",
         r.stderr
     );
-    assert!(code == 0 || code == 1, "{what}: exit code {code}\n{}", r.stderr);
+    assert!(
+        code == 0 || code == 1,
+        "{what}: exit code {code}\n{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -148,7 +152,14 @@ fn fuzz_cni_and_cli_inputs() {
         String::new(),
     ];
     let ifnames = ["eth0", "net1", "abcdefghijklmnopq", "a/b", ""];
-    let args = ["", "IP=10.103.19.77", "IP=xyz", "MAC=zz", "FOO=1", "IgnoreUnknown=1;FOO=1"];
+    let args = [
+        "",
+        "IP=10.103.19.77",
+        "IP=xyz",
+        "MAC=zz",
+        "FOO=1",
+        "IgnoreUnknown=1;FOO=1",
+    ];
     let modes = ["", "bridge", "private", "vepa", "bogus"];
     let versions = ["1.1.0", "0.3.1", "", "9.9.9"];
     let plugin = std::path::Path::new(env!("CARGO_BIN_EXE_mvnet")).with_file_name("mvnet-cni");
@@ -185,11 +196,16 @@ fn fuzz_cni_and_cli_inputs() {
         } else {
             bare.path.clone()
         };
-        let ifname = if rng.chance(20) { *rng.pick(&ifnames) } else { "eth0" };
+        let ifname = if rng.chance(20) {
+            *rng.pick(&ifnames)
+        } else {
+            "eth0"
+        };
         let cni_args = if rng.chance(20) { *rng.pick(&args) } else { "" };
         let raw = conf.to_string();
         let run = |command: &str| {
-            let mut cmd = mvnet_core::netns::command_in(&lab.guard.lab.host_netns(), &plugin).unwrap();
+            let mut cmd =
+                mvnet_core::netns::command_in(&lab.guard.lab.host_netns(), &plugin).unwrap();
             cmd.env_clear()
                 .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
                 .env("CNI_COMMAND", command)
@@ -216,7 +232,11 @@ fn fuzz_cni_and_cli_inputs() {
                 .unwrap_or_else(|_| panic!("{}: no JSON error: {}", summary("ADD"), add.stdout));
             let msg = v["msg"].as_str().unwrap_or_default();
             assert!(v["code"].is_u64(), "{}: {v}", summary("ADD"));
-            assert!(!msg.contains('\n') && msg.len() < 2200, "{}: {msg}", summary("ADD"));
+            assert!(
+                !msg.contains('\n') && msg.len() < 2200,
+                "{}: {msg}",
+                summary("ADD")
+            );
         }
         // DEL always runs, as a runtime would after a failed ADD; it must clean up.
         let del = run("DEL");
@@ -231,9 +251,16 @@ fn fuzz_cni_and_cli_inputs() {
             .iter()
             .filter(|l| l["ifname"] != "lo")
             .collect();
-        assert!(leftover.is_empty(), "{}: left {leftover:?}", summary("ADD+DEL"));
+        assert!(
+            leftover.is_empty(),
+            "{}: left {leftover:?}",
+            summary("ADD+DEL")
+        );
     }
-    assert!(added > 0, "no case succeeded: the fuzzer only tested refusals");
+    assert!(
+        added > 0,
+        "no case succeeded: the fuzzer only tested refusals"
+    );
 
     // The CLI with hostile arguments.
     let bad_values: Vec<String> = vec![
@@ -246,23 +273,62 @@ fn fuzz_cni_and_cli_inputs() {
     for case in 0..cases / 2 {
         let v = rng.pick(&bad_values).clone();
         let argv: Vec<String> = match rng.next() % 5 {
-            0 => vec!["network".into(), "create".into(), "--subnet=10.1.0.0/24".into(), "-o".into(), format!("parent={v}"), "fzn".into()],
-            1 => vec!["network".into(), "create".into(), "--subnet=10.1.0.0/24".into(), "-o".into(), "parent=eth0".into(), v.clone()],
-            2 => vec!["network".into(), "connect".into(), "--netns".into(), rng.pick(&netns).clone(), "base".into()],
-            3 => vec!["run".into(), "-d".into(), "--network".into(), "base".into(), "--name".into(), v.clone(), "--".into(), "sleep".into(), "1".into()],
+            0 => vec![
+                "network".into(),
+                "create".into(),
+                "--subnet=10.1.0.0/24".into(),
+                "-o".into(),
+                format!("parent={v}"),
+                "fzn".into(),
+            ],
+            1 => vec![
+                "network".into(),
+                "create".into(),
+                "--subnet=10.1.0.0/24".into(),
+                "-o".into(),
+                "parent=eth0".into(),
+                v.clone(),
+            ],
+            2 => vec![
+                "network".into(),
+                "connect".into(),
+                "--netns".into(),
+                rng.pick(&netns).clone(),
+                "base".into(),
+            ],
+            3 => vec![
+                "run".into(),
+                "-d".into(),
+                "--network".into(),
+                "base".into(),
+                "--name".into(),
+                v.clone(),
+                "--".into(),
+                "sleep".into(),
+                "1".into(),
+            ],
             _ => vec!["inspect".into(), v.clone()],
         };
-        let mut cmd = mvnet_core::netns::command_in(&lab.guard.lab.host_netns(), env!("CARGO_BIN_EXE_mvnet")).unwrap();
+        let mut cmd =
+            mvnet_core::netns::command_in(&lab.guard.lab.host_netns(), env!("CARGO_BIN_EXE_mvnet"))
+                .unwrap();
         cmd.args(&argv).env("MVNET_ROOT", lab.root());
         let r = run_bounded(cmd, b"", LIMIT);
         let what = format!(
             "CLI case {case} (seed {seed}): {:?}",
-            argv.iter().map(|a| a.chars().take(40).collect::<String>()).collect::<Vec<_>>()
+            argv.iter()
+                .map(|a| a.chars().take(40).collect::<String>())
+                .collect::<Vec<_>>()
         );
         check_outcome(&what, &r);
         if r.code == Some(1) {
             let lines: Vec<&str> = r.stderr.lines().filter(|l| l.contains("error")).collect();
-            assert_eq!(lines.len(), 1, "{what}: {}", r.stderr.chars().take(500).collect::<String>());
+            assert_eq!(
+                lines.len(),
+                1,
+                "{what}: {}",
+                r.stderr.chars().take(500).collect::<String>()
+            );
             assert!(lines[0].len() < 2200, "{what}: {} bytes", lines[0].len());
         } else {
             // Something that worked (a container named oddly, say): undo it.

@@ -48,7 +48,15 @@ fn item02_host_address_is_never_given_to_a_container() {
     let lab = TestLab::new();
     lab.seed_network("base", &["--ip-range=10.103.19.8/30", "-o", "probe_ms=0"]);
     let e = lab.fails(&[
-        "run", "-d", "--network", "base", "--ip", "10.103.19.10", "--", "sleep", "1000",
+        "run",
+        "-d",
+        "--network",
+        "base",
+        "--ip",
+        "10.103.19.10",
+        "--",
+        "sleep",
+        "1000",
     ]);
     assert!(
         e.contains("10.103.19.10") && e.contains("eth0") && e.contains("this host"),
@@ -61,7 +69,10 @@ fn item02_host_address_is_never_given_to_a_container() {
     }
     assert!(!got.contains(&"10.103.19.10".to_string()), "{got:?}");
     assert_eq!(got, ["10.103.19.8", "10.103.19.9", "10.103.19.11"]);
-    assert!(lab.machine_reaches("host", "10.103.19.1"), "the host kept its LAN");
+    assert!(
+        lab.machine_reaches("host", "10.103.19.1"),
+        "the host kept its LAN"
+    );
 }
 
 /// Item 3: when `rm -f` returns, the container's address is gone from the LAN: nothing
@@ -92,7 +103,15 @@ fn item04_rm_kills_the_whole_container() {
     let lab = TestLab::new();
     lab.seed_network("base", &[]);
     lab.ok(&[
-        "run", "-d", "--network", "base", "--name", "t", "--", "sh", "-c",
+        "run",
+        "-d",
+        "--network",
+        "base",
+        "--name",
+        "t",
+        "--",
+        "sh",
+        "-c",
         "setsid sleep 1000 & sleep 1000 & wait",
     ]);
     let key = sandbox_key(&lab, "t");
@@ -108,8 +127,7 @@ fn item04_rm_kills_the_whole_container() {
     assert!(left.is_empty(), "still running after rm -f: {left:?}");
     assert!(!std::path::Path::new(&key).exists(), "namespace file gone");
     assert!(
-        lab.machine_reaches("peer", "10.103.19.1")
-            && !lab.machine_reaches("peer", "10.103.19.2"),
+        lab.machine_reaches("peer", "10.103.19.1") && !lab.machine_reaches("peer", "10.103.19.2"),
         "the container's address is off the LAN"
     );
 }
@@ -130,7 +148,15 @@ fn item05_killed_runs_do_not_block_later_ones() {
         let delay = Duration::from_millis((seed % 50) as u64);
         let mut cmd = mvnet_core::netns::command_in(&host, mvnet).unwrap();
         cmd.args([
-            "run", "-d", "--network", "base", "--name", &format!("k{i}"), "--", "sleep", "1000",
+            "run",
+            "-d",
+            "--network",
+            "base",
+            "--name",
+            &format!("k{i}"),
+            "--",
+            "sleep",
+            "1000",
         ])
         .env("MVNET_ROOT", lab.root())
         .stdout(std::process::Stdio::null())
@@ -152,7 +178,10 @@ fn item05_killed_runs_do_not_block_later_ones() {
         .iter()
         .filter(|c| c["Status"].as_str() == Some("Created"))
         .collect();
-    assert!(created.is_empty(), "abandoned Created containers: {created:?}");
+    assert!(
+        created.is_empty(),
+        "abandoned Created containers: {created:?}"
+    );
     // Every container namespace that exists belongs to a listed container, and holds at
     // most its own eth0.
     let orphans = common::orphan_container_netns();
@@ -190,10 +219,19 @@ fn item07_state_root_is_private_and_the_lock_times_out() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let mut cmd = mvnet_core::netns::command_in(&lab.guard.lab.host_netns(), env!("CARGO_BIN_EXE_mvnet")).unwrap();
-    cmd.args(["network", "create", "--subnet=10.9.0.0/24", "-o", "parent=eth0", "other"])
-        .env("MVNET_ROOT", &root)
-        .env("MVNET_LOCK_TIMEOUT", "1");
+    let mut cmd =
+        mvnet_core::netns::command_in(&lab.guard.lab.host_netns(), env!("CARGO_BIN_EXE_mvnet"))
+            .unwrap();
+    cmd.args([
+        "network",
+        "create",
+        "--subnet=10.9.0.0/24",
+        "-o",
+        "parent=eth0",
+        "other",
+    ])
+    .env("MVNET_ROOT", &root)
+    .env("MVNET_LOCK_TIMEOUT", "1");
     let e = one_line_error(cmd.output().unwrap().into());
     let _ = holder.kill();
     let _ = holder.wait();
@@ -214,7 +252,10 @@ fn item08_planted_links_are_not_followed() {
     std::os::unix::fs::symlink(&target, root.join("mvnet.lock")).unwrap();
     let e = lab.fails(&["network", "ls"]);
     assert!(e.contains("symbolic link"), "{e}");
-    assert!(!target.exists(), "nothing was created where the link points");
+    assert!(
+        !target.exists(),
+        "nothing was created where the link points"
+    );
 }
 
 /// Item 9: a crafted container row cannot make `rm -f` delete files or kill processes
@@ -231,7 +272,9 @@ fn item09_crafted_rows_cannot_steer_rm() {
     let mut bystander = Command::new("sleep").arg("1000").spawn().unwrap();
     let db = rusqlite::Connection::open(lab.root().join("mvnet.db")).unwrap();
     let body: String = db
-        .query_row("SELECT body FROM containers WHERE name = 'real'", [], |r| r.get(0))
+        .query_row("SELECT body FROM containers WHERE name = 'real'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["netns"] = dir.join("file").display().to_string().into();
@@ -249,10 +292,16 @@ fn item09_crafted_rows_cannot_steer_rm() {
     let bystander_alive = bystander.try_wait().unwrap().is_none();
     let _ = bystander.kill();
     let _ = bystander.wait();
-    assert!(bystander_alive, "rm -f killed a process that was not the container's");
+    assert!(
+        bystander_alive,
+        "rm -f killed a process that was not the container's"
+    );
     assert!(dir.join("file").exists() && dir.join("logs/log").exists());
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(common::orphan_container_netns().is_empty(), "the real namespace went too");
+    assert!(
+        common::orphan_container_netns().is_empty(),
+        "the real namespace went too"
+    );
 }
 
 /// Item 10: processes mvnet leaves behind hold none of the caller's descriptors (a shell's
@@ -316,12 +365,17 @@ fn item11_cni_refuses_its_own_netns_and_deletes_only_its_links() {
     assert_eq!(o.code, 1, "{}", o.stdout);
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["code"], 4, "{v}");
-    assert!(v["msg"].as_str().unwrap().contains("own network namespace"), "{v}");
+    assert!(
+        v["msg"].as_str().unwrap().contains("own network namespace"),
+        "{v}"
+    );
     assert!(!lab.host_links().contains(&"eth9".to_string()));
     // A foreign veth named eth0 in a container namespace survives DEL.
     let ns = lab.bare_netns("foreign");
     let ok = Command::new("ip")
-        .args(["-n", &ns.name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"])
+        .args([
+            "-n", &ns.name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        ])
         .status()
         .unwrap()
         .success();
@@ -335,7 +389,10 @@ fn item11_cni_refuses_its_own_netns_and_deletes_only_its_links() {
         .iter()
         .map(|l| l["ifname"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"eth0") && names.contains(&"peer0"), "{names:?}");
+    assert!(
+        names.contains(&"eth0") && names.contains(&"peer0"),
+        "{names:?}"
+    );
 }
 
 /// Item 1: CNI GC (by exact name, or a name that prefixes a network's id) never touches
@@ -371,7 +428,13 @@ fn item15_a_fifo_is_no_namespace() {
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let started = Instant::now();
-    let e = lab.fails(&["network", "connect", "--netns", fifo.to_str().unwrap(), "base"]);
+    let e = lab.fails(&[
+        "network",
+        "connect",
+        "--netns",
+        fifo.to_str().unwrap(),
+        "base",
+    ]);
     assert!(e.contains("not a network namespace"), "{e}");
     let conf = r#"{"cniVersion":"1.1.0","name":"fifonet","type":"mvnet-cni","master":"eth0",
         "ipam":{"type":"mvnet","subnet":"10.103.19.0/24"}}"#;
@@ -391,7 +454,14 @@ fn item16_failed_cni_add_leaves_no_network_record() {
     let conf = r#"{"cniVersion":"1.1.0","name":"fails","type":"mvnet-cni","master":"eth0",
         "ipam":{"type":"mvnet","subnet":"10.103.19.0/24"}}"#;
     // An address outside the subnet fails the ADD after the network record was made.
-    let o = lab.cni_with("ADD", &ns.path, "eth0", "ctr", conf, &[("CNI_ARGS", "IP=10.99.0.5")]);
+    let o = lab.cni_with(
+        "ADD",
+        &ns.path,
+        "eth0",
+        "ctr",
+        conf,
+        &[("CNI_ARGS", "IP=10.99.0.5")],
+    );
     assert_eq!(o.code, 1, "expected a failure: {}", o.stdout);
     let o = lab.mvnet(&["network", "ls", "--format", "json"]);
     assert!(!o.stdout.contains("\"fails\""), "{}", o.stdout);
@@ -410,12 +480,19 @@ fn item17_a_corrupt_row_is_skipped_and_removable() {
     let lab = TestLab::new();
     lab.seed_network("base", &[]);
     lab.ok(&[
-        "network", "create", "--subnet=10.50.0.0/24", "-o", "parent=eth0", "broken",
+        "network",
+        "create",
+        "--subnet=10.50.0.0/24",
+        "-o",
+        "parent=eth0",
+        "broken",
     ]);
     lab.container("c", "base", &[]);
     let db = rusqlite::Connection::open(lab.root().join("mvnet.db")).unwrap();
     let body: String = db
-        .query_row("SELECT body FROM networks WHERE name = 'broken'", [], |r| r.get(0))
+        .query_row("SELECT body FROM networks WHERE name = 'broken'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     db.execute(
         "UPDATE networks SET body = ?1 WHERE name = 'broken'",
@@ -426,7 +503,11 @@ fn item17_a_corrupt_row_is_skipped_and_removable() {
     let o = lab.mvnet(&["network", "ls"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.stdout.contains("base"), "{}", o.stdout);
-    assert!(o.stderr.contains("broken") && o.stderr.contains("network rm"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("broken") && o.stderr.contains("network rm"),
+        "{}",
+        o.stderr
+    );
     assert_eq!(lab.mvnet(&["ps", "-a"]).code, 0);
     lab.ok(&["network", "rm", "broken"]);
     let o = lab.mvnet(&["network", "ls"]);
@@ -444,7 +525,14 @@ fn item18_reads_work_on_a_full_disk() {
     let root = std::path::PathBuf::from(format!("/run/mvnet/lab/{}-full", lab.name()));
     std::fs::create_dir_all(&root).unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs", root.to_str().unwrap()])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=8m",
+            "tmpfs",
+            root.to_str().unwrap(),
+        ])
         .status()
         .unwrap()
         .success();
@@ -452,14 +540,18 @@ fn item18_reads_work_on_a_full_disk() {
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = Command::new("umount").args(["-l", self.0.to_str().unwrap()]).status();
+            let _ = Command::new("umount")
+                .args(["-l", self.0.to_str().unwrap()])
+                .status();
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
     let _unmount = Unmount(root.clone());
     let state = root.clone();
     let run = |args: &[&str]| -> common::Out {
-        let mut cmd = mvnet_core::netns::command_in(&lab.guard.lab.host_netns(), env!("CARGO_BIN_EXE_mvnet")).unwrap();
+        let mut cmd =
+            mvnet_core::netns::command_in(&lab.guard.lab.host_netns(), env!("CARGO_BIN_EXE_mvnet"))
+                .unwrap();
         cmd.args(args).env("MVNET_ROOT", &state);
         cmd.output().unwrap().into()
     };
@@ -469,11 +561,36 @@ fn item18_reads_work_on_a_full_disk() {
         o.stdout
     };
     ok(&[
-        "network", "create", "--subnet=10.103.19.0/24", "--gateway=10.103.19.1", "-o",
-        "parent=eth0", "base",
+        "network",
+        "create",
+        "--subnet=10.103.19.0/24",
+        "--gateway=10.103.19.1",
+        "-o",
+        "parent=eth0",
+        "base",
     ]);
-    ok(&["run", "-d", "--network", "base", "--name", "victim", "--", "sleep", "1000"]);
-    ok(&["run", "-d", "--network", "base", "--name", "killed", "--", "sleep", "1000"]);
+    ok(&[
+        "run",
+        "-d",
+        "--network",
+        "base",
+        "--name",
+        "victim",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    ok(&[
+        "run",
+        "-d",
+        "--network",
+        "base",
+        "--name",
+        "killed",
+        "--",
+        "sleep",
+        "1000",
+    ]);
     let pid_of = |c: &str| -> i32 {
         let v: serde_json::Value = serde_json::from_str(&ok(&["inspect", c])).unwrap();
         v[0]["State"]["Pid"].as_i64().unwrap() as i32
@@ -482,17 +599,33 @@ fn item18_reads_work_on_a_full_disk() {
     unsafe { libc::kill(pid_of("killed"), libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(500));
     let ps = ok(&["ps", "-a"]);
-    assert!(ps.lines().any(|l| l.contains("killed") && l.contains("Exited (137)")), "{ps}");
+    assert!(
+        ps.lines()
+            .any(|l| l.contains("killed") && l.contains("Exited (137)")),
+        "{ps}"
+    );
     // Fill the disk, then kill the other one: nobody can record its end.
     let _ = Command::new("dd")
-        .args(["if=/dev/zero", &format!("of={}", root.join("fill").display()), "bs=1M", "count=64"])
+        .args([
+            "if=/dev/zero",
+            &format!("of={}", root.join("fill").display()),
+            "bs=1M",
+            "count=64",
+        ])
         .stderr(std::process::Stdio::null())
         .status();
     unsafe { libc::kill(pid_of("victim"), libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(500));
     let ps = ok(&["ps", "-a"]);
-    let line = ps.lines().find(|l| l.contains("victim")).unwrap().to_string();
-    assert!(line.contains("Exited") && !line.contains("Exited (0)"), "{ps}");
+    let line = ps
+        .lines()
+        .find(|l| l.contains("victim"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("Exited") && !line.contains("Exited (0)"),
+        "{ps}"
+    );
     let v: serde_json::Value = serde_json::from_str(&ok(&["inspect", "victim"])).unwrap();
     assert_eq!(v[0]["State"]["Running"], false, "{v}");
     std::fs::remove_file(root.join("fill")).unwrap();
@@ -551,24 +684,53 @@ fn item20_21_special_subnets_and_macvlan_parents() {
         let e = lab.fails(&args);
         assert!(e.contains("no LAN uses"), "{subnet}: {e}");
     }
-    let o = lab.mvnet(&["network", "create", "--subnet=240.0.0.0/8", "-o", "parent=eth0", "odd"]);
+    let o = lab.mvnet(&[
+        "network",
+        "create",
+        "--subnet=240.0.0.0/8",
+        "-o",
+        "parent=eth0",
+        "odd",
+    ]);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.stderr.contains("warning") && o.stderr.contains("240.0.0.0/8"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("warning") && o.stderr.contains("240.0.0.0/8"),
+        "{}",
+        o.stderr
+    );
     lab.ok(&["network", "rm", "odd"]);
 
     lab.seed_network("base", &[]);
     let ok = lab.on(
         "host",
-        &["ip", "link", "add", "link", "eth0", "name", "mv0", "type", "macvlan", "mode", "bridge"],
+        &[
+            "ip", "link", "add", "link", "eth0", "name", "mv0", "type", "macvlan", "mode", "bridge",
+        ],
     );
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     let e = lab.fails(&[
-        "network", "create", "--subnet=10.103.19.0/24", "-o", "parent=mv0", "onmv",
+        "network",
+        "create",
+        "--subnet=10.103.19.0/24",
+        "-o",
+        "parent=mv0",
+        "onmv",
     ]);
     assert!(e.contains("overlaps") && e.contains("base"), "{e}");
-    let o = lab.mvnet(&["network", "create", "--subnet=10.104.0.0/24", "-o", "parent=mv0", "onmv"]);
+    let o = lab.mvnet(&[
+        "network",
+        "create",
+        "--subnet=10.104.0.0/24",
+        "-o",
+        "parent=mv0",
+        "onmv",
+    ]);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.stderr.contains("itself a macvlan of eth0"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("itself a macvlan of eth0"),
+        "{}",
+        o.stderr
+    );
 }
 
 /// Item 22: without privileges every command says so first; the doctor reports it as a
@@ -578,14 +740,24 @@ fn item22_unprivileged_users_are_told_what_is_needed() {
     let lab = TestLab::new();
     lab.seed_network("base", &[]);
     let as_nobody = |argv: &[&str]| -> common::Out {
-        let mut full = vec!["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"];
+        let mut full = vec![
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ];
         full.extend_from_slice(argv);
         lab.on("host", &full)
     };
     let mvnet = env!("CARGO_BIN_EXE_mvnet");
     let root = format!("MVNET_ROOT={}", lab.root().display());
     let e = one_line_error(as_nobody(&["env", &root, mvnet, "network", "ls"]));
-    assert!(e.contains("mvnet needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)"), "{e}");
+    assert!(
+        e.contains("mvnet needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)"),
+        "{e}"
+    );
     let o = as_nobody(&["env", &root, mvnet, "doctor", "--parent", "eth0"]);
     assert_ne!(o.code, 0);
     assert!(o.stdout.contains("privileges"), "{}{}", o.stdout, o.stderr);
@@ -610,7 +782,14 @@ fn item23_errors_stay_one_short_line() {
     let e = lab.fails(&["network", "inspect", "a\nb"]);
     assert!(e.contains("a\\nb"), "{e}");
     let huge = "x".repeat(100_000);
-    let e = lab.fails(&["network", "create", "--subnet=10.1.0.0/24", "-o", &format!("parent={huge}"), "n"]);
+    let e = lab.fails(&[
+        "network",
+        "create",
+        "--subnet=10.1.0.0/24",
+        "-o",
+        &format!("parent={huge}"),
+        "n",
+    ]);
     assert!(e.len() < 2200, "{} bytes", e.len());
     let o = Command::new(env!("CARGO_BIN_EXE_mvnet"))
         .args(["--root", "/tmp/x", "lab", "up", "--name", "nolab"])
@@ -633,6 +812,9 @@ fn item06_an_empty_database_is_refused() {
     }
     std::fs::write(&db, b"").unwrap();
     let e = lab.fails(&["network", "ls"]);
-    assert!(e.contains("is empty (0 bytes)") && e.contains(db.to_str().unwrap()), "{e}");
+    assert!(
+        e.contains("is empty (0 bytes)") && e.contains(db.to_str().unwrap()),
+        "{e}"
+    );
     assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "left as it was");
 }

@@ -440,13 +440,20 @@ mod tests {
 
     #[test]
     fn ipam_must_be_an_object() {
-        for ipam in [serde_json::json!("mvnet"), serde_json::json!([1]), serde_json::json!(7)] {
+        for ipam in [
+            serde_json::json!("mvnet"),
+            serde_json::json!([1]),
+            serde_json::json!(7),
+        ] {
             let raw = serde_json::json!({"cniVersion": "1.1.0", "name": "n", "ipam": ipam});
             let e = NetConf::parse(raw.to_string().as_bytes()).unwrap_err();
             assert_eq!(e.code, code::INVALID_CONFIG, "{ipam}");
         }
         let raw = serde_json::json!({"cniVersion": "1.1.0", "name": "n"});
-        assert!(NetConf::parse(raw.to_string().as_bytes()).is_ok(), "no ipam is fine");
+        assert!(
+            NetConf::parse(raw.to_string().as_bytes()).is_ok(),
+            "no ipam is fine"
+        );
     }
 
     #[test]
@@ -461,7 +468,8 @@ mod tests {
 
     #[test]
     fn master_is_an_interface_name() {
-        let raw = serde_json::json!({"cniVersion": "1.1.0", "name": "n", "master": "m".repeat(70_000)});
+        let raw =
+            serde_json::json!({"cniVersion": "1.1.0", "name": "n", "master": "m".repeat(70_000)});
         let conf = NetConf::parse(raw.to_string().as_bytes()).unwrap();
         let e = conf.master_name().unwrap_err();
         assert_eq!(e.code, code::INVALID_CONFIG);

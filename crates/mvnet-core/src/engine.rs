@@ -106,11 +106,7 @@ impl Engine {
     /// Creates a network. Returns it with notices for the user (e.g. the parent picked).
     pub fn create_network(&mut self, req: &CreateNetworkRequest) -> Result<(Network, Vec<String>)> {
         let v: ValidatedRequest = req.validate()?;
-        let mut notices: Vec<String> = v
-            .warnings
-            .iter()
-            .map(|w| format!("warning: {w}"))
-            .collect();
+        let mut notices: Vec<String> = v.warnings.iter().map(|w| format!("warning: {w}")).collect();
         let mut options = v.options;
         if options.parent.is_empty() {
             let parent = self.default_parent()?;
@@ -516,7 +512,9 @@ impl Engine {
     /// Detaches an endpoint: link first, then the store (so a crash in between leaves a row
     /// that the next disconnect or rm still finds).
     pub fn disconnect(&mut self, ep: &Endpoint) -> Result<()> {
-        macvlan::delete_link(&ep.netns, &ep.ifname)?;
+        // Only the macvlan/ipvlan with the recorded MAC: the row is data, and the name
+        // alone could be some other link's.
+        macvlan::delete_endpoint_link(&ep.netns, &ep.ifname, Some(ep.mac))?;
         self.release_endpoint(ep)
     }
 

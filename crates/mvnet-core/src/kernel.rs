@@ -131,7 +131,8 @@ pub fn require_privileges() -> Result<()> {
         Ok(())
     } else {
         Err(Error::Invalid(
-            "mvnet needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run it as root, e.g. with sudo".into(),
+            "mvnet needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run it as root, e.g. with sudo"
+                .into(),
         ))
     }
 }

@@ -70,7 +70,15 @@ pub fn open_nsfs(path: &Path, what: &str) -> Result<File> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| Error::io(format!("cannot open {what} {}", crate::quote(&path.display().to_string())), e))?;
+        .map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot open {what} {}",
+                    crate::quote(&path.display().to_string())
+                ),
+                e,
+            )
+        })?;
     // SAFETY: fstatfs writes into the zeroed struct we pass; the fd is open.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };

@@ -89,7 +89,13 @@ pub fn drop_all_capabilities() -> std::io::Result<()> {
                 break; // past the last capability this kernel knows
             }
         }
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
     }
     #[repr(C)]
     struct Header {

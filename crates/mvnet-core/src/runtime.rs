@@ -118,7 +118,9 @@ fn open_container_ns(c: &Container, path: &str, kind: &str) -> Result<File> {
         Ok(f) => Ok(f),
         Err(first) => {
             if process_alive(c) {
-                if let Ok(f) = netns::open_nsfs(Path::new(&format!("/proc/{}/ns/{kind}", c.pid)), &what) {
+                if let Ok(f) =
+                    netns::open_nsfs(Path::new(&format!("/proc/{}/ns/{kind}", c.pid)), &what)
+                {
                     return Ok(f);
                 }
             }
@@ -520,23 +522,23 @@ pub fn remove(engine: &mut Engine, name: &str, force: bool) -> Result<Container>
                     crate::quote(name)
                 ));
                 return Ok(Container {
-                        id: String::new(),
-                        name: name.to_string(),
-                        hostname: String::new(),
-                        netns: String::new(),
-                        uts: String::new(),
-                        created: String::new(),
-                        command: Vec::new(),
-                        status: ContainerStatus::Exited,
-                        pid: 0,
-                        pid_start: 0,
-                        exit_code: None,
-                        started_at: None,
-                        finished_at: None,
-                        auto_remove: false,
-                        log_path: None,
-                        creator_pid: 0,
-                        creator_start: 0,
+                    id: String::new(),
+                    name: name.to_string(),
+                    hostname: String::new(),
+                    netns: String::new(),
+                    uts: String::new(),
+                    created: String::new(),
+                    command: Vec::new(),
+                    status: ContainerStatus::Exited,
+                    pid: 0,
+                    pid_start: 0,
+                    exit_code: None,
+                    started_at: None,
+                    finished_at: None,
+                    auto_remove: false,
+                    log_path: None,
+                    creator_pid: 0,
+                    creator_start: 0,
                 });
             }
             return Err(e);
@@ -564,7 +566,8 @@ fn destroy(engine: &mut Engine, c: &Container) -> Result<()> {
         // Explicitly, before the namespace goes: when `rm` returns, the addresses must be
         // off the LAN, even if something still holds the namespace (an announcer's socket).
         let path = paths.netns.display().to_string();
-        if let Err(e) = crate::driver::macvlan::delete_endpoint_link(&path, &ep.ifname, Some(ep.mac))
+        if let Err(e) =
+            crate::driver::macvlan::delete_endpoint_link(&path, &ep.ifname, Some(ep.mac))
         {
             tracing::warn!(container = %c.name, error = %e, "cannot delete the container's link");
         }
@@ -587,7 +590,10 @@ mod tests {
         let me = std::process::id();
         let start = process_start_time(me).unwrap();
         assert!(same_process(me, start));
-        assert!(!same_process(me, 0), "pid_start 0 must not match any live pid");
+        assert!(
+            !same_process(me, 0),
+            "pid_start 0 must not match any live pid"
+        );
         assert!(!same_process(0, start));
         assert!(!same_process(me, start + 1));
     }
@@ -598,7 +604,10 @@ mod tests {
         let p = OwnPaths::of(Path::new("/var/lib/mvnet"), id).unwrap();
         assert_eq!(p.netns, Path::new("/run/netns/mvnet-0123456789ab"));
         assert_eq!(p.uts, Path::new("/run/mvnet/uts/0123456789ab"));
-        assert_eq!(p.log, Path::new("/var/lib/mvnet/containers").join(id).join("log"));
+        assert_eq!(
+            p.log,
+            Path::new("/var/lib/mvnet/containers").join(id).join("log")
+        );
         assert!(OwnPaths::of(Path::new("/"), "../../etc/passwd").is_err());
         assert!(OwnPaths::of(Path::new("/"), "0123").is_err());
     }

@@ -321,7 +321,9 @@ fn abandoned_endpoints_are_handed_back_for_their_links() {
     };
     let abandoned = s.reserve_endpoint(&net, &req("a", dead_pid)).unwrap();
     assert!(s.take_reclaimed().is_empty());
-    let next = s.reserve_endpoint(&net, &req("b", std::process::id())).unwrap();
+    let next = s
+        .reserve_endpoint(&net, &req("b", std::process::id()))
+        .unwrap();
     let reclaimed = s.take_reclaimed();
     assert_eq!(reclaimed.len(), 1);
     assert_eq!(reclaimed[0].id, abandoned.id);
@@ -348,11 +350,23 @@ fn host_addresses_are_never_allocated() {
         host_addresses: host.clone(),
         ..Default::default()
     };
-    let e = s.reserve_endpoint(&net, &req("x", Some("10.73.0.2"))).unwrap_err();
-    assert!(e.to_string().contains("belongs to this host") && e.to_string().contains("eth0"), "{e}");
+    let e = s
+        .reserve_endpoint(&net, &req("x", Some("10.73.0.2")))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("belongs to this host") && e.to_string().contains("eth0"),
+        "{e}"
+    );
     let got: Vec<String> = ["a", "b", "c", "d", "e"]
         .iter()
-        .map(|w| s.reserve_endpoint(&net, &req(w, None)).unwrap().ipv4.unwrap().0.to_string())
+        .map(|w| {
+            s.reserve_endpoint(&net, &req(w, None))
+                .unwrap()
+                .ipv4
+                .unwrap()
+                .0
+                .to_string()
+        })
         .collect();
     assert!(!got.contains(&"10.73.0.2".to_string()), "{got:?}");
     assert_eq!(got.len(), 5, "the rest of the /29 is still handed out");

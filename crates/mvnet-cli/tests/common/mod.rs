@@ -280,7 +280,10 @@ pub fn orphan_container_netns() -> Vec<String> {
         .map(|n| format!("/run/mvnet/lab/{n}"))
         .collect();
     roots.push(mvnet_core::engine::DEFAULT_ROOT.to_string());
-    for root in roots.iter().filter(|r| std::path::Path::new(r).join("mvnet.db").exists()) {
+    for root in roots
+        .iter()
+        .filter(|r| std::path::Path::new(r).join("mvnet.db").exists())
+    {
         let out = Command::new(env!("CARGO_BIN_EXE_mvnet"))
             .args(["ps", "-a", "-q"])
             .env("MVNET_ROOT", root)

@@ -583,7 +583,9 @@ pub fn special_subnet(net: &IpNet) -> Result<Option<&'static str>> {
                 return refuse("unspecified (0.0.0.0/8, \"this network\")");
             }
             if a.octets()[0] >= 240 {
-                return Ok(Some("reserved for future use (240.0.0.0/4); many systems drop it"));
+                return Ok(Some(
+                    "reserved for future use (240.0.0.0/4); many systems drop it",
+                ));
             }
             if a.is_link_local() {
                 return Ok(Some("link-local (169.254.0.0/16), normally self-assigned"));
@@ -599,10 +601,16 @@ pub fn special_subnet(net: &IpNet) -> Result<Option<&'static str>> {
                 return refuse("multicast");
             }
             if a.is_loopback() || a.is_unspecified() {
-                return refuse(if a.is_loopback() { "loopback" } else { "unspecified" });
+                return refuse(if a.is_loopback() {
+                    "loopback"
+                } else {
+                    "unspecified"
+                });
             }
             if (a.segments()[0] & 0xffc0) == 0xfe80 {
-                return Ok(Some("link-local (fe80::/10); every interface has such addresses already"));
+                return Ok(Some(
+                    "link-local (fe80::/10); every interface has such addresses already",
+                ));
             }
             if a.segments()[0] == 0x2001 && a.segments()[1] == 0x0db8 {
                 return Ok(Some("reserved for documentation (2001:db8::/32)"));
@@ -691,7 +699,16 @@ mod tests {
     fn interface_names_are_checked_before_the_kernel_sees_them() {
         assert!(check_ifname("eth0", "-o parent").is_ok());
         assert!(check_ifname("ens19.1318", "-o parent").is_ok());
-        for bad in ["", "a23456789012345x", "a/b", "a b", "a:b", ".", "..", "a\nb"] {
+        for bad in [
+            "",
+            "a23456789012345x",
+            "a/b",
+            "a b",
+            "a:b",
+            ".",
+            "..",
+            "a\nb",
+        ] {
             assert!(check_ifname(bad, "-o parent").is_err(), "{bad:?}");
         }
         let huge = "x".repeat(70_000);
@@ -705,10 +722,23 @@ mod tests {
     #[test]
     fn special_purpose_subnets() {
         let s = |n: &str| special_subnet(&n.parse().unwrap());
-        for refused in ["224.0.0.0/24", "239.1.0.0/16", "127.0.0.0/24", "0.0.0.0/8", "ff02::/64", "::1/128"] {
+        for refused in [
+            "224.0.0.0/24",
+            "239.1.0.0/16",
+            "127.0.0.0/24",
+            "0.0.0.0/8",
+            "ff02::/64",
+            "::1/128",
+        ] {
             assert!(s(refused).is_err(), "{refused}");
         }
-        for warned in ["240.0.0.0/8", "169.254.0.0/16", "192.0.2.0/24", "fe80::/64", "2001:db8::/64"] {
+        for warned in [
+            "240.0.0.0/8",
+            "169.254.0.0/16",
+            "192.0.2.0/24",
+            "fe80::/64",
+            "2001:db8::/64",
+        ] {
             assert!(matches!(s(warned), Ok(Some(_))), "{warned}");
         }
         for fine in ["10.103.19.0/24", "192.168.1.0/24", "fd00:19::/64"] {

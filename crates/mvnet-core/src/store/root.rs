@@ -219,7 +219,9 @@ mod tests {
         prepare(&root).unwrap();
         let target = temp("target");
         std::os::unix::fs::symlink(&target, root.join("mvnet.lock")).unwrap();
-        let e = open_private(&root.join("mvnet.lock")).unwrap_err().to_string();
+        let e = open_private(&root.join("mvnet.lock"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("symbolic link"), "{e}");
         assert!(!target.exists(), "nothing created where the link points");
         std::os::unix::fs::symlink(&target, root.join("containers")).unwrap();

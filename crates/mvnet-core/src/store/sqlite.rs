@@ -82,7 +82,10 @@ impl<'a> WriteLock<'a> {
             return Ok(WriteLock(f));
         }
         let e = std::io::Error::last_os_error();
-        if !matches!(e.raw_os_error(), Some(libc::EWOULDBLOCK) | Some(libc::EINTR)) {
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::EWOULDBLOCK) | Some(libc::EINTR)
+        ) {
             return Err(Error::io("lock the state store", e));
         }
         // Busy: queue in the kernel (fair, no polling) on a helper thread, so that we can
@@ -94,7 +97,10 @@ impl<'a> WriteLock<'a> {
             Failed(i32),
             Abandoned,
         }
-        let shared = std::sync::Arc::new((std::sync::Mutex::new(State::Waiting), std::sync::Condvar::new()));
+        let shared = std::sync::Arc::new((
+            std::sync::Mutex::new(State::Waiting),
+            std::sync::Condvar::new(),
+        ));
         let helper = shared.clone();
         std::thread::spawn(move || {
             let outcome = loop {
