@@ -127,6 +127,9 @@ pub struct RunArgs {
     /// Use --ip/--ip6 even when another device on the LAN answers mvnet's probe for it.
     #[arg(long)]
     pub force: bool,
+    /// The container's interface name (default: eth0).
+    #[arg(long)]
+    pub ifname: Option<String>,
     #[arg(short = 'h', long)]
     pub hostname: Option<String>,
     /// The command and its arguments (after --).
@@ -188,6 +191,12 @@ pub enum NetworkCmd {
         /// Use --ip/--ip6 even when another device on the LAN answers mvnet's probe for it.
         #[arg(long)]
         force: bool,
+        /// The interface name in the container (default: the next free ethN).
+        #[arg(long)]
+        ifname: Option<String>,
+        /// Docker's endpoint driver options; com.docker.network.endpoint.ifname=NAME is --ifname.
+        #[arg(long)]
+        driver_opt: Vec<String>,
         /// Attach this namespace instead of a container, e.g. /proc/PID/ns/net.
         #[arg(long, conflicts_with = "container")]
         netns: Option<String>,
@@ -219,8 +228,12 @@ pub struct CreateArgs {
     /// Reserved addresses, name=IP.
     #[arg(long)]
     pub aux_address: Vec<String>,
+    /// Enable IPv6 (an IPv6 --subnet enables it too).
     #[arg(long)]
     pub ipv6: bool,
+    /// --ipv4=false makes an IPv6-only network (with --ipv6 and an IPv6 --subnet).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", action = clap::ArgAction::Set)]
+    pub ipv4: bool,
     /// No default route: containers reach only the LAN segment.
     #[arg(long)]
     pub internal: bool,

@@ -53,14 +53,21 @@ fn run_bounded(mut cmd: Command, stdin: &[u8], limit: Duration) -> Run {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    let mut where_stuck = String::new();
     if child.try_wait().unwrap().is_none() {
+        // Say where it hangs before killing it: the kernel's wait channel and stack.
+        let pid = child.id();
+        for f in ["wchan", "stack", "syscall"] {
+            let v = std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+            where_stuck.push_str(&format!("\n{f}: {}", v.trim()));
+        }
         let _ = child.kill();
     }
     let out = child.wait_with_output().unwrap();
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned() + &where_stuck,
         took: started.elapsed(),
     }
 }
@@ -69,7 +76,12 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// What every outcome must satisfy, whatever the input.
 fn check_outcome(what: &str, r: &Run) {
-    assert!(r.took < LIMIT, "{what}: hung ({:?})", r.took);
+    assert!(
+        r.took < LIMIT,
+        "{what}: hung ({:?}); stderr: {}",
+        r.took,
+        r.stderr.chars().take(500).collect::<String>()
+    );
     let code = r
         .code
         .unwrap_or_else(|| panic!("{what}: killed by a signal\n{}", r.stderr));

@@ -251,3 +251,50 @@ fn mac_address_is_refused_and_a_kernel_without_ipvlan_is_named() {
         assert_eq!(lab.lab_snapshot(), before, "nothing left behind");
     }
 }
+
+/// Issue 18, item 1, for ipvlan l3 (moby ipvlan_test.go's multi-subnet l3 case): a static
+/// address in the second subnet works, with the l3 device route, and dynamic allocation
+/// moves on to the second subnet when the first is full. IPv4-only ipvlan endpoints have
+/// IPv6 turned off (item 2).
+#[test]
+fn l3_multi_subnet_networks_use_every_subnet() {
+    if !full_kernel_or_skip("ipvlan", "ipvlan_l3_multi_subnet") {
+        return;
+    }
+    let lab = TestLab::new();
+    lab.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "-o",
+        "parent=eth0",
+        "-o",
+        "ipvlan_mode=l3",
+        "--subnet=172.28.100.0/30",
+        "--subnet=172.28.102.0/24",
+        "l3multi",
+    ]);
+    lab.container("s", "l3multi", &["--ip", "172.28.102.20"]);
+    assert_eq!(lab.ip_of("s", "l3multi"), "172.28.102.20");
+    lab.container("a", "l3multi", &[]);
+    lab.container("b", "l3multi", &[]);
+    lab.container("c", "l3multi", &[]);
+    let got: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|n| lab.ip_of(n, "l3multi"))
+        .collect();
+    assert_eq!(got, ["172.28.100.1", "172.28.100.2", "172.28.102.1"]);
+    assert!(
+        lab.container_reaches("a", "172.28.102.20"),
+        "l3 between subnets"
+    );
+    let o = lab.mvnet(&[
+        "exec",
+        "a",
+        "--",
+        "cat",
+        "/proc/sys/net/ipv6/conf/eth0/disable_ipv6",
+    ]);
+    assert_eq!(o.stdout.trim(), "1");
+}

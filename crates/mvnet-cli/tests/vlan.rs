@@ -192,7 +192,7 @@ fn bad_vlan_parents_create_nothing() {
         ),
         (
             "ens19.x",
-            "invalid subinterface vlan name ens19.x, example formatting is eth0.10",
+            "unable to parse a valid vlan id from: x (ex. eth0.10 for vlan 10)",
         ),
     ] {
         let e = lab.fails(&[

@@ -264,6 +264,7 @@ pub fn builtin_network(
         pools,
         internal: false,
         ipv6,
+        ipv4_disabled: false,
         labels: [("mvnet.cni".to_string(), "true".to_string())].into(),
         options: NetworkOptions {
             parent: master.to_string(),

@@ -106,7 +106,12 @@ fn resolve_master(nl: &mut Netlink, conf: &NetConf) -> CniResult<Link> {
             .map_err(CniError::from)?
             .is_some() =>
         {
-            Ok(mvnet_core::parent::ensure(nl, &name)?.0)
+            let driver = if conf.is_ipvlan() {
+                "ipvlan"
+            } else {
+                "macvlan"
+            };
+            Ok(mvnet_core::parent::ensure(nl, &name, driver)?.0)
         }
         None => {
             let names: Vec<String> = nl
@@ -125,6 +130,19 @@ fn resolve_master(nl: &mut Netlink, conf: &NetConf) -> CniResult<Link> {
             ))
         }
     }
+}
+
+/// A master that is down (or has no carrier) cannot carry a probe or DAD: skip them rather
+/// than wait for nothing (DAD would never finish), and say so.
+fn skip_lan_checks_if_parent_down(plan: &mut LinkPlan, master: &Link) {
+    if !mvnet_core::driver::macvlan::parent_is_down(master) {
+        return;
+    }
+    plan.wait_dad = false;
+    plan.probe = None;
+    mvnet_core::warn_user(&mvnet_core::driver::macvlan::parent_down_notice(
+        &master.name,
+    ));
 }
 
 pub fn version(conf: Option<&NetConf>) -> Value {
@@ -318,7 +336,10 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
         bc_queue_len: conf.bcqueuelen,
         announcements: 3,
         probe,
+        // The reference plugin leaves IPv6 as the kernel has it.
+        disable_ipv6: false,
     };
+    skip_lan_checks_if_parent_down(&mut plan, &master);
     // An address found in use on the LAN: the built-in IPAM moves on to the next one (and
     // remembers the taken one); an address from another IPAM plugin fails the ADD.
     let mut refused = None;

@@ -85,6 +85,7 @@ fn main() {
         pools: v.pools,
         internal: false,
         ipv6: false,
+        ipv4_disabled: false,
         labels: v.labels,
         options: v.options,
     };

@@ -131,6 +131,7 @@ impl Engine {
             pools: v.pools,
             internal: req.internal,
             ipv6: v.ipv6,
+            ipv4_disabled: v.ipv4_disabled,
             labels: v.labels,
             options,
         };
@@ -147,7 +148,7 @@ impl Engine {
         if net.options.host_access {
             crate::hostaccess::check_supported(&net)?;
         }
-        let (parent, created) = self.ensure_parent(&net.options.parent)?;
+        let (parent, created) = self.ensure_parent(&net.options.parent, net.driver)?;
         let stored = (|| {
             if let Some(mtu) = net.options.mtu {
                 if mtu > parent.mtu {
@@ -237,6 +238,7 @@ impl Engine {
                         pools: Vec::new(),
                         internal: false,
                         ipv6: false,
+                        ipv4_disabled: false,
                         labels: Default::default(),
                         options: Default::default(),
                     });
@@ -289,8 +291,8 @@ impl Engine {
             .map_err(|e| Error::kernel(format!("delete parent {name}"), e))
     }
 
-    fn ensure_parent(&mut self, name: &str) -> Result<(Link, bool)> {
-        crate::parent::ensure(self.netlink()?, name)
+    fn ensure_parent(&mut self, name: &str, driver: Driver) -> Result<(Link, bool)> {
+        crate::parent::ensure(self.netlink()?, name, &driver.to_string())
     }
 
     /// The parent of an existing network, re-created if it is a VLAN parent mvnet made that
@@ -493,6 +495,12 @@ impl Engine {
         refused: &mut Option<AddressTaken>,
     ) -> Result<Endpoint> {
         let mut plan = macvlan::LinkPlan::for_endpoint(net, ep, parent.index);
+        if macvlan::parent_is_down(parent) {
+            // Neither a probe nor DAD can get an answer: skip them instead of waiting
+            // (DAD would never finish) and start the container, as Docker does.
+            plan.probe = None;
+            crate::warn_user(&macvlan::parent_down_notice(&parent.name));
+        }
         let mut current = ep.clone();
         self.with_netlink_and_store(|nl, store| {
             let mut on_conflict = |t: &AddressTaken| {
@@ -676,6 +684,7 @@ mod tests {
             }],
             internal: false,
             ipv6: false,
+            ipv4_disabled: false,
             labels: Default::default(),
             options: NetworkOptions {
                 parent: parent.into(),

@@ -7,13 +7,15 @@ use crate::{invalid, not_found, Error, Result};
 
 /// The parent link, created first when it is a missing `BASE.VID` 802.1Q sub-interface
 /// (Docker's rule). Returns whether this call created it.
-pub fn ensure(nl: &mut Netlink, name: &str) -> Result<(Link, bool)> {
+/// `driver` names the network's driver in messages ("macvlan" or "ipvlan").
+pub fn ensure(nl: &mut Netlink, name: &str, driver: &str) -> Result<(Link, bool)> {
     let found = nl
         .link_by_name(name)
         .map_err(|e| Error::kernel(format!("look up parent {name}"), e))?;
     match found {
+        // Docker's words (macvlan_setup.go, ipvlan_network.go).
         Some(l) if l.loopback => Err(invalid!(
-            "loopback interface is not a valid macvlan parent ({name}); use a LAN interface such as eth0"
+            "loopback interface is not a valid {driver} parent link; use a LAN interface such as eth0"
         )),
         Some(l) => Ok((l, false)),
         None => match parse_vlan_parent(name)? {

@@ -26,6 +26,8 @@ pub struct RunRequest {
     pub mac: Option<MacAddr>,
     /// Use `ipv4`/`ipv6` even when a device on the LAN answers for them.
     pub force: bool,
+    /// The container's interface name (default eth0).
+    pub ifname: Option<String>,
     pub hostname: Option<String>,
     pub command: Vec<String>,
     pub auto_remove: bool,
@@ -43,6 +45,9 @@ pub fn create(engine: &mut Engine, req: &RunRequest) -> Result<Container> {
     resolve_command(&req.command[0])?;
     if let Some(n) = &req.name {
         check_name(n, "container")?;
+    }
+    if let Some(i) = &req.ifname {
+        crate::model::network::check_ifname(i, "--ifname")?;
     }
     if let Some(h) = &req.hostname {
         if h.is_empty()
@@ -95,7 +100,7 @@ pub fn create(engine: &mut Engine, req: &RunRequest) -> Result<Container> {
             ipv4: req.ipv4,
             ipv6: req.ipv6,
             mac: req.mac,
-            ifname: None,
+            ifname: req.ifname.clone(),
             force: req.force,
             ..Default::default()
         };

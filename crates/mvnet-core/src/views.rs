@@ -61,6 +61,7 @@ pub fn network_inspect(net: &Network, endpoints: &[Endpoint], conflicts: &[LanCo
         "Created": net.created,
         "Scope": "local",
         "Driver": net.driver.to_string(),
+        "EnableIPv4": net.ipv4_enabled(),
         "EnableIPv6": net.ipv6,
         "IPAM": { "Driver": "default", "Options": {}, "Config": config },
         "Internal": net.internal,
@@ -200,6 +201,7 @@ mod tests {
             pools: v.pools,
             internal: false,
             ipv6: false,
+            ipv4_disabled: false,
             labels: v.labels,
             options: v.options,
         }

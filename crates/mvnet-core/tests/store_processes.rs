@@ -52,6 +52,7 @@ fn make_network(root: &Path, subnet: &str) -> Network {
         pools: v.pools,
         internal: false,
         ipv6: false,
+        ipv4_disabled: false,
         labels: v.labels,
         options: v.options,
     };

@@ -16,6 +16,7 @@ pub fn run(engine: &mut Engine, a: RunArgs) -> Result<u8> {
         ipv6: parse_ip("--ip6", &a.ip6)?,
         mac: a.mac_address.map(|m| m.parse()).transpose()?,
         force: a.force,
+        ifname: a.ifname,
         hostname: a.hostname,
         command: a.command,
         auto_remove: a.rm,

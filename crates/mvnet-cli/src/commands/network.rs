@@ -16,6 +16,7 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
                 ip_ranges: a.ip_range,
                 aux_addresses: a.aux_address,
                 ipv6: a.ipv6,
+                ipv4_disabled: !a.ipv4,
                 internal: a.internal,
                 labels: a.label,
                 options: a.opt,
@@ -121,15 +122,18 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
             ip6,
             mac_address,
             force,
+            ifname,
+            driver_opt,
             netns,
             network,
             container,
         } => {
+            let ifname = endpoint_ifname(ifname, &driver_opt)?;
             let opts = AttachOptions {
                 ipv4: parse_ip("--ip", &ip)?,
                 ipv6: parse_ip("--ip6", &ip6)?,
                 mac: mac_address.map(|m| m.parse()).transpose()?,
-                ifname: None,
+                ifname,
                 force,
                 ..Default::default()
             };
@@ -169,4 +173,32 @@ fn target(
         }
         (None, None) => unreachable!("clap requires one of them"),
     }
+}
+
+/// `--ifname NAME`, or Docker's spelling `--driver-opt com.docker.network.endpoint.ifname=NAME`.
+fn endpoint_ifname(ifname: Option<String>, driver_opts: &[String]) -> Result<Option<String>> {
+    const IFNAME_KEY: &str = "com.docker.network.endpoint.ifname";
+    let mut name = ifname;
+    for opt in driver_opts {
+        match opt.split_once('=') {
+            Some((IFNAME_KEY, v)) => {
+                if name.as_deref().is_some_and(|n| n != v) {
+                    return Err(mvnet_core::invalid!(
+                        "--ifname and --driver-opt {IFNAME_KEY} disagree; give one"
+                    ));
+                }
+                name = Some(v.to_string());
+            }
+            _ => {
+                return Err(mvnet_core::invalid!(
+                    "unknown --driver-opt {}: mvnet knows {IFNAME_KEY}=NAME",
+                    mvnet_core::quote(opt)
+                ))
+            }
+        }
+    }
+    if let Some(n) = &name {
+        mvnet_core::model::network::check_ifname(n, "--ifname")?;
+    }
+    Ok(name)
 }

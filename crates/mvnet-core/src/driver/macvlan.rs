@@ -68,6 +68,10 @@ pub struct LinkPlan {
     pub announcements: u32,
     /// Probe the LAN for each address this long before using it (None: don't).
     pub probe: Option<std::time::Duration>,
+    /// Turn IPv6 off on the interface (`disable_ipv6=1`), as Docker does for an endpoint
+    /// without IPv6: no link-local address, and a router's advertisements cannot give it
+    /// addresses nobody asked for.
+    pub disable_ipv6: bool,
 }
 
 impl LinkPlan {
@@ -114,8 +118,22 @@ impl LinkPlan {
             bc_queue_len: None,
             announcements: 3,
             probe: net.options.probe_window(),
+            disable_ipv6: ep.ipv6.is_none(),
         }
     }
+}
+
+/// Whether a parent cannot carry traffic now: down, or up without carrier (a cable
+/// unplugged, a tap nobody opened).
+pub fn parent_is_down(parent: &crate::netlink::Link) -> bool {
+    !parent.up || !parent.carrier
+}
+
+/// What the user is told when an endpoint is attached to a parent that is down.
+pub fn parent_down_notice(parent: &str) -> String {
+    format!(
+        "parent {parent} is down (no carrier): the container starts, but reaches nothing until {parent} is up (ip link set {parent} up); the LAN conflict probe and IPv6 duplicate address detection were skipped"
+    )
 }
 
 /// Outcome of creating the link, so the caller can recover from a leftover of a crashed run.
@@ -177,17 +195,10 @@ pub fn create_link(root: &mut Netlink, ns: &Netns, plan: &LinkPlan) -> Result<Cr
         Some(libc::EINVAL) => plan.kind == LinkKind::Macvlan(MacvlanMode::Passthru),
         _ => false,
     };
-    let mut attempt = 0;
-    loop {
-        match create(root, &plan.ifname) {
-            Ok(()) => return Ok(CreateOutcome::Created),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => break,
-            Err(e) if transient(&e) && attempt < 100 => {
-                attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => return Err(explain_create_error(e, plan)),
-        }
+    match retry_while_transient(|| create(root, &plan.ifname), transient) {
+        Ok(()) => return Ok(CreateOutcome::Created),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(explain_create_error(e, plan)),
     }
     // EEXIST: either the container already has the name (a leftover), or the kernel checked
     // the name in *our* namespace, where the host's own eth0 lives (kernels before 6.x do;
@@ -266,6 +277,13 @@ pub fn configure(ns: &Netns, plan: &mut LinkPlan, on_conflict: ConflictHandler) 
         // arp_notify is set with the link-up message (see `bring_up`), IPv6's has no
         // netlink knob, so IPv6 endpoints pay for the /proc writes.
         let mut retrans = None;
+        if plan.disable_ipv6 && std::path::Path::new("/proc/sys/net/ipv6").exists() {
+            // Before the link is up, so it never gets even a link-local address.
+            write_sysctl(
+                &format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+                "1",
+            )?;
+        }
         if has_v6 {
             write_sysctl(
                 &format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"),
@@ -400,30 +418,42 @@ fn shorten_retrans_timer(
     Ok((f, old.trim().to_string()))
 }
 
-/// Brings the link up, with arp_notify on. EADDRINUSE: the MAC still belongs to a macvlan
-/// of a container removed a moment ago, whose namespace the kernel is still tearing down.
-/// Wait that out, briefly.
-fn bring_up(nl: &mut Netlink, index: u32, plan: &LinkPlan) -> Result<()> {
+/// Retries `op` while it fails in a way `transient` accepts, for up to about 2 s (100 tries,
+/// 20 ms apart). For what a container removed a moment ago still holds (its MAC, a
+/// passthru parent) while the kernel tears its namespace down in the background.
+pub(crate) fn retry_while_transient<T>(
+    mut op: impl FnMut() -> io::Result<T>,
+    transient: impl Fn(&io::Error) -> bool,
+) -> io::Result<T> {
     let mut attempt = 0;
     loop {
-        match nl.set_up_announcing(index) {
-            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) && attempt < 100 => {
+        match op() {
+            Err(e) if transient(&e) && attempt < 100 => {
                 attempt += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
-                return Err(Error::MacInUse {
-                    mac: plan.mac,
-                    parent: plan.parent_name.clone(),
-                })
-            }
-            other => {
-                return other.map_err(|e| {
-                    Error::kernel(format!("set up {} on {}", plan.ifname, plan.parent_name), e)
-                })
-            }
+            other => return other,
         }
     }
+}
+
+fn mac_busy(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EADDRINUSE)
+}
+
+/// Brings the link up, with arp_notify on, waiting out a MAC still held by a macvlan being
+/// torn down (EADDRINUSE).
+fn bring_up(nl: &mut Netlink, index: u32, plan: &LinkPlan) -> Result<()> {
+    retry_while_transient(|| nl.set_up_announcing(index), mac_busy).map_err(|e| {
+        if mac_busy(&e) {
+            Error::MacInUse {
+                mac: plan.mac,
+                parent: plan.parent_name.clone(),
+            }
+        } else {
+            Error::kernel(format!("set up {} on {}", plan.ifname, plan.parent_name), e)
+        }
+    })
 }
 
 /// Counts one more probed address, failing once too many were taken.
@@ -480,9 +510,11 @@ impl Ipv4Probe<'_> {
                 OnConflict::Replace { address, mac: new } => {
                     addresses[slot] = address;
                     if new != *mac {
-                        self.nl.set_mac(self.index, new).map_err(|e| {
-                            Error::kernel(format!("set MAC {new} on {}", self.ifname), e)
-                        })?;
+                        // The new MAC may still belong to a container removed a moment ago.
+                        let nl = &mut *self.nl;
+                        retry_while_transient(|| nl.set_mac(self.index, new), mac_busy).map_err(
+                            |e| Error::kernel(format!("set MAC {new} on {}", self.ifname), e),
+                        )?;
                         *mac = new;
                     }
                 }

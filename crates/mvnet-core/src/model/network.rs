@@ -270,8 +270,9 @@ fn parse_vid(v: &str) -> Result<u16> {
     match v.parse::<i64>() {
         Ok(n) if (1..=4094).contains(&n) => Ok(n as u16),
         Ok(n) => Err(invalid!("vlan id must be between 1-4094, received: {n}")),
+        // Docker's words (drivers/macvlan/macvlan_setup.go).
         Err(_) => Err(invalid!(
-            "vlan id must be a number between 1-4094, received: {v}"
+            "unable to parse a valid vlan id from: {v} (ex. eth0.10 for vlan 10)"
         )),
     }
 }
@@ -279,12 +280,13 @@ fn parse_vid(v: &str) -> Result<u16> {
 /// Docker's reading of a parent name that does not exist: `BASE.VID` names an 802.1Q
 /// sub-interface to create. `Ok(None)` means a plain name (no dot).
 pub fn parse_vlan_parent(name: &str) -> Result<Option<(String, u16)>> {
-    let Some((base, vid)) = name.rsplit_once('.') else {
+    let Some((base, vid)) = name.split_once('.') else {
         return Ok(None);
     };
-    if base.is_empty() || vid.is_empty() || !vid.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+    // Docker's rule and words: exactly one dot, a name before it.
+    if base.is_empty() || vid.contains('.') {
         return Err(invalid!(
-            "invalid subinterface vlan name {name}, example formatting is eth0.10"
+            "required interface name format is: name.vlan_id, ex. eth0.10 for vlan 10, instead received {name}"
         ));
     }
     let vid = parse_vid(vid)?;
@@ -358,11 +360,19 @@ pub struct Network {
     pub pools: Vec<PoolSpec>,
     pub internal: bool,
     pub ipv6: bool,
+    /// False for an IPv6-only network (`--ipv4=false`). Stored only when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv4_disabled: bool,
     pub labels: BTreeMap<String, String>,
     pub options: NetworkOptions,
 }
 
 impl Network {
+    /// Whether endpoints get IPv4 addresses (Docker's EnableIPv4).
+    pub fn ipv4_enabled(&self) -> bool {
+        !self.ipv4_disabled
+    }
+
     /// The L2 domain an address must be unique in: networks sharing a parent share a LAN,
     /// and so do networks on a macvlan and on that macvlan's own lower device.
     pub fn address_domain(&self) -> &str {
@@ -380,6 +390,8 @@ pub struct CreateNetworkRequest {
     pub ip_ranges: Vec<String>,
     pub aux_addresses: Vec<String>,
     pub ipv6: bool,
+    /// `--ipv4=false`: an IPv6-only network.
+    pub ipv4_disabled: bool,
     pub internal: bool,
     pub labels: Vec<String>,
     pub options: Vec<String>,
@@ -395,6 +407,7 @@ pub struct ValidatedRequest {
     pub labels: BTreeMap<String, String>,
     pub options: NetworkOptions,
     pub ipv6: bool,
+    pub ipv4_disabled: bool,
     /// Things to tell the user that do not stop the create (an unusual subnet, say).
     pub warnings: Vec<String>,
 }
@@ -480,10 +493,20 @@ impl CreateNetworkRequest {
             pools.push(spec);
         }
         let has_v6 = pools.iter().any(|p| p.subnet.network().is_ipv6());
-        if has_v6 && !self.ipv6 {
-            return Err(invalid!(
-                "an IPv6 --subnet needs --ipv6 to enable IPv6 on the network; add --ipv6"
-            ));
+        let has_v4 = pools.iter().any(|p| p.subnet.network().is_ipv4());
+        // As current Docker: an IPv6 subnet turns IPv6 on by itself.
+        let ipv6 = self.ipv6 || has_v6;
+        if self.ipv4_disabled {
+            if has_v4 {
+                return Err(invalid!(
+                    "--ipv4=false makes an IPv6-only network, but an IPv4 --subnet was given; remove one of them"
+                ));
+            }
+            if !has_v6 {
+                return Err(invalid!(
+                    "--ipv4=false needs an IPv6 network: add --ipv6 and an IPv6 --subnet"
+                ));
+            }
         }
         let mut labels = BTreeMap::new();
         for l in &self.labels {
@@ -517,7 +540,8 @@ impl CreateNetworkRequest {
             pools,
             labels,
             options,
-            ipv6: self.ipv6,
+            ipv6,
+            ipv4_disabled: self.ipv4_disabled,
             warnings,
         })
     }
@@ -854,10 +878,16 @@ mod tests {
         assert_eq!(e, "vlan id must be between 1-4094, received: 5000");
         let e = parse_vlan_parent("eth0.0").unwrap_err().to_string();
         assert_eq!(e, "vlan id must be between 1-4094, received: 0");
+        // Docker's texts (issue 18, item 6).
         let e = parse_vlan_parent("eth0.abc").unwrap_err().to_string();
         assert_eq!(
             e,
-            "invalid subinterface vlan name eth0.abc, example formatting is eth0.10"
+            "unable to parse a valid vlan id from: abc (ex. eth0.10 for vlan 10)"
+        );
+        let e = parse_vlan_parent("eth0.10.20").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "required interface name format is: name.vlan_id, ex. eth0.10 for vlan 10, instead received eth0.10.20"
         );
         assert!(parse_vlan_parent(".10").is_err());
         assert!(parse_vlan_parent("averyverylongname.10")

@@ -575,6 +575,50 @@ fn allocate(
     Ok((ip, spec.subnet.prefix_len()))
 }
 
+/// Takes one address of a family whose pools are `pools` (in the order given at create):
+/// a static one from the subnet that contains it; a dynamic one from the first pool that
+/// has room, moving on to the next subnet when one is full, as Docker does.
+fn allocate_in(
+    tx: &Transaction,
+    net: &Network,
+    pools: &[usize],
+    requested: Option<IpAddr>,
+    endpoint_id: &str,
+    host_addresses: &[(IpAddr, String)],
+) -> Result<Option<(IpAddr, u8)>> {
+    if pools.is_empty() {
+        return Ok(None);
+    }
+    if let Some(ip) = requested {
+        let idx = match pools.iter().find(|&&i| net.pools[i].subnet.contains(&ip)) {
+            Some(&i) => i,
+            // One subnet: its own message ("outside subnet ...").
+            None if pools.len() == 1 => pools[0],
+            None => {
+                let subnets: Vec<String> = pools
+                    .iter()
+                    .map(|&i| net.pools[i].subnet.to_string())
+                    .collect();
+                return Err(invalid!(
+                    "requested address {ip} is outside the subnets of network {} ({}); pick an address inside one",
+                    net.name,
+                    subnets.join(", ")
+                ));
+            }
+        };
+        return allocate(tx, net, idx, Some(ip), endpoint_id, host_addresses).map(Some);
+    }
+    let mut last = None;
+    for &idx in pools {
+        match allocate(tx, net, idx, None, endpoint_id, host_addresses) {
+            Ok(a) => return Ok(Some(a)),
+            Err(e @ Error::Conflict(_)) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("at least one pool was tried"))
+}
+
 /// Records that `endpoint_id` holds `ip` in `domain`, keeping the domain's count.
 fn insert_allocation(
     tx: &Transaction,
@@ -898,16 +942,17 @@ impl Store for SqliteStore {
                 .expect("an unused ethN exists"),
         };
         let id = crate::ids::new_id();
-        let v4_idx = net.pools.iter().position(|p| p.subnet.network().is_ipv4());
-        let v6_idx = net
-            .pools
-            .iter()
-            .position(|p| p.subnet.network().is_ipv6())
-            .filter(|_| net.ipv6);
-        if req.static_ipv4.is_some() && v4_idx.is_none() {
+        let pools_of = |v6: bool| -> Vec<usize> {
+            let enabled = if v6 { net.ipv6 } else { net.ipv4_enabled() };
+            (0..net.pools.len())
+                .filter(|&i| enabled && net.pools[i].subnet.network().is_ipv6() == v6)
+                .collect()
+        };
+        let (v4_pools, v6_pools) = (pools_of(false), pools_of(true));
+        if req.static_ipv4.is_some() && v4_pools.is_empty() {
             return Err(invalid!("network {} has no IPv4 subnet for --ip", net.name));
         }
-        if req.static_ipv6.is_some() && v6_idx.is_none() {
+        if req.static_ipv6.is_some() && v6_pools.is_empty() {
             return Err(invalid!(
                 "network {} has no IPv6 subnet for --ip6",
                 net.name
@@ -920,12 +965,22 @@ impl Store for SqliteStore {
                 "--ip takes an IPv4 address and --ip6 an IPv6 address"
             ));
         }
-        let ipv4 = v4_idx
-            .map(|i| allocate(&tx, net, i, req.static_ipv4, &id, &req.host_addresses))
-            .transpose()?;
-        let ipv6 = v6_idx
-            .map(|i| allocate(&tx, net, i, req.static_ipv6, &id, &req.host_addresses))
-            .transpose()?;
+        let ipv4 = allocate_in(
+            &tx,
+            net,
+            &v4_pools,
+            req.static_ipv4,
+            &id,
+            &req.host_addresses,
+        )?;
+        let ipv6 = allocate_in(
+            &tx,
+            net,
+            &v6_pools,
+            req.static_ipv6,
+            &id,
+            &req.host_addresses,
+        )?;
         let mac = req.mac.unwrap_or_else(|| match ipv4 {
             Some((IpAddr::V4(v4), _)) => MacAddr::from_ipv4(v4),
             _ => MacAddr::random_local(),
