@@ -340,3 +340,31 @@ fn item7_mac_change_after_a_conflict_waits_out_a_teardown() {
     let o = in_b(&["network", "rm", "b"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
 }
+
+/// testMacvlanAddressing: no IPv4 gateway means no IPv4 default route; the IPv6 default
+/// route goes through the gateway given for the IPv6 subnet.
+#[test]
+fn addressing_default_routes_follow_the_given_gateways() {
+    let lab = TestLab::new();
+    lab.ok(&[
+        "network",
+        "create",
+        "-o",
+        "parent=eth0",
+        "-o",
+        "macvlan_mode=bridge",
+        "--ipv6",
+        "--subnet=172.28.130.0/24",
+        "--subnet=2001:db8:abca::/64",
+        "--gateway=2001:db8:abca::254",
+        "dualstackbridge",
+    ]);
+    lab.container("c", "dualstackbridge", &[]);
+    let v4 = exec(&lab, "c", &["ip", "route"]);
+    assert!(!v4.contains("default via"), "{v4}");
+    let v6 = exec(&lab, "c", &["ip", "-6", "route"]);
+    assert!(
+        v6.contains("default via 2001:db8:abca::254 dev eth0"),
+        "{v6}"
+    );
+}

@@ -260,6 +260,22 @@ impl TestLab {
 /// leaked ones. mvnet writes a container's row before its namespace and removes it after,
 /// so a namespace of a container that is being made or removed elsewhere is never counted.
 pub fn orphan_container_netns() -> Vec<String> {
+    // A container being removed elsewhere loses its namespace, then its row: one pass can
+    // see the namespace before and miss the row after. Only what two passes agree on, and
+    // still exists, counts.
+    let first = orphan_pass();
+    if first.is_empty() {
+        return first;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let second = orphan_pass();
+    first
+        .into_iter()
+        .filter(|n| second.contains(n) && std::path::Path::new("/run/netns").join(n).exists())
+        .collect()
+}
+
+fn orphan_pass() -> Vec<String> {
     let names = |dir: &str| -> Vec<String> {
         std::fs::read_dir(dir)
             .map(|d| {
