@@ -299,8 +299,8 @@ impl NetConf {
     }
 
     /// The link type and mode to create, from `driver` and `mode`.
-    pub fn link_kind(&self) -> CniResult<mvnet_core::driver::macvlan::LinkKind> {
-        use mvnet_core::driver::macvlan::LinkKind;
+    pub fn link_kind(&self) -> CniResult<mvnet_core::driver::LinkKind> {
+        use mvnet_core::driver::LinkKind;
         if self.is_ipvlan() {
             let mode = if self.mode.is_empty() {
                 Default::default()

@@ -55,7 +55,7 @@ impl From<mvnet_core::Error> for CniError {
         let c = match &e {
             E::Invalid(_) | E::NotFound(_) | E::KernelFeature(_) => code::INVALID_CONFIG,
             E::Conflict(_) => code::INVALID_CONFIG,
-            E::Store(m) if m.contains("locked") || m.contains("busy") => code::TRY_AGAIN,
+            e if e.is_busy() => code::TRY_AGAIN,
             E::Io { .. } => code::IO,
             _ => code::INTERNAL,
         };

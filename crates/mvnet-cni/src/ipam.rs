@@ -15,11 +15,10 @@ use serde_json::Value;
 use mvnet_core::engine::Engine;
 use mvnet_core::ipam::Pool;
 use mvnet_core::model::{Endpoint, Network, NetworkOptions, PoolSpec};
-use mvnet_core::store::EndpointRequest;
 
 use crate::conf::{Env, NetConf};
 use crate::error::{code, CniError, CniResult};
-use crate::result::{IpConfig, Outcome, Route};
+use crate::result::{IpConfig, Route};
 
 // ----- delegation ---------------------------------------------------------------------
 
@@ -204,55 +203,12 @@ impl BuiltinConf {
     }
 }
 
-/// The network of exactly this name (never an id or an id prefix: a CNI name like "2"
-/// must not select some other network whose id starts with 2).
-pub fn cni_network(engine: &mut Engine, name: &str) -> CniResult<Option<Network>> {
-    match engine.network(name) {
-        Ok(net) if net.name == name => Ok(Some(net)),
-        Ok(_) | Err(mvnet_core::Error::NotFound(_)) => Ok(None),
-        // An ambiguous prefix is no exact name either.
-        Err(mvnet_core::Error::Invalid(m)) if m.contains("ambiguous") => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The store network behind a CNI network name: created on first ADD (then the flag is
-/// true, so a failed ADD can take it away again), checked after that.
-pub fn builtin_network(
-    engine: &mut Engine,
-    conf: &NetConf,
-    master: &str,
-    pools: Vec<PoolSpec>,
-) -> CniResult<(Network, bool)> {
-    let subnets = |ps: &[PoolSpec]| {
-        let mut v: Vec<String> = ps.iter().map(|p| p.subnet.to_string()).collect();
-        v.sort();
-        v
-    };
-    let wanted = subnets(&pools);
-    let check_same = |net: &Network| -> CniResult<()> {
-        if net.options.parent != master || subnets(&net.pools) != wanted {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                format!(
-                    "mvnet network {} already exists with subnets {:?} on parent {}, but this config says {:?} on {}; rename the CNI network or remove the mvnet one",
-                    net.name, subnets(&net.pools), net.options.parent, wanted, master
-                ),
-            ));
-        }
-        Ok(())
-    };
-    if let Some(net) = cni_network(engine, &conf.name)? {
-        check_same(&net)?;
-        return Ok((net, false));
-    }
-    for p in &pools {
-        if let Err(e) = mvnet_core::model::network::special_subnet(&p.subnet) {
-            return Err(CniError::new(code::INVALID_CONFIG, e.to_string()));
-        }
-    }
+/// The network record a CNI config stands for: its name, driver and mode, the master, and
+/// (with the built-in IPAM) its pools. The engine creates it on first ADD and checks it on
+/// later ones; with another IPAM it only describes the attachment and is never stored.
+pub fn network_record(conf: &NetConf, master: &str, pools: Vec<PoolSpec>) -> CniResult<Network> {
     let ipv6 = pools.iter().any(|p| p.subnet.addr().is_ipv6());
-    let net = Network {
+    Ok(Network {
         id: mvnet_core::ids::new_id(),
         name: conf.name.clone(),
         driver: if conf.is_ipvlan() {
@@ -274,7 +230,7 @@ pub fn builtin_network(
                 conf.macvlan_mode()?
             },
             ipvlan_mode: match conf.link_kind()? {
-                mvnet_core::driver::macvlan::LinkKind::Ipvlan(m, _) => m,
+                mvnet_core::driver::LinkKind::Ipvlan(m, _) => m,
                 _ => Default::default(),
             },
             ipvlan_flag: Default::default(),
@@ -286,56 +242,20 @@ pub fn builtin_network(
             probe_ms: None,
             lan: None,
         },
-    };
-    let check = |existing: &[Network]| mvnet_core::engine::check_against_existing(&net, existing);
-    match engine.store().create_network(&net, &check, false) {
-        Ok(()) => Ok((net, true)),
-        Err(mvnet_core::Error::Conflict(m)) => match cni_network(engine, &conf.name)? {
-            // Another ADD created it a moment ago.
-            Some(net) => {
-                check_same(&net)?;
-                Ok((net, false))
-            }
-            None => Err(mvnet_core::Error::Conflict(m).into()),
-        },
-        Err(e) => Err(e.into()),
-    }
+    })
 }
 
-/// Reserves addresses for the attachment; the caller activates or removes the endpoint.
-pub fn builtin_reserve(
-    engine: &mut Engine,
-    net: &Network,
-    env: &Env,
-    req_ip: Option<IpAddr>,
-    mac: Option<mvnet_core::model::MacAddr>,
-) -> CniResult<Endpoint> {
-    let req = EndpointRequest {
-        container_id: env.container_id.clone(),
-        container_name: env.container_id.chars().take(12).collect(),
-        netns: env.netns.clone(),
-        ifname: Some(env.ifname.clone()),
-        static_ipv4: req_ip.filter(IpAddr::is_ipv4),
-        static_ipv6: req_ip.filter(IpAddr::is_ipv6),
-        mac,
-        owner_pid: std::process::id(),
-        frontend: mvnet_core::model::Frontend::Cni,
-        host_addresses: engine.host_addresses_in(net)?,
-    };
-    Ok(engine.store().reserve_endpoint(net, &req)?)
-}
-
-/// The endpoint of this container/interface on the CNI network, if any.
+/// The endpoint this plugin made for this container and interface on the CNI network (by
+/// its exact name), if any.
 pub fn builtin_find(
     engine: &mut Engine,
     conf: &NetConf,
     env: &Env,
 ) -> CniResult<Option<(Network, Endpoint)>> {
-    let Some(net) = cni_network(engine, &conf.name)? else {
+    let Some(net) = engine.network_by_exact_name(&conf.name)? else {
         return Ok(None);
     };
     let ep = engine
-        .store()
         .endpoints_of_container(&env.container_id)?
         .into_iter()
         .find(|e| {
@@ -353,15 +273,8 @@ pub fn endpoint_ips(net: &Network, ep: &Endpoint) -> Vec<IpConfig> {
         .chain(ep.ipv6.iter())
         .map(|(ip, p)| IpConfig {
             address: IpNet::new(*ip, *p).expect("valid prefix"),
-            gateway: mvnet_core::driver::macvlan::gateway_for(net, *ip),
+            gateway: mvnet_core::driver::gateway_for(net, *ip),
             interface: Some(0),
         })
         .collect()
-}
-
-/// What IPAM produced for an ADD.
-pub struct IpamOutcome {
-    pub result: Outcome,
-    /// Set for the built-in IPAM: the reserved endpoint to activate or roll back.
-    pub endpoint: Option<(Network, Endpoint)>,
 }

@@ -6,17 +6,20 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use mvnet_core::driver::macvlan::{self, LinkKind, LinkPlan, OnConflict, RoutePlan};
-use mvnet_core::engine::{resolve_conflict, Engine, StaticAddressPolicy};
-use mvnet_core::model::{Frontend, MacAddr};
-use mvnet_core::netlink::{Link, Netlink};
+use ipnet::IpNet;
+
+use mvnet_core::driver::LinkKind;
+use mvnet_core::engine::{
+    Addressing, AttachOptions, AttachRequest, AttachTarget, Engine, LinkSettings, NetworkSpec,
+};
+use mvnet_core::model::Frontend;
+use mvnet_core::netlink::Netlink;
 use mvnet_core::netns::Netns;
-use mvnet_core::probe::AddressTaken;
 
 use crate::conf::{parse_args, version_at_least, Env, NetConf, SUPPORTED_VERSIONS};
 use crate::error::{code, CniError, CniResult};
-use crate::ipam::{self, BuiltinConf, IpamOutcome};
-use crate::result::{Interface, Outcome};
+use crate::ipam::{self, BuiltinConf};
+use crate::result::{Interface, IpConfig, Outcome};
 
 /// mvnet's state root for the built-in IPAM: ipam.dataDir, else MVNET_ROOT, else the default.
 fn state_root(conf: &NetConf) -> CniResult<PathBuf> {
@@ -48,8 +51,9 @@ fn open_netns(path: &str) -> CniResult<Netns> {
     Ok(ns)
 }
 
-/// The parent link: named, or the default-route interface; 802.1Q names are created.
-fn resolve_master(nl: &mut Netlink, conf: &NetConf) -> CniResult<Link> {
+/// The master's name: the config's (802.1Q names are created by the engine), a chained
+/// ipvlan's previous interface, or the engine's default-route interface.
+fn master_name(engine: &mut Engine, conf: &NetConf) -> CniResult<String> {
     let mut name = conf.master_name()?;
     if name.is_empty() && conf.is_ipvlan() {
         // Chained after another plugin: its single interface is the master (reference rule).
@@ -67,82 +71,14 @@ fn resolve_master(nl: &mut Netlink, conf: &NetConf) -> CniResult<Link> {
         }
     }
     if name.is_empty() {
-        let routes = nl
-            .routes(false)
-            .map_err(|e| CniError::new(code::INTERNAL, format!("read routes: {e}")))?;
-        let oif = routes
-            .iter()
-            .find(|r| r.destination.is_none() && r.oif.is_some())
-            .and_then(|r| r.oif)
-            .ok_or_else(|| {
-                CniError::new(
-                    code::INVALID_CONFIG,
-                    "no \"master\" given and no default route to pick one from; set \"master\"",
-                )
-            })?;
-        name = nl
-            .link_by_index(oif)
-            .ok()
-            .flatten()
-            .map(|l| l.name)
-            .ok_or_else(|| {
-                CniError::new(
-                    code::INVALID_CONFIG,
-                    "the default-route interface vanished; set \"master\"",
-                )
-            })?;
-    }
-    // One lookup on the hot path; the VLAN-creating path (rare) looks again in `ensure`.
-    match nl
-        .link_by_name(&name)
-        .map_err(|e| CniError::new(code::INTERNAL, format!("look up {name}: {e}")))?
-    {
-        Some(l) if !l.loopback => Ok(l),
-        Some(_) => Err(CniError::new(
-            code::INVALID_CONFIG,
-            format!("master {name} is the loopback interface; use a LAN interface"),
-        )),
-        None if mvnet_core::model::network::parse_vlan_parent(&name)
-            .map_err(CniError::from)?
-            .is_some() =>
-        {
-            let driver = if conf.is_ipvlan() {
-                "ipvlan"
-            } else {
-                "macvlan"
-            };
-            Ok(mvnet_core::parent::ensure(nl, &name, driver)?.0)
-        }
-        None => {
-            let names: Vec<String> = nl
-                .links()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|l| !l.loopback)
-                .map(|l| l.name)
-                .collect();
-            Err(CniError::new(
+        name = engine.default_parent().map_err(|e| {
+            CniError::new(
                 code::INVALID_CONFIG,
-                format!(
-                    "master interface {name} not found; interfaces here: {}",
-                    names.join(", ")
-                ),
-            ))
-        }
+                e.to_string().replace("-o parent=IF", "set \"master\""),
+            )
+        })?;
     }
-}
-
-/// A master that is down (or has no carrier) cannot carry a probe or DAD: skip them rather
-/// than wait for nothing (DAD would never finish), and say so.
-fn skip_lan_checks_if_parent_down(plan: &mut LinkPlan, master: &Link) {
-    if !mvnet_core::driver::macvlan::parent_is_down(master) {
-        return;
-    }
-    plan.wait_dad = false;
-    plan.probe = None;
-    mvnet_core::warn_user(&mvnet_core::driver::macvlan::parent_down_notice(
-        &master.name,
-    ));
+    Ok(name)
 }
 
 pub fn version(conf: Option<&NetConf>) -> Value {
@@ -176,6 +112,9 @@ impl Drop for Phases {
     }
 }
 
+/// ADD: translates the config into one engine request (network, addresses, link
+/// settings) and the engine's outcome into the result. Atomic: with the built-in IPAM the
+/// engine rolls everything back; a delegated IPAM is released here when the attach fails.
 pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
     let mut phases = Phases::new();
     let args = parse_args(&env.args)?;
@@ -193,210 +132,126 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
         .as_deref()
         .map(|s| {
             s.parse().map_err(|_| {
-                CniError::new(code::INVALID_ENV, format!("invalid IP in CNI_ARGS: {s}"))
+                CniError::new(
+                    code::INVALID_ENV,
+                    format!("invalid IP in CNI_ARGS: {}", mvnet_core::quote(s)),
+                )
             })
         })
         .transpose()?;
-    let ns = open_netns(&env.netns)?;
-    let mut nl = if conf.link_in_container {
-        Netlink::in_netns(&ns)?
-    } else {
-        Netlink::new()?
+    // Checked here too, for the spec's error code (4) on a bad namespace.
+    open_netns(&env.netns)?;
+    let builtin = match conf.ipam_type() {
+        "mvnet" => Some(BuiltinConf::parse(&conf.ipam)?),
+        _ => None,
     };
-    let master = resolve_master(&mut nl, conf)?;
-    phases.mark("netns+master");
-    if conf.mtu > master.mtu {
-        return Err(CniError::new(
-            code::INVALID_CONFIG,
-            format!(
-                "invalid MTU {}, must be [0, master MTU({})]",
-                conf.mtu, master.mtu
-            ),
-        ));
-    }
+    let mut engine = Engine::open(&state_root(conf)?)?;
+    phases.mark("store-open");
+    let master = if conf.link_in_container {
+        conf.master_name()?
+    } else {
+        master_name(&mut engine, conf)?
+    };
+    phases.mark("master");
 
-    // IPAM first, so the default MAC can follow the IPv4 address.
-    let mut engine = None;
-    // A network record this ADD created goes again if the ADD fails (it would otherwise
-    // block other networks on the master, e.g. an ipvlan record on a kernel without ipvlan).
-    let mut created_network: Option<String> = None;
-    let mut ipam_out = match conf.ipam_type() {
-        "" => IpamOutcome {
-            result: Outcome::default(),
-            endpoint: None,
+    let mut request = AttachRequest {
+        network: NetworkSpec::Unrecorded(ipam::network_record(conf, &master, Vec::new())?),
+        target: AttachTarget {
+            container_id: env.container_id.clone(),
+            container_name: env.container_id.chars().take(12).collect(),
+            netns: env.netns.clone(),
+            owned: false,
         },
-        "mvnet" => {
-            let b = BuiltinConf::parse(&conf.ipam)?;
-            let pools = b.pools()?;
-            let e = engine.insert(Engine::open(&state_root(conf)?)?);
-            phases.mark("store-open");
-            let (net, created) = ipam::builtin_network(e, conf, &master.name, pools)?;
-            created_network = created.then(|| net.id.clone());
-            phases.mark("network");
-            let mac = if conf.is_ipvlan() {
-                master.mac
-            } else {
-                requested_mac
+        options: AttachOptions {
+            ipv4: req_ip.filter(IpAddr::is_ipv4),
+            ipv6: req_ip.filter(IpAddr::is_ipv6),
+            mac: requested_mac,
+            ifname: Some(env.ifname.clone()),
+            force: false,
+            frontend: Frontend::Cni,
+        },
+        addressing: Addressing::Managed,
+        link: LinkSettings {
+            parent_in_target: conf.link_in_container,
+            parent: Some(master.clone()),
+            kind: Some(kind),
+            mtu: (conf.mtu > 0).then_some(conf.mtu),
+            bc_queue_len: conf.bcqueuelen,
+            wait_dad: Some(true),
+            probe: Some(probe),
+            // The reference plugin leaves IPv6 as the kernel has it.
+            disable_ipv6: Some(false),
+            routes: Some(Vec::new()),
+            static_fix: Some(
+                "pick another IP in CNI_ARGS, or leave it out to get a free one".into(),
+            ),
+        },
+    };
+    // What the result says besides what the engine made.
+    let mut result = Outcome::default();
+    let delegated = match (conf.ipam_type(), &builtin) {
+        ("", _) => {
+            request.addressing = Addressing::Given {
+                addresses: Vec::new(),
+                gateways: Vec::new(),
+                source: "no IPAM".into(),
             };
-            let ep = match ipam::builtin_reserve(e, &net, env, req_ip, mac) {
-                Ok(ep) => ep,
-                Err(err) => {
-                    if let Some(id) = &created_network {
-                        let _ = e.remove_network(id);
-                    }
-                    return Err(err);
-                }
-            };
-            e.delete_reclaimed_links();
-            let result = Outcome {
-                ips: ipam::endpoint_ips(&net, &ep),
-                routes: b.routes(),
-                ..Default::default()
-            };
-            IpamOutcome {
-                result,
-                endpoint: Some((net, ep)),
-            }
+            None
         }
-        other => {
+        (_, Some(b)) => {
+            request.network = NetworkSpec::Ensure(ipam::network_record(conf, &master, b.pools()?)?);
+            let routes = b.routes();
+            request.link.routes = Some(routes.iter().map(|r| (r.dst, r.gw)).collect());
+            result.routes = routes;
+            None
+        }
+        (other, None) => {
             let v = ipam::exec(env, other, "ADD", raw)?.ok_or_else(|| {
                 CniError::new(
                     code::DECODE,
                     format!("IPAM plugin {other} printed no result"),
                 )
             })?;
-            IpamOutcome {
-                result: Outcome::parse(&v)?,
-                endpoint: None,
-            }
+            let given = Outcome::parse(&v)?;
+            request.addressing = Addressing::Given {
+                addresses: given
+                    .ips
+                    .iter()
+                    .map(|i| (i.address.addr(), i.address.prefix_len()))
+                    .collect(),
+                gateways: given.ips.iter().filter_map(|i| i.gateway).collect(),
+                source: format!("IPAM plugin {other}"),
+            };
+            request.link.routes = Some(given.routes.iter().map(|r| (r.dst, r.gw)).collect());
+            result = given;
+            Some(other)
         }
     };
     phases.mark("ipam");
-    let release = |engine: &mut Option<Engine>, out: &IpamOutcome| {
-        if let (Some(e), Some((_, ep))) = (engine.as_mut(), &out.endpoint) {
-            let _ = e.store().remove_endpoint(&ep.id);
-            if let Some(id) = &created_network {
-                let _ = e.remove_network(id);
+    let attached = match engine.attach(&request) {
+        Ok(a) => a,
+        Err(e) => {
+            if let Some(other) = delegated {
+                let _ = ipam::exec(env, other, "DEL", raw);
             }
-        } else if !conf.ipam_type().is_empty() && conf.ipam_type() != "mvnet" {
-            let _ = ipam::exec(env, conf.ipam_type(), "DEL", raw);
+            return Err(e.into());
         }
     };
-
-    let mac = match &ipam_out.endpoint {
-        Some((_, ep)) => ep.mac,
-        None if conf.is_ipvlan() => master.mac.unwrap_or_else(MacAddr::random_local),
-        None => requested_mac.unwrap_or_else(|| {
-            match ipam_out
-                .result
-                .ips
-                .iter()
-                .find_map(|i| match i.address.addr() {
-                    IpAddr::V4(v4) => Some(v4),
-                    _ => None,
-                }) {
-                Some(v4) => MacAddr::from_ipv4(v4),
-                None => MacAddr::random_local(),
-            }
-        }),
-    };
-    let r = &ipam_out.result;
-    let routes = r
-        .routes
+    phases.mark("attach");
+    result.ips = attached
+        .addresses
         .iter()
-        .map(|rt| {
-            // A route without "gw" goes through the gateway of its family, as ConfigureIface
-            // does; with none of that family either, it is a device route.
-            let gateway = rt.gw.or_else(|| {
-                r.ips
-                    .iter()
-                    .find(|i| i.address.addr().is_ipv6() == rt.dst.addr().is_ipv6())
-                    .and_then(|i| i.gateway)
-            });
-            RoutePlan {
-                dst: (rt.dst.prefix_len() != 0 || gateway.is_none()).then_some(rt.dst),
-                gateway,
-            }
+        .map(|(ip, prefix, gateway)| IpConfig {
+            address: IpNet::new(*ip, *prefix).expect("a valid prefix"),
+            gateway: *gateway,
+            interface: Some(0),
         })
         .collect();
-    let mut plan = LinkPlan {
-        ifname: env.ifname.clone(),
-        parent_index: master.index,
-        parent_name: master.name.clone(),
-        kind,
-        mac,
-        mtu: (conf.mtu > 0).then_some(conf.mtu),
-        addresses: r
-            .ips
-            .iter()
-            .map(|i| (i.address.addr(), i.address.prefix_len()))
-            .collect(),
-        routes,
-        wait_dad: true,
-        bc_queue_len: conf.bcqueuelen,
-        announcements: 3,
-        probe,
-        // The reference plugin leaves IPv6 as the kernel has it.
-        disable_ipv6: false,
-    };
-    skip_lan_checks_if_parent_down(&mut plan, &master);
-    // An address found in use on the LAN: the built-in IPAM moves on to the next one (and
-    // remembers the taken one); an address from another IPAM plugin fails the ADD.
-    let mut refused = None;
-    let attached = match (engine.as_mut(), ipam_out.endpoint.as_mut()) {
-        (Some(e), Some((net, ep))) => {
-            let mut on_conflict = |t: &AddressTaken| {
-                let policy = StaticAddressPolicy {
-                    requested: req_ip.filter(|ip| ip.is_ipv4() == t.ip.is_ipv4()),
-                    force: false,
-                    fix: "pick another IP in CNI_ARGS, or leave it out to get a free one",
-                };
-                resolve_conflict(e.store(), net, ep, &policy, t, &mut refused)
-            };
-            macvlan::attach(&mut nl, &ns, &mut plan, false, &mut on_conflict)
-        }
-        _ => {
-            let ipam_type = conf.ipam_type();
-            let mut on_conflict = |t: &AddressTaken| -> mvnet_core::Result<OnConflict> {
-                Err(mvnet_core::conflict!(
-                    "address {} from IPAM plugin {ipam_type} is already used on the LAN by {}; keep it out of the IPAM range, or use \"ipam\": {{\"type\": \"mvnet\"}}, which skips taken addresses",
-                    t.ip,
-                    t.who()
-                ))
-            };
-            macvlan::attach(&mut nl, &ns, &mut plan, false, &mut on_conflict)
-        }
-    };
-    if let Err(e) = attached {
-        release(&mut engine, &ipam_out);
-        if let (Some(t), Some(eng), Some((net, _))) = (refused, engine.as_mut(), &ipam_out.endpoint)
-        {
-            let _ = eng.store().record_lan_conflict(net, t.ip, t.holder);
-        }
-        return Err(e.into());
-    }
-    if let Some((net, ep)) = &ipam_out.endpoint {
-        ipam_out.result.ips = ipam::endpoint_ips(net, ep);
-    }
-    let mac = plan.mac;
-    phases.mark("link");
-    if let (Some(e), Some((_, ep))) = (engine.as_mut(), &ipam_out.endpoint) {
-        if let Err(err) = e.store().activate_endpoint(&ep.id) {
-            let _ = macvlan::delete_endpoint_link(&env.netns, &env.ifname, Some(mac));
-            release(&mut engine, &ipam_out);
-            return Err(err.into());
-        }
-    }
-    phases.mark("activate");
-    let mut result = ipam_out.result;
     result.interfaces = vec![Interface {
-        name: env.ifname.clone(),
-        mac: mac.to_string(),
+        name: attached.ifname,
+        mac: attached.mac.to_string(),
         sandbox: env.netns.clone(),
     }];
-    for ip in &mut result.ips {
-        ip.interface = Some(0);
-    }
     result.to_json(conf.version())
 }
 
@@ -404,27 +259,20 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
 /// Only a macvlan/ipvlan is deleted (with the recorded MAC, for the built-in IPAM): the
 /// interface name alone could belong to anything, such as another runtime's veth.
 pub fn del(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
-    let mut mac = None;
-    match conf.ipam_type() {
-        "" => {}
-        "mvnet" => {
-            let mut engine = Engine::open(&state_root(conf)?)?;
-            if let Some((_, ep)) = ipam::builtin_find(&mut engine, conf, env)? {
-                mac = Some(ep.mac);
-                if !env.netns.is_empty() {
-                    open_netns_for_del(&env.netns)?;
-                    macvlan::delete_endpoint_link(&env.netns, &env.ifname, mac)?;
-                }
-                engine.store().remove_endpoint(&ep.id)?;
-                return Ok(());
+    let mut engine = Engine::open(&state_root(conf)?)?;
+    if conf.ipam_type() == "mvnet" {
+        if let Some((_, ep)) = ipam::builtin_find(&mut engine, conf, env)? {
+            if !env.netns.is_empty() {
+                open_netns_for_del(&env.netns)?;
             }
+            engine.disconnect(&ep)?;
+            return Ok(());
         }
-        other => {
-            ipam::exec(env, other, "DEL", raw)?;
-        }
+    } else if !conf.ipam_type().is_empty() {
+        ipam::exec(env, conf.ipam_type(), "DEL", raw)?;
     }
     if !env.netns.is_empty() && open_netns_for_del(&env.netns)? {
-        macvlan::delete_endpoint_link(&env.netns, &env.ifname, mac)?;
+        engine.delete_endpoint_link(&env.netns, &env.ifname, None)?;
     }
     Ok(())
 }
@@ -620,12 +468,12 @@ pub fn gc(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
                 .map(|a| (a.container_id.clone(), a.ifname.clone()))
                 .collect();
             let mut engine = Engine::open(&state_root(conf)?)?;
-            let Some(net) = ipam::cni_network(&mut engine, &conf.name)? else {
+            let Some(net) = engine.network_by_exact_name(&conf.name)? else {
                 return Ok(());
             };
             // Only what this plugin made: the CLI's (and Docker's) endpoints on a network of
             // the same name are not the runtime's to collect.
-            for ep in engine.store().endpoints_of_network(&net.id)? {
+            for ep in engine.endpoints_of_network(&net.id)? {
                 if ep.frontend != Frontend::Cni {
                     continue;
                 }
@@ -633,8 +481,12 @@ pub fn gc(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
                     .iter()
                     .any(|(c, i)| *c == ep.container_id && (i.is_empty() || *i == ep.ifname));
                 if !keep {
-                    let _ = macvlan::delete_endpoint_link(&ep.netns, &ep.ifname, Some(ep.mac));
-                    engine.store().remove_endpoint(&ep.id)?;
+                    if let Err(e) = engine.disconnect(&ep) {
+                        // The link could not be deleted (its namespace is broken): give the
+                        // address back all the same, as GC must.
+                        mvnet_core::warn_user(&format!("GC: {e}"));
+                        engine.release_endpoint(&ep)?;
+                    }
                 }
             }
             Ok(())

@@ -32,7 +32,11 @@ pub enum Error {
     },
     /// The state store failed.
     #[error("state store: {0}")]
-    Store(String),
+    Store(#[from] StoreError),
+    /// Something that should not happen did (a link vanished right after it was made, a
+    /// worker thread panicked): not the user's doing, but said plainly all the same.
+    #[error("{0}")]
+    Internal(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -67,9 +71,49 @@ impl Error {
     }
 }
 
+/// How the state store failed, typed where callers branch on it (a busy store is "try
+/// again" for a CNI runtime).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the database longer than we wait.
+    #[error("the database is locked by another process ({0}); try again")]
+    Busy(#[source] rusqlite::Error),
+    #[error("{0}")]
+    Sqlite(#[source] rusqlite::Error),
+    /// A stored record does not parse, or contradicts the others.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::Store(e.to_string())
+        let busy = matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked)
+        );
+        Error::Store(if busy {
+            StoreError::Busy(e)
+        } else {
+            StoreError::Sqlite(e)
+        })
+    }
+}
+
+/// `.kernel(op)` on an io::Result: the one way to say which kernel operation failed.
+pub trait KernelContext<T> {
+    fn kernel(self, op: impl Into<String>) -> Result<T>;
+}
+
+impl<T> KernelContext<T> for std::result::Result<T, io::Error> {
+    fn kernel(self, op: impl Into<String>) -> Result<T> {
+        self.map_err(|e| Error::kernel(op, e))
+    }
+}
+
+impl Error {
+    /// Whether trying again later may succeed (the store was busy, the write lock held).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Error::Store(StoreError::Busy(_)))
     }
 }
 

@@ -92,7 +92,7 @@ pub fn probe() -> Result<[bool; 4]> {
                 let lower = nl
                     .link_by_name(&a)
                     .map_err(|e| Error::kernel("find probe veth", e))?
-                    .ok_or_else(|| Error::Store("probe veth vanished".into()))?;
+                    .ok_or_else(|| Error::Internal("probe veth vanished".into()))?;
                 out[i] = nl
                     .create_probe_link(&format!("probe{i}x"), lower.index, f.kind)
                     .is_ok();
@@ -100,7 +100,7 @@ pub fn probe() -> Result<[bool; 4]> {
             Ok(out)
         })
         .join()
-        .unwrap_or_else(|_| Err(Error::Store("probe thread panicked".into())))
+        .unwrap_or_else(|_| Err(Error::Internal("probe thread panicked".into())))
     })?;
     let _ = CACHE.set(r);
     Ok(r)

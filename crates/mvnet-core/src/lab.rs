@@ -284,7 +284,7 @@ fn up_link(nl: &mut Netlink, name: &str) -> Result<u32> {
     let l = nl
         .link_by_name(name)
         .map_err(|e| Error::kernel("find lab link", e))?
-        .ok_or_else(|| Error::Store(format!("lab link {name} missing")))?;
+        .ok_or_else(|| Error::Internal(format!("lab link {name} missing")))?;
     nl.set_up(l.index, true)
         .map_err(|e| Error::kernel("set lab link up", e))?;
     Ok(l.index)

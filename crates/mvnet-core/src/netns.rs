@@ -47,6 +47,16 @@ impl Netns {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// A stand-in for a namespace of the fake OS (unit tests): named by `path`, backed by
+    /// /dev/null, never given to the kernel.
+    #[cfg(test)]
+    pub(crate) fn fake(path: &str) -> Netns {
+        Netns {
+            file: File::open("/dev/null").expect("/dev/null"),
+            path: PathBuf::from(path),
+        }
+    }
 }
 
 impl AsRawFd for Netns {
@@ -204,7 +214,7 @@ fn create_persistent(
             })
         })
         .join()
-        .unwrap_or_else(|_| Err(Error::Store("namespace thread panicked".into())))
+        .unwrap_or_else(|_| Err(Error::Internal("namespace thread panicked".into())))
     });
     if let Err(e) = result {
         let _ = std::fs::remove_file(&path);

@@ -2,13 +2,14 @@
 //! uses it as is; the engine adds ownership records on top.
 
 use crate::model::network::parse_vlan_parent;
-use crate::netlink::{Link, Netlink, ProbeKind};
+use crate::netlink::{Link, ProbeKind};
+use crate::os::Rtnl;
 use crate::{invalid, not_found, Error, Result};
 
 /// The parent link, created first when it is a missing `BASE.VID` 802.1Q sub-interface
 /// (Docker's rule). Returns whether this call created it.
 /// `driver` names the network's driver in messages ("macvlan" or "ipvlan").
-pub fn ensure(nl: &mut Netlink, name: &str, driver: &str) -> Result<(Link, bool)> {
+pub fn ensure(nl: &mut dyn Rtnl, name: &str, driver: &str) -> Result<(Link, bool)> {
     let found = nl
         .link_by_name(name)
         .map_err(|e| Error::kernel(format!("look up parent {name}"), e))?;
@@ -26,7 +27,7 @@ pub fn ensure(nl: &mut Netlink, name: &str, driver: &str) -> Result<(Link, bool)
 }
 
 /// "Not found" with the interfaces that do exist, so the user can pick one.
-pub fn missing(nl: &mut Netlink, name: &str) -> Error {
+pub fn missing(nl: &mut dyn Rtnl, name: &str) -> Error {
     let names: Vec<String> = match nl.links() {
         Ok(links) => links
             .into_iter()
@@ -47,7 +48,7 @@ pub fn missing(nl: &mut Netlink, name: &str) -> Error {
 
 /// Creates `name` as VLAN `vid` of `base`, brings both up. Returns whether it was created
 /// here (false when another process created it a moment earlier).
-pub fn create_vlan(nl: &mut Netlink, name: &str, base: &str, vid: u16) -> Result<(Link, bool)> {
+pub fn create_vlan(nl: &mut dyn Rtnl, name: &str, base: &str, vid: u16) -> Result<(Link, bool)> {
     let k = |op: String| move |e: std::io::Error| Error::kernel(op, e);
     let Some(base_link) = nl
         .link_by_name(base)
@@ -55,7 +56,7 @@ pub fn create_vlan(nl: &mut Netlink, name: &str, base: &str, vid: u16) -> Result
     else {
         return Err(missing(nl, base));
     };
-    let created = match nl.create_vlan(name, base_link.index, vid, None) {
+    let created = match nl.create_vlan(name, base_link.index, vid) {
         Ok(()) => true,
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => false,
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
@@ -76,7 +77,7 @@ pub fn create_vlan(nl: &mut Netlink, name: &str, base: &str, vid: u16) -> Result
         let link = nl
             .link_by_name(name)
             .map_err(k(format!("look up {name}")))?
-            .ok_or_else(|| Error::Store(format!("{name} vanished right after creation")))?;
+            .ok_or_else(|| Error::Internal(format!("{name} vanished right after creation")))?;
         nl.set_up(link.index, true)
             .map_err(k(format!("set {name} up")))?;
         Ok(Link { up: true, ..link })

@@ -267,7 +267,7 @@ pub fn run_detached(engine: &mut Engine, c: &Container) -> Result<()> {
             .to_string();
         let _ = destroy(engine, c);
         Err(if msg.is_empty() {
-            Error::Store("the container monitor exited before starting the command".into())
+            Error::Internal("the container monitor exited before starting the command".into())
         } else {
             invalid!("{msg}")
         })
@@ -572,7 +572,7 @@ fn destroy(engine: &mut Engine, c: &Container) -> Result<()> {
         // off the LAN, even if something still holds the namespace (an announcer's socket).
         let path = paths.netns.display().to_string();
         if let Err(e) =
-            crate::driver::macvlan::delete_endpoint_link(&path, &ep.ifname, Some(ep.mac))
+            engine.delete_endpoint_link(&path, &ep.ifname, Some(ep.mac))
         {
             tracing::warn!(container = %c.name, error = %e, "cannot delete the container's link");
         }

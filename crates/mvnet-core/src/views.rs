@@ -38,10 +38,10 @@ pub fn network_inspect(net: &Network, endpoints: &[Endpoint], conflicts: &[LanCo
         .collect();
     let host = endpoints
         .iter()
-        .find(|e| crate::hostaccess::is_host_endpoint(e));
+        .find(|e| crate::engine::hostaccess::is_host_endpoint(e));
     let containers: Map<String, Value> = endpoints
         .iter()
-        .filter(|e| !crate::hostaccess::is_host_endpoint(e))
+        .filter(|e| !crate::engine::hostaccess::is_host_endpoint(e))
         .map(|e| {
             (
                 e.container_id.clone(),
@@ -103,10 +103,10 @@ pub fn container_inspect(c: &Container, attached: &[(Endpoint, Network)]) -> Val
         .map(|(e, n)| {
             let gw4 = e
                 .ipv4
-                .and_then(|(ip, _)| crate::driver::macvlan::gateway_for(n, ip));
+                .and_then(|(ip, _)| crate::driver::gateway_for(n, ip));
             let gw6 = e
                 .ipv6
-                .and_then(|(ip, _)| crate::driver::macvlan::gateway_for(n, ip));
+                .and_then(|(ip, _)| crate::driver::gateway_for(n, ip));
             (
                 n.name.clone(),
                 json!({

@@ -39,7 +39,7 @@ pub fn exec(engine: &mut Engine, name: &str, command: &[String]) -> Result<u8> {
 /// Each endpoint of a container with its network.
 fn attachments(engine: &mut Engine, container_id: &str) -> Result<Vec<(Endpoint, Network)>> {
     let mut out = Vec::new();
-    for ep in engine.store().endpoints_of_container(container_id)? {
+    for ep in engine.endpoints_of_container(container_id)? {
         let net = engine.network(&ep.network_id)?;
         out.push((ep, net));
     }
@@ -48,7 +48,7 @@ fn attachments(engine: &mut Engine, container_id: &str) -> Result<Vec<(Endpoint,
 
 pub fn ps(engine: &mut Engine, all: bool, format: &str, quiet: bool) -> Result<u8> {
     let mut rows = Vec::new();
-    for c in engine.store().containers()? {
+    for c in engine.containers()? {
         let c = runtime::refresh(engine, c)?;
         if !all && c.status != ContainerStatus::Running {
             continue;
@@ -106,7 +106,7 @@ pub fn ps(engine: &mut Engine, all: bool, format: &str, quiet: bool) -> Result<u
 pub fn inspect(engine: &mut Engine, names: &[String]) -> Result<u8> {
     let mut out = Vec::new();
     for name in names {
-        let found = engine.store().container(name)?;
+        let found = engine.container(name)?;
         let c = runtime::refresh(engine, found)?;
         let att = attachments(engine, &c.id)?;
         out.push(views::container_inspect(&c, &att));
@@ -142,7 +142,7 @@ pub fn rm(engine: &mut Engine, force: bool, names: &[String]) -> Result<u8> {
 }
 
 pub fn logs(engine: &mut Engine, name: &str) -> Result<u8> {
-    let c = engine.store().container(name)?;
+    let c = engine.container(name)?;
     let path = runtime::log_path(engine, &c)?;
     match std::fs::read(&path) {
         Ok(bytes) => {

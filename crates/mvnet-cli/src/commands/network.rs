@@ -67,8 +67,8 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
             let mut out = Vec::new();
             for name in &networks {
                 let net = engine.network(name)?;
-                let eps = engine.store().endpoints_of_network(&net.id)?;
-                let conflicts = engine.store().lan_conflicts(&net)?;
+                let eps = engine.endpoints_of_network(&net.id)?;
+                let conflicts = engine.lan_conflicts(&net)?;
                 out.push(views::network_inspect(&net, &eps, &conflicts));
             }
             print_json(&serde_json::Value::Array(out));
@@ -94,7 +94,7 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
         } => {
             let mut net = engine.network(&network)?;
             if clear_lan_conflicts {
-                let n = engine.store().clear_lan_conflicts(&net)?;
+                let n = engine.clear_lan_conflicts(&net)?;
                 eprintln!("mvnet: forgot {n} LAN conflict(s) of {}", net.name);
             }
             if let Some(host_access) = host_access {
@@ -104,7 +104,7 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
                     eprintln!(
                         "mvnet: host access on: this host reaches {} through {}",
                         net.name,
-                        mvnet_core::hostaccess::shim_name(&net)
+                        mvnet_core::engine::hostaccess::shim_name(&net)
                     );
                 }
             }
@@ -163,7 +163,7 @@ fn target(
     match (netns, container) {
         (Some(path), _) => AttachTarget::bare_netns(path),
         (None, Some(name)) => {
-            let c = engine.store().container(name)?;
+            let c = engine.container(name)?;
             Ok(AttachTarget {
                 container_id: c.id,
                 container_name: c.name,

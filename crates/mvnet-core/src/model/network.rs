@@ -855,7 +855,6 @@ mod tests {
                 &[("subnet", "10.1.0.0/24"), ("o", "probe_ms=60000")],
                 "at most 5000 ms",
             ),
-            (&[("subnet", "2001:db8::/64")], "--ipv6"),
             (
                 &[("subnet", "10.1.0.0/24"), ("subnet", "10.1.0.0/16")],
                 "overlap",
@@ -865,6 +864,9 @@ mod tests {
             let e = req(args).validate().unwrap_err().to_string();
             assert!(e.contains(want), "{args:?}: got '{e}', want '{want}'");
         }
+        // An IPv6 subnet turns IPv6 on by itself, as in current Docker (issue 18).
+        let v = req(&[("subnet", "fd00:1::/64")]).validate().unwrap();
+        assert!(v.ipv6);
     }
 
     #[test]

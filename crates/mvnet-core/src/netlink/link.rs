@@ -155,6 +155,18 @@ pub struct MacvlanLink<'a> {
     pub netns: Option<&'a Netns>,
 }
 
+/// An ipvlan sub-interface to create, possibly straight inside another namespace. It has
+/// no MAC of its own: it shares the parent's.
+#[derive(Debug, Clone)]
+pub struct IpvlanLink<'a> {
+    pub name: &'a str,
+    pub parent_index: u32,
+    pub mode: IpvlanMode,
+    pub flag: IpvlanFlag,
+    pub mtu: Option<u32>,
+    pub netns: Option<&'a Netns>,
+}
+
 /// Link types whose kernel support `kernel::probe` checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeKind {
@@ -248,26 +260,18 @@ impl Netlink {
 
     /// An ipvlan sub-interface, possibly straight inside another namespace. It has no MAC
     /// of its own: it shares the parent's.
-    pub fn create_ipvlan(
-        &mut self,
-        name: &str,
-        parent_index: u32,
-        mode: IpvlanMode,
-        flag: IpvlanFlag,
-        mtu: Option<u32>,
-        netns: Option<&Netns>,
-    ) -> io::Result<()> {
-        let mut m = new_link_message(name, netns.map(|n| n.as_raw_fd()));
-        m.attributes.push(LinkAttribute::Link(parent_index));
-        if let Some(mtu) = mtu {
+    pub fn create_ipvlan(&mut self, spec: &IpvlanLink) -> io::Result<()> {
+        let mut m = new_link_message(spec.name, spec.netns.map(|n| n.as_raw_fd()));
+        m.attributes.push(LinkAttribute::Link(spec.parent_index));
+        if let Some(mtu) = spec.mtu {
             m.attributes.push(LinkAttribute::Mtu(mtu));
         }
-        let kmode = match mode {
+        let kmode = match spec.mode {
             IpvlanMode::L2 => IpVlanMode::L2,
             IpvlanMode::L3 => IpVlanMode::L3,
             IpvlanMode::L3s => IpVlanMode::L3S,
         };
-        let kflags = match flag {
+        let kflags = match spec.flag {
             IpvlanFlag::Bridge => IpVlanFlags::empty(),
             IpvlanFlag::Private => IpVlanFlags::Private,
             IpvlanFlag::Vepa => IpVlanFlags::Vepa,

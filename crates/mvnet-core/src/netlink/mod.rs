@@ -6,7 +6,7 @@ mod addr;
 mod link;
 mod route;
 
-pub use link::{Link, MacvlanLink, ProbeKind, VethEnd};
+pub use link::{IpvlanLink, Link, MacvlanLink, ProbeKind, VethEnd};
 pub use route::Route;
 
 use std::io;

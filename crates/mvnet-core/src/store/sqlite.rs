@@ -9,6 +9,7 @@ use crate::ipam::ip_key;
 use crate::model::{
     Container, Endpoint, EndpointState, LanConflict, MacAddr, MacvlanMode, Network,
 };
+use crate::error::StoreError;
 use crate::{conflict, invalid, not_found, Error, Result};
 
 const SCHEMA_VERSION: i64 = 3;
@@ -360,7 +361,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::Store(format!("corrupt record: {e}")))
+    serde_json::from_str(s).map_err(|e| Error::Store(StoreError::Corrupt(e.to_string())))
 }
 
 /// Parses a stored row; a corrupt one is reported on stderr and skipped, so one bad row
@@ -1023,7 +1024,7 @@ impl Store for SqliteStore {
             [id],
         )?;
         if n == 0 {
-            return Err(Error::Store(format!(
+            return Err(Error::Internal(format!(
                 "endpoint {id} vanished during attach"
             )));
         }
@@ -1061,14 +1062,14 @@ impl Store for SqliteStore {
             )
             .optional()?;
         let mut ep: Endpoint = from_json(&body.ok_or_else(|| {
-            Error::Store(format!("endpoint {endpoint_id} vanished during attach"))
+            Error::Internal(format!("endpoint {endpoint_id} vanished during attach"))
         })?)?;
         let slot = if ep.ipv4.is_some_and(|(a, _)| a == ip) {
             &mut ep.ipv4
         } else if ep.ipv6.is_some_and(|(a, _)| a == ip) {
             &mut ep.ipv6
         } else {
-            return Err(Error::Store(format!(
+            return Err(Error::Internal(format!(
                 "endpoint {endpoint_id} does not hold {ip}"
             )));
         };
@@ -1076,7 +1077,7 @@ impl Store for SqliteStore {
             .pools
             .iter()
             .position(|p| p.subnet.contains(&ip))
-            .ok_or_else(|| Error::Store(format!("{ip} is in no pool of {}", net.name)))?;
+            .ok_or_else(|| Error::Internal(format!("{ip} is in no pool of {}", net.name)))?;
         delete_allocation(&tx, net.address_domain(), ip, endpoint_id)?;
         insert_lan_conflict(&tx, net, ip, holder)?;
         let new = allocate(&tx, net, idx, None, endpoint_id, &[])?;
@@ -1116,7 +1117,7 @@ impl Store for SqliteStore {
         rows.into_iter()
             .map(|(key, mac, seen)| {
                 let ip = key_to_ip(&key)
-                    .ok_or_else(|| Error::Store("corrupt LAN conflict address".into()))?;
+                    .ok_or_else(|| Error::Store(StoreError::Corrupt("a LAN conflict address".into())))?;
                 let mac = mac.map(|m| m.parse()).transpose()?;
                 Ok(LanConflict { ip, mac, seen })
             })

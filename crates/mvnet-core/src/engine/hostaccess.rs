@@ -8,11 +8,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::driver::macvlan::Ipv4Probe;
-use crate::engine::{resolve_conflict, Engine, StaticAddressPolicy};
+use super::{resolve_conflict, Engine, StaticAddressPolicy};
+use crate::driver::conflict::Ipv4Probe;
 use crate::model::{Driver, Endpoint, MacvlanMode, Network};
 use crate::netlink::MacvlanLink;
-use crate::probe::{AddressTaken, Listener};
+use crate::probe::AddressTaken;
 use crate::store::EndpointRequest;
 use crate::{invalid, Error, Result};
 
@@ -134,7 +134,7 @@ impl Engine {
                 let link = nl
                     .link_by_name(name)
                     .map_err(k("look up host-access shim"))?
-                    .ok_or_else(|| Error::Store(format!("{name} vanished")))?;
+                    .ok_or_else(|| Error::Internal(format!("{name} vanished")))?;
                 // The shim is a LAN member like any container: probe its address first.
                 if let Some(window) = net.options.probe_window() {
                     ep = self.probe_shim_address(net, ep, link.index, window)?;
@@ -183,7 +183,7 @@ impl Engine {
         let Some(v4) = ep.ipv4 else {
             return Ok(ep);
         };
-        let mut listener = Listener::open_here()?;
+        let mut listener = self.os.host_listener()?;
         let (mut addresses, mut mac) = ([v4], ep.mac);
         let mut current = ep;
         let mut refused = None;
@@ -201,7 +201,7 @@ impl Engine {
             };
             Ipv4Probe {
                 nl,
-                listener: &mut listener,
+                listener: listener.as_mut(),
                 index,
                 ifname: &shim_name(net),
                 window,

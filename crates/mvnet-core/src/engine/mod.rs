@@ -1,104 +1,109 @@
 //! The engine orders store and kernel work so that bad input changes nothing and a failure
 //! half-way rolls back: validate -> reserve in the store -> kernel -> confirm.
-//! Every front end (CLI, CNI, Docker plugin) goes through here.
+//! Every front end (CLI, CNI, Docker plugin) goes through here; none touches the store.
+//!
+//! - `mod.rs`: networks (create, remove, parents) and read access for front ends;
+//! - `attach.rs`: the one attach and detach path;
+//! - `hostaccess.rs`: the host-side shim that lets the host reach its containers.
+
+mod attach;
+pub mod hostaccess;
+
+pub use attach::{
+    resolve_conflict, routes_from_ipam, Addressing, AttachOptions, AttachRequest, AttachTarget,
+    Attached, LinkSettings, NetworkSpec, StaticAddressPolicy,
+};
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::driver::macvlan::{self, OnConflict};
 use crate::model::{
-    network::ValidatedRequest, CreateNetworkRequest, Driver, Endpoint, Frontend, MacAddr,
+    network::ValidatedRequest, Container, CreateNetworkRequest, Driver, Endpoint, LanConflict,
     MacvlanMode, Network,
 };
-use crate::netlink::{Link, Netlink};
-use crate::netns::Netns;
-use crate::probe::AddressTaken;
-use crate::store::{EndpointRequest, SqliteStore, Store};
+use crate::netlink::Link;
+use crate::os::{Os, RealOs, Rtnl};
+use crate::store::{SqliteStore, Store};
 use crate::{conflict, invalid, not_found, Error, Result};
 
 /// Where state lives unless `--root` or `MVNET_ROOT` says otherwise.
 pub const DEFAULT_ROOT: &str = "/var/lib/mvnet";
 
-/// Who is being attached: an mvnet container, or any namespace given by path.
-#[derive(Debug, Clone)]
-pub struct AttachTarget {
-    pub container_id: String,
-    pub container_name: String,
-    pub netns: String,
-    /// mvnet created this namespace, so a leftover interface in it (from a process killed
-    /// mid-attach) is ours to delete.
-    pub owned: bool,
-}
-
-impl AttachTarget {
-    /// A bare namespace given by path (`--netns /proc/PID/ns/net`): its identity is the
-    /// namespace inode, so two paths to one namespace are one target.
-    pub fn bare_netns(path: &str) -> Result<AttachTarget> {
-        use std::os::unix::fs::MetadataExt;
-        let md = std::fs::metadata(path)
-            .map_err(|e| Error::io(format!("cannot use network namespace {path}"), e))?;
-        Ok(AttachTarget {
-            container_id: format!("netns-{:x}-{:x}", md.dev(), md.ino()),
-            container_name: path.to_string(),
-            netns: path.to_string(),
-            owned: false,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AttachOptions {
-    pub ipv4: Option<IpAddr>,
-    pub ipv6: Option<IpAddr>,
-    pub mac: Option<MacAddr>,
-    pub ifname: Option<String>,
-    /// Use a requested static address even when a device on the LAN answers for it.
-    pub force: bool,
-    /// Which front end asks (recorded on the endpoint).
-    pub frontend: Frontend,
-}
-
 pub struct Engine {
     root: PathBuf,
     store: Box<dyn Store>,
-    netlink: Option<Netlink>,
+    os: Box<dyn Os>,
 }
 
 impl Engine {
+    /// The engine of the state root `root`, on the real kernel.
     pub fn open(root: &Path) -> Result<Engine> {
-        Ok(Engine {
+        Ok(Engine::with_parts(
+            root,
+            Box::new(SqliteStore::open(root)?),
+            Box::new(RealOs::new()),
+        ))
+    }
+
+    /// An engine over any store and OS (unit tests use the in-memory ones).
+    pub fn with_parts(root: &Path, store: Box<dyn Store>, os: Box<dyn Os>) -> Engine {
+        Engine {
             root: root.to_path_buf(),
-            store: Box::new(SqliteStore::open(root)?),
-            netlink: None,
-        })
+            store,
+            os,
+        }
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn store(&mut self) -> &mut dyn Store {
+    /// The store, for the core's own modules (front ends read through the methods below).
+    pub(crate) fn store(&mut self) -> &mut dyn Store {
         self.store.as_mut()
     }
 
-    /// The rtnetlink socket of the namespace mvnet runs in (the host's), opened on first use.
-    pub fn netlink(&mut self) -> Result<&mut Netlink> {
-        if self.netlink.is_none() {
-            self.netlink = Some(Netlink::new()?);
-        }
-        Ok(self.netlink.as_mut().expect("just set"))
+    /// rtnetlink of the namespace mvnet runs in (the host's).
+    pub(crate) fn netlink(&mut self) -> Result<&mut dyn Rtnl> {
+        self.os.host()
     }
 
-    /// Runs `f` with the host's netlink socket and the store at once (kernel work whose
-    /// conflict handler writes to the store).
+    /// Runs `f` with the host's rtnetlink and the store at once (kernel work whose conflict
+    /// handler writes to the store).
     pub(crate) fn with_netlink_and_store<R>(
         &mut self,
-        f: impl FnOnce(&mut Netlink, &mut dyn Store) -> Result<R>,
+        f: impl FnOnce(&mut dyn Rtnl, &mut dyn Store) -> Result<R>,
     ) -> Result<R> {
-        self.netlink()?;
-        let nl = self.netlink.as_mut().expect("opened just above");
+        let nl = self.os.host()?;
         f(nl, self.store.as_mut())
+    }
+
+    // ----- reads, for front ends --------------------------------------------------------
+
+    pub fn endpoints_of_network(&mut self, network_id: &str) -> Result<Vec<Endpoint>> {
+        self.store.endpoints_of_network(network_id)
+    }
+
+    pub fn endpoints_of_container(&mut self, container_id: &str) -> Result<Vec<Endpoint>> {
+        self.store.endpoints_of_container(container_id)
+    }
+
+    pub fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>> {
+        self.store.lan_conflicts(net)
+    }
+
+    /// Forgets the LAN conflicts of `net`; returns how many.
+    pub fn clear_lan_conflicts(&mut self, net: &Network) -> Result<usize> {
+        self.store.clear_lan_conflicts(net)
+    }
+
+    pub fn containers(&mut self) -> Result<Vec<Container>> {
+        self.store.containers()
+    }
+
+    /// By exact name, full id, or unique id prefix.
+    pub fn container(&mut self, name_or_id: &str) -> Result<Container> {
+        self.store.container(name_or_id)
     }
 
     // ----- networks -------------------------------------------------------------------
@@ -146,7 +151,7 @@ impl Engine {
         }
         check_against_existing(&net, &existing)?;
         if net.options.host_access {
-            crate::hostaccess::check_supported(&net)?;
+            crate::engine::hostaccess::check_supported(&net)?;
         }
         let (parent, created) = self.ensure_parent(&net.options.parent, net.driver)?;
         let stored = (|| {
@@ -179,7 +184,7 @@ impl Engine {
             }
             notices.push(format!(
                 "host access: this host reaches the network's containers through {}",
-                crate::hostaccess::shim_name(&net)
+                crate::engine::hostaccess::shim_name(&net)
             ));
         }
         Ok((net, notices))
@@ -224,7 +229,12 @@ impl Engine {
             Err(e) => match self.store.remove_unreadable_network(name_or_id)? {
                 Some(eps) => {
                     for ep in eps.iter().filter(|e| !e.netns.is_empty()) {
-                        let _ = macvlan::delete_endpoint_link(&ep.netns, &ep.ifname, Some(ep.mac));
+                        let _ = crate::driver::delete_endpoint_link(
+                            self.os.as_mut(),
+                            &ep.netns,
+                            &ep.ifname,
+                            Some(ep.mac),
+                        );
                     }
                     crate::warn_user(&format!(
                         "removed network {}, whose stored record was corrupt",
@@ -249,7 +259,7 @@ impl Engine {
         let eps = self.store.endpoints_of_network(&net.id)?;
         let containers: Vec<&str> = eps
             .iter()
-            .filter(|e| !crate::hostaccess::is_host_endpoint(e))
+            .filter(|e| !crate::engine::hostaccess::is_host_endpoint(e))
             .map(|e| e.container_name.as_str())
             .collect();
         if !containers.is_empty() {
@@ -276,7 +286,7 @@ impl Engine {
                 .store
                 .endpoints_of_network(&net.id)?
                 .iter()
-                .any(|e| !crate::hostaccess::is_host_endpoint(e));
+                .any(|e| !crate::engine::hostaccess::is_host_endpoint(e));
             if !busy && self.remove_network(&net.id).is_ok() {
                 removed.push(net.name);
             }
@@ -285,7 +295,8 @@ impl Engine {
     }
 
     fn delete_parent(&mut self, name: &str) -> Result<()> {
-        self.netlink()?
+        self.os
+            .host()?
             .delete_link_by_name(name)
             .map(|_| ())
             .map_err(|e| Error::kernel(format!("delete parent {name}"), e))
@@ -307,7 +318,7 @@ impl Engine {
             Some(l) => Ok(l),
             None if self.store.parent_is_owned(name)? => {
                 let (base, vid) = crate::model::network::parse_vlan_parent(name)?
-                    .ok_or_else(|| Error::Store(format!("owned parent {name} is not a VLAN name")))?;
+                    .ok_or_else(|| Error::Internal(format!("owned parent {name} is not a VLAN name")))?;
                 tracing::info!(parent = %name, "re-creating missing 802.1Q parent");
                 Ok(crate::parent::create_vlan(self.netlink()?, name, &base, vid)?.0)
             }
@@ -333,7 +344,8 @@ impl Engine {
         Ok(out)
     }
 
-    fn default_parent(&mut self) -> Result<String> {
+    /// The interface that holds the default route: the parent when none is given.
+    pub fn default_parent(&mut self) -> Result<String> {
         let nl = self.netlink()?;
         let routes = nl
             .routes(false)
@@ -352,263 +364,6 @@ impl Engine {
         Ok(link.name)
     }
 
-    // ----- endpoints ------------------------------------------------------------------
-
-    /// Attaches `target` to `net`: reserve in the store, build in the kernel, confirm.
-    /// On any failure nothing is left: no link, no address, no row.
-    pub fn connect(
-        &mut self,
-        net: &Network,
-        target: &AttachTarget,
-        opts: &AttachOptions,
-    ) -> Result<Endpoint> {
-        if net.driver == Driver::Ipvlan && opts.mac.is_some() {
-            return Err(invalid!(
-                "ipvlan endpoints share the parent's MAC, so --mac-address cannot be used on ipvlan network {}; use a macvlan network to choose a MAC",
-                net.name
-            ));
-        }
-        let parent = self.parent_link_for(net)?;
-        let ns = Netns::open(&target.netns)?;
-        if ns.is_current()? {
-            return Err(invalid!(
-                "{} is mvnet's own network namespace (the host's): an endpoint there would put the container's address and routes on the host; give the container's namespace",
-                crate::quote(&target.netns)
-            ));
-        }
-        let host_addresses = self.host_addresses_in(net)?;
-        let req = EndpointRequest {
-            container_id: target.container_id.clone(),
-            container_name: target.container_name.clone(),
-            netns: target.netns.clone(),
-            ifname: opts.ifname.clone(),
-            static_ipv4: opts.ipv4,
-            static_ipv6: opts.ipv6,
-            // What inspect shows is the MAC the LAN sees: for ipvlan, the parent's.
-            mac: if net.driver == Driver::Ipvlan {
-                parent.mac
-            } else {
-                opts.mac
-            },
-            owner_pid: std::process::id(),
-            frontend: opts.frontend,
-            host_addresses,
-        };
-        let mut ep = self.store.reserve_endpoint(net, &req)?;
-        self.delete_reclaimed_links();
-        let mut refused = None;
-        let mut mac_skips = 0;
-        loop {
-            match self.build_endpoint(net, &ep, &parent, &ns, target.owned, opts, &mut refused) {
-                Ok(ep) => {
-                    self.store.activate_endpoint(&ep.id)?;
-                    self.host_access_follow(net, &ep, true)?;
-                    return Ok(ep);
-                }
-                // The MAC derived from this address belongs to a macvlan mvnet does not know
-                // (left by a process killed mid-attach, or made by hand): that address is
-                // not usable here, so skip it like a LAN conflict and take the next one.
-                Err(Error::MacInUse { mac, .. })
-                    if opts.mac.is_none()
-                        && mac_skips < crate::driver::macvlan::MAX_PROBED_ADDRESSES
-                        && ep.ipv4.is_some_and(|(ip, _)| {
-                            opts.ipv4.is_none() && MacAddr::from_ipv4_addr(ip) == Some(mac)
-                        }) =>
-                {
-                    mac_skips += 1;
-                    let (ip, _) = ep.ipv4.expect("checked above");
-                    crate::warn_user(&format!(
-                        "the MAC {mac} that {ip} maps to is already used by another macvlan on {}; marked {ip} as taken (mvnet network inspect {} lists it) and trying the next address",
-                        net.options.parent, net.name
-                    ));
-                    match self
-                        .store
-                        .replace_conflicting_address(net, &ep.id, ip, Some(mac))
-                    {
-                        Ok(next) => ep = next,
-                        Err(e) => {
-                            self.store.remove_endpoint(&ep.id)?;
-                            return Err(e);
-                        }
-                    }
-                }
-                Err(e) => {
-                    self.store.remove_endpoint(&ep.id)?;
-                    // A requested address found in use: remember it once it is free again.
-                    if let Some(t) = refused {
-                        self.store.record_lan_conflict(net, t.ip, t.holder)?;
-                    }
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    /// The addresses this host holds inside `net`'s subnets, with their interface names.
-    /// A container given one would take the host's own address off the LAN, and no probe
-    /// can see it (the host never answers its own ARP through a macvlan).
-    pub fn host_addresses_in(&mut self, net: &Network) -> Result<Vec<(IpAddr, String)>> {
-        let nl = self.netlink()?;
-        let addrs = nl
-            .addresses(None)
-            .map_err(|e| Error::kernel("list the host's addresses", e))?;
-        let mut out = Vec::new();
-        for (index, ip, _) in addrs {
-            if net.pools.iter().any(|p| p.subnet.contains(&ip)) {
-                let name = nl
-                    .link_by_index(index)
-                    .ok()
-                    .flatten()
-                    .map_or_else(|| format!("interface {index}"), |l| l.name);
-                out.push((ip, name));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Deletes the half-made links of endpoints whose creator was killed mid-attach (the
-    /// store released their addresses): otherwise their MACs, derived from those addresses,
-    /// would block whoever gets the addresses next. Only a macvlan/ipvlan with the recorded
-    /// name and MAC is deleted.
-    pub fn delete_reclaimed_links(&mut self) {
-        for ep in self.store.take_reclaimed() {
-            if ep.netns.is_empty() {
-                continue;
-            }
-            if let Err(e) = macvlan::delete_endpoint_link(&ep.netns, &ep.ifname, Some(ep.mac)) {
-                tracing::warn!(endpoint = %ep.id, error = %e, "cannot delete the link of an abandoned endpoint");
-            }
-        }
-    }
-
-    /// Builds the link; returns the endpoint as finally configured (probing may have moved
-    /// it to other addresses).
-    #[allow(clippy::too_many_arguments)]
-    fn build_endpoint(
-        &mut self,
-        net: &Network,
-        ep: &Endpoint,
-        parent: &Link,
-        ns: &Netns,
-        owned: bool,
-        opts: &AttachOptions,
-        refused: &mut Option<AddressTaken>,
-    ) -> Result<Endpoint> {
-        let mut plan = macvlan::LinkPlan::for_endpoint(net, ep, parent.index);
-        if macvlan::parent_is_down(parent) {
-            // Neither a probe nor DAD can get an answer: skip them instead of waiting
-            // (DAD would never finish) and start the container, as Docker does.
-            plan.probe = None;
-            crate::warn_user(&macvlan::parent_down_notice(&parent.name));
-        }
-        let mut current = ep.clone();
-        self.with_netlink_and_store(|nl, store| {
-            let mut on_conflict = |t: &AddressTaken| {
-                let requested = if t.ip.is_ipv4() { opts.ipv4 } else { opts.ipv6 };
-                let policy = StaticAddressPolicy {
-                    requested,
-                    force: opts.force,
-                    fix: "pick another --ip/--ip6, or pass --force to use it anyway",
-                };
-                resolve_conflict(store, net, &mut current, &policy, t, refused)
-            };
-            macvlan::attach(nl, ns, &mut plan, owned, &mut on_conflict)
-        })?;
-        Ok(current)
-    }
-
-    /// Detaches an endpoint: link first, then the store (so a crash in between leaves a row
-    /// that the next disconnect or rm still finds).
-    pub fn disconnect(&mut self, ep: &Endpoint) -> Result<()> {
-        // Only the macvlan/ipvlan with the recorded MAC: the row is data, and the name
-        // alone could be some other link's.
-        macvlan::delete_endpoint_link(&ep.netns, &ep.ifname, Some(ep.mac))?;
-        self.release_endpoint(ep)
-    }
-
-    /// Gives an endpoint's addresses back (its link is gone or going with its namespace)
-    /// and drops the host's route to it.
-    pub fn release_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
-        self.store.remove_endpoint(&ep.id)?;
-        if let Ok(net) = self.store.network(&ep.network_id) {
-            self.host_access_follow(&net, ep, false)?;
-        }
-        Ok(())
-    }
-
-    /// The endpoint of `container_id` on `net`, or a clear error.
-    pub fn endpoint_on(
-        &mut self,
-        net: &Network,
-        container_id: &str,
-        who: &str,
-    ) -> Result<Endpoint> {
-        self.store
-            .endpoints_of_container(container_id)?
-            .into_iter()
-            .find(|e| e.network_id == net.id)
-            .ok_or_else(|| not_found!("{who} is not connected to network {}", net.name))
-    }
-}
-
-/// How to treat a conflict on an address the user asked for by name.
-pub struct StaticAddressPolicy<'a> {
-    /// The address asked for, in the conflict's family.
-    pub requested: Option<IpAddr>,
-    /// Use it even when it is taken.
-    pub force: bool,
-    /// How the user fixes a refusal, for the error message.
-    pub fix: &'a str,
-}
-
-/// Decides what to do about an address a probe found in use on the LAN. A requested address
-/// fails the attach (it is noted in `refused`, to be recorded once the endpoint is gone),
-/// unless forced. Otherwise the store records the conflict and moves `ep` to the next free
-/// address, and the user is warned.
-pub fn resolve_conflict(
-    store: &mut dyn Store,
-    net: &Network,
-    ep: &mut Endpoint,
-    policy: &StaticAddressPolicy,
-    taken: &AddressTaken,
-    refused: &mut Option<AddressTaken>,
-) -> Result<OnConflict> {
-    if policy.requested == Some(taken.ip) {
-        if policy.force {
-            crate::warn_user(&format!(
-                "{} is already used on the LAN by {}; using it anyway (--force)",
-                taken.ip,
-                taken.who()
-            ));
-            return Ok(OnConflict::UseAnyway);
-        }
-        *refused = Some(*taken);
-        return Err(conflict!(
-            "address {} is already used on the LAN by {} (it answered mvnet's probe); {}",
-            taken.ip,
-            taken.who(),
-            policy.fix
-        ));
-    }
-    let updated = store.replace_conflicting_address(net, &ep.id, taken.ip, taken.holder)?;
-    let address = if taken.ip.is_ipv4() {
-        updated.ipv4
-    } else {
-        updated.ipv6
-    }
-    .ok_or_else(|| Error::Store(format!("endpoint {} lost its address", ep.id)))?;
-    crate::warn_user(&format!(
-        "{} is already used on the LAN by {}; marked it as taken (mvnet network inspect {} lists it) and using {} instead",
-        taken.ip,
-        taken.who(),
-        net.name,
-        address.0
-    ));
-    *ep = updated;
-    Ok(OnConflict::Replace {
-        address,
-        mac: ep.mac,
-    })
 }
 
 /// Rules across networks on one parent (run inside the store's write transaction).
