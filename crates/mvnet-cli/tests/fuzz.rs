@@ -236,6 +236,14 @@ fn fuzz_cni_and_cli_inputs() {
             )
         };
         let add = run("ADD");
+        if std::env::var_os("MVNET_FUZZ_VERBOSE").is_some() {
+            eprintln!(
+                "{}\n  -> {:?} {}",
+                summary("ADD"),
+                add.code,
+                add.stdout.chars().take(300).collect::<String>()
+            );
+        }
         check_outcome(&summary("ADD"), &add);
         if add.code == Some(0) {
             added += 1;

@@ -23,8 +23,11 @@ use crate::result::{Interface, IpConfig, Outcome};
 
 /// mvnet's state root for the built-in IPAM: ipam.dataDir, else MVNET_ROOT, else the default.
 fn state_root(conf: &NetConf) -> CniResult<PathBuf> {
-    let b = BuiltinConf::parse(&conf.ipam)?;
-    Ok(b.data_dir
+    let data_dir = match conf.ipam_type() {
+        "mvnet" => BuiltinConf::parse(&conf.ipam)?.data_dir,
+        _ => None,
+    };
+    Ok(data_dir
         .or_else(|| std::env::var_os("MVNET_ROOT").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(mvnet_core::engine::DEFAULT_ROOT)))
 }
@@ -79,6 +82,22 @@ fn master_name(engine: &mut Engine, conf: &NetConf) -> CniResult<String> {
         })?;
     }
     Ok(name)
+}
+
+/// The engine speaks of `-o parent`; a CNI config calls it "master".
+fn in_cni_words(e: mvnet_core::Error) -> CniError {
+    const MISSING: &str = "-o parent interface was not found on the host: ";
+    match &e {
+        mvnet_core::Error::NotFound(m) if m.starts_with(MISSING) => {
+            let rest = &m[MISSING.len()..];
+            let (name, tail) = rest.split_once(';').unwrap_or((rest, ""));
+            CniError::new(
+                code::INVALID_CONFIG,
+                format!("master interface {name} not found;{tail}"),
+            )
+        }
+        _ => e.into(),
+    }
 }
 
 pub fn version(conf: Option<&NetConf>) -> Value {
@@ -234,7 +253,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
             if let Some(other) = delegated {
                 let _ = ipam::exec(env, other, "DEL", raw);
             }
-            return Err(e.into());
+            return Err(in_cni_words(e));
         }
     };
     phases.mark("attach");

@@ -571,9 +571,7 @@ fn destroy(engine: &mut Engine, c: &Container) -> Result<()> {
         // Explicitly, before the namespace goes: when `rm` returns, the addresses must be
         // off the LAN, even if something still holds the namespace (an announcer's socket).
         let path = paths.netns.display().to_string();
-        if let Err(e) =
-            engine.delete_endpoint_link(&path, &ep.ifname, Some(ep.mac))
-        {
+        if let Err(e) = engine.delete_endpoint_link(&path, &ep.ifname, Some(ep.mac)) {
             tracing::warn!(container = %c.name, error = %e, "cannot delete the container's link");
         }
         engine.release_endpoint(&ep)?;

@@ -101,12 +101,8 @@ pub fn container_inspect(c: &Container, attached: &[(Endpoint, Network)]) -> Val
     let networks: Map<String, Value> = attached
         .iter()
         .map(|(e, n)| {
-            let gw4 = e
-                .ipv4
-                .and_then(|(ip, _)| crate::driver::gateway_for(n, ip));
-            let gw6 = e
-                .ipv6
-                .and_then(|(ip, _)| crate::driver::gateway_for(n, ip));
+            let gw4 = e.ipv4.and_then(|(ip, _)| crate::driver::gateway_for(n, ip));
+            let gw6 = e.ipv6.and_then(|(ip, _)| crate::driver::gateway_for(n, ip));
             (
                 n.name.clone(),
                 json!({

@@ -166,10 +166,14 @@ pub fn create_link(
     let temp = format!("mvtmp{}", &crate::ids::new_id()[..10]);
     with_parent_rtnl(os, parent_ns, ns, |root| create(root, ns, plan, &temp))?
         .map_err(|e| explain_create_error(e, plan))?;
+    // No `?` until the temporary link is renamed or deleted again (found by the fault
+    // injection tests: a failed look-up used to leave it behind).
     let renamed = inside
         .link_by_name(&temp)
-        .map_err(|e| Error::kernel("look up new interface", e))?
-        .ok_or_else(|| Error::Internal(format!("{temp} vanished right after creation")))
+        .map_err(|e| Error::kernel("look up new interface", e))
+        .and_then(|found| {
+            found.ok_or_else(|| Error::Internal(format!("{temp} vanished right after creation")))
+        })
         .and_then(|l| {
             inside
                 .set_name(l.index, &plan.ifname)
@@ -222,9 +226,7 @@ pub fn configure(
     let link = nl
         .link_by_name(&plan.ifname)
         .map_err(k("look up"))?
-        .ok_or_else(|| {
-            Error::Internal(format!("{} vanished right after creation", plan.ifname))
-        })?;
+        .ok_or_else(|| Error::Internal(format!("{} vanished right after creation", plan.ifname)))?;
     if plan.kind == LinkKind::Macvlan(MacvlanMode::Passthru) && link.mac != Some(plan.mac) {
         // A new passthru link inherits the parent's MAC whatever we asked for; setting it now
         // (as Docker does) honours the MAC rule. The kernel gives the parent its own MAC back

@@ -170,4 +170,3 @@ fn wait_for_dad(nl: &mut dyn Rtnl, index: u32, plan: &LinkPlan) -> Result<Option
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
-

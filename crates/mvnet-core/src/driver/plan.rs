@@ -133,4 +133,3 @@ pub fn gateway_for(net: &Network, ip: IpAddr) -> Option<IpAddr> {
         .find(|p| p.subnet.contains(&ip))
         .and_then(|p| p.gateway)
 }
-

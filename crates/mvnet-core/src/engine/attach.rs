@@ -240,10 +240,9 @@ impl Engine {
 
     fn attach_to(&mut self, net: &Network, req: &AttachRequest) -> Result<Attached> {
         let opts = &req.options;
-        let ipvlan = req
-            .link
-            .kind
-            .map_or(net.driver == Driver::Ipvlan, |k| matches!(k, LinkKind::Ipvlan(..)));
+        let ipvlan = req.link.kind.map_or(net.driver == Driver::Ipvlan, |k| {
+            matches!(k, LinkKind::Ipvlan(..))
+        });
         if ipvlan && opts.mac.is_some() {
             return Err(invalid!(
                 "ipvlan endpoints share the parent's MAC, so a MAC address cannot be chosen on ipvlan network {}; use a macvlan network to choose a MAC",
@@ -309,7 +308,8 @@ impl Engine {
                     .iter()
                     .map(|(ip, p)| (*ip, *p, gateway_of(ip)))
                     .collect();
-                let mut plan = self.plan(net, req, &parent, &with_gw, mac, &opts.ifname_or_default());
+                let mut plan =
+                    self.plan(net, req, &parent, &with_gw, mac, &opts.ifname_or_default());
                 let mut on_conflict = |t: &AddressTaken| -> Result<OnConflict> {
                     Err(conflict!(
                         "address {} from {source} is already used on the LAN by {}; keep it out of the IPAM range, or use \"ipam\": {{\"type\": \"mvnet\"}}, which skips taken addresses",
@@ -740,7 +740,13 @@ mod tests {
             ],
             &addrs,
         );
-        assert_eq!(r[0], RoutePlan { dst: None, gateway: Some(gw) });
+        assert_eq!(
+            r[0],
+            RoutePlan {
+                dst: None,
+                gateway: Some(gw)
+            }
+        );
         assert_eq!(
             r[1],
             RoutePlan {

@@ -8,6 +8,8 @@
 
 mod attach;
 pub mod hostaccess;
+#[cfg(test)]
+mod rollback;
 
 pub use attach::{
     resolve_conflict, routes_from_ipam, Addressing, AttachOptions, AttachRequest, AttachTarget,
@@ -363,7 +365,6 @@ impl Engine {
             .ok_or_else(|| invalid!("the default-route interface vanished; pass -o parent=IF"))?;
         Ok(link.name)
     }
-
 }
 
 /// Rules across networks on one parent (run inside the store's write transaction).

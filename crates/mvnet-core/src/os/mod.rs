@@ -45,11 +45,14 @@ pub trait Rtnl {
     fn delete_link(&mut self, index: u32) -> io::Result<()>;
     fn delete_link_by_name(&mut self, name: &str) -> io::Result<bool>;
     fn add_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()>;
-    fn add_address_dad(&mut self, index: u32, ip: IpAddr, prefix: u8, dad: bool)
-        -> io::Result<()>;
+    fn add_address_dad(&mut self, index: u32, ip: IpAddr, prefix: u8, dad: bool) -> io::Result<()>;
     fn del_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()>;
-    fn add_route(&mut self, dst: Option<IpNet>, gateway: Option<IpAddr>, oif: u32)
-        -> io::Result<()>;
+    fn add_route(
+        &mut self,
+        dst: Option<IpNet>,
+        gateway: Option<IpAddr>,
+        oif: u32,
+    ) -> io::Result<()>;
     fn del_route(&mut self, dst: IpNet, oif: u32) -> io::Result<()>;
     /// (tentative, dadfailed) addresses of the interface.
     fn dad_state(&mut self, index: u32) -> io::Result<(Vec<IpAddr>, Vec<IpAddr>)>;
@@ -101,13 +104,7 @@ impl Rtnl for Netlink {
     fn add_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
         Netlink::add_address(self, index, ip, prefix)
     }
-    fn add_address_dad(
-        &mut self,
-        index: u32,
-        ip: IpAddr,
-        prefix: u8,
-        dad: bool,
-    ) -> io::Result<()> {
+    fn add_address_dad(&mut self, index: u32, ip: IpAddr, prefix: u8, dad: bool) -> io::Result<()> {
         Netlink::add_address_dad(self, index, ip, prefix, dad)
     }
     fn del_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
@@ -261,11 +258,17 @@ impl Os for RealOs {
             let ifname = &req.ifname;
             if req.disable_ipv6 && std::path::Path::new("/proc/sys/net/ipv6").exists() {
                 // Before the link is up, so it never gets even a link-local address.
-                write_sysctl(&format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"), "1")?;
+                write_sysctl(
+                    &format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+                    "1",
+                )?;
             }
             // IPv4's arp_notify is set with the link-up message; IPv6's has no netlink knob.
             if req.ndisc_notify {
-                write_sysctl(&format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"), "1")?;
+                write_sysctl(
+                    &format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"),
+                    "1",
+                )?;
             }
             let mut restore_after_dad: Option<Box<dyn FnOnce() -> Result<()>>> = None;
             if let Some(w) = req.fast_dad {
@@ -285,7 +288,10 @@ impl Os for RealOs {
                 }));
             }
             let announcer: Option<Box<dyn Announcing>> = if req.announce_v4 || req.announce_v6 {
-                Some(Box::new(Announcer::open_here(req.announce_v4, req.announce_v6)?))
+                Some(Box::new(Announcer::open_here(
+                    req.announce_v4,
+                    req.announce_v6,
+                )?))
             } else {
                 None
             };

@@ -3,9 +3,11 @@
 //! processes at once, crash-safe under `kill -9`, and allocation is O(1) amortised.
 
 pub mod keeper;
+pub mod memory;
 pub mod root;
 mod sqlite;
 
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use std::net::IpAddr;

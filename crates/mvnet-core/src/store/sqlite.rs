@@ -5,11 +5,11 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{EndpointRequest, NetworkCheck, Store};
+use crate::error::StoreError;
 use crate::ipam::ip_key;
 use crate::model::{
     Container, Endpoint, EndpointState, LanConflict, MacAddr, MacvlanMode, Network,
 };
-use crate::error::StoreError;
 use crate::{conflict, invalid, not_found, Error, Result};
 
 const SCHEMA_VERSION: i64 = 3;
@@ -1116,8 +1116,9 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<_>>()?;
         rows.into_iter()
             .map(|(key, mac, seen)| {
-                let ip = key_to_ip(&key)
-                    .ok_or_else(|| Error::Store(StoreError::Corrupt("a LAN conflict address".into())))?;
+                let ip = key_to_ip(&key).ok_or_else(|| {
+                    Error::Store(StoreError::Corrupt("a LAN conflict address".into()))
+                })?;
                 let mac = mac.map(|m| m.parse()).transpose()?;
                 Ok(LanConflict { ip, mac, seen })
             })
