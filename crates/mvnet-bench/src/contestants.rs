@@ -342,6 +342,7 @@ impl Docker {
 
     pub fn stop(mut self, ctx: &Ctx) {
         let _ = self.cli(ctx, &["rm", "-f", "bench-box"]);
+        // SAFETY: kill(2) only sends a signal; no memory is involved.
         unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.daemon.try_wait().ok().flatten().is_none() && Instant::now() < deadline {

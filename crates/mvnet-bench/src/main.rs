@@ -16,8 +16,8 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 use contestants::{nth_ip, Cni, Contestant, Ctx, Docker, Iproute2, MvnetCli, Netavark};
-use mvnet_core::lab::LabGuard;
 use mvnet_core::netns;
+use mvnet_lab::LabGuard;
 use proc::{median, percentile, run, run_in, Sample};
 
 #[derive(Parser, Debug)]
@@ -87,6 +87,7 @@ impl FdNamespaces {
     fn make(&mut self) -> String {
         let f = std::thread::scope(|s| {
             s.spawn(|| {
+                // SAFETY: unshare(2) changes only this thread's namespaces; no memory is involved.
                 assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
                 std::fs::File::open("/proc/thread-self/ns/net").expect("own netns")
             })
@@ -118,6 +119,7 @@ const CNI_PROBE: &str = "mvnet-cni (built-in IPAM, probe 30 ms)";
 fn main() {
     let args = Args::parse();
     assert_eq!(
+        // SAFETY: geteuid has no preconditions and cannot fail.
         unsafe { libc::geteuid() },
         0,
         "mvnet-bench needs root (it builds a lab of namespaces)"
@@ -143,6 +145,7 @@ fn main() {
     // Run from the lab's docker host, as a container runtime on that host would: every
     // contestant is then a plain spawn, with no namespace switch in the measured path.
     let host = std::fs::File::open(&ctx.host_netns).unwrap();
+    // SAFETY: setns(2) on an fd that is open for the call; it changes only this thread's namespace.
     if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&host), libc::CLONE_NEWNET) } != 0 {
         panic!(
             "cannot enter the lab host namespace: {}",
@@ -504,7 +507,7 @@ fn dataplane(ctx: &Ctx, lab: &LabGuard, targets: &mut Targets, tag: &str, secs: 
             "add",
             "10.209.0.0/24",
             "via",
-            mvnet_core::lab::HOST_IP,
+            mvnet_lab::HOST_IP,
         ],
     );
     let env = [("MVNET_ROOT", ctx.cli_root().display().to_string())];
@@ -609,8 +612,8 @@ fn dataplane(ctx: &Ctx, lab: &LabGuard, targets: &mut Targets, tag: &str, secs: 
             json!({
                 "container_to_container_gbit_s": iperf(&a, &ipa, &b),
                 "container_to_container_rtt_ms": rtt(&b, &ipa),
-                "container_to_lan_peer_gbit_s": iperf(&peer, mvnet_core::lab::PEER_IP, &b),
-                "container_to_lan_peer_rtt_ms": rtt(&b, mvnet_core::lab::PEER_IP),
+                "container_to_lan_peer_gbit_s": iperf(&peer, mvnet_lab::PEER_IP, &b),
+                "container_to_lan_peer_rtt_ms": rtt(&b, mvnet_lab::PEER_IP),
             }),
         );
         targets.remove(&a);

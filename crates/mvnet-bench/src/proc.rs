@@ -63,6 +63,7 @@ fn spawn_measured(
         let _ = si.write_all(stdin);
     }
     let mut status = 0;
+    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     let long_running = stdin.is_empty() && argv[0].ends_with("iperf3");
     if long_running {
@@ -78,6 +79,7 @@ fn spawn_measured(
             text,
         );
     }
+    // SAFETY: status and rusage point to live locals of the types wait4 expects.
     unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
     let wall = start.elapsed();
     let mut text = String::new();

@@ -4,6 +4,7 @@
 
 #[test]
 fn benchmark_smoke_run_writes_all_outputs() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
     let out = std::env::temp_dir().join(format!("mvnet-bench-smoke-{}", std::process::id()));
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_mvnet-bench"));

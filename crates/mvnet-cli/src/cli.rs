@@ -255,17 +255,17 @@ pub struct CreateArgs {
 pub enum LabCmd {
     /// Build the lab LAN (switch, docker host, gateway, outside host, peer).
     Up {
-        #[arg(long, default_value = mvnet_core::lab::DEFAULT_LAB)]
+        #[arg(long, default_value = mvnet_lab::DEFAULT_LAB)]
         name: String,
     },
     /// Remove the lab and everything in it, even after a crash.
     Down {
-        #[arg(long, default_value = mvnet_core::lab::DEFAULT_LAB)]
+        #[arg(long, default_value = mvnet_lab::DEFAULT_LAB)]
         name: String,
     },
     /// Run a command on the lab's simulated docker host (its own mvnet state included).
     Exec {
-        #[arg(long, default_value = mvnet_core::lab::DEFAULT_LAB)]
+        #[arg(long, default_value = mvnet_lab::DEFAULT_LAB)]
         name: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,

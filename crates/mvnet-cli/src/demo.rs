@@ -2,10 +2,10 @@
 //! newcomer can follow. Each step states what must happen; the demo fails if it does not,
 //! so it doubles as a smoke test of the whole product.
 
-use mvnet_core::lab::{Lab, LabGuard};
 use mvnet_core::{invalid, Result};
+use mvnet_lab::{Lab, LabGuard};
 
-use crate::commands::lab_command;
+use mvnet_lab::lab_command;
 
 /// What a step must show for the demo to go on.
 enum Expect {

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     mvnet_core::store::keeper::enable();
     // Die quietly on a closed pipe (`mvnet ... | head`), like other Unix tools.
+    // SAFETY: sets a signal disposition before any thread exists; no handler code is involved.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

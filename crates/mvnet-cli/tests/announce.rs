@@ -22,17 +22,20 @@ fn listen(lab: &TestLab, stop: &AtomicBool) -> Vec<Seen> {
         .unwrap()
         .index;
     let all = 0x0003u16.to_be();
+    // SAFETY: socket(2) takes no pointers; the returned fd is checked and owned below.
     let fd = mvnet_core::netns::run_in(&ns, || unsafe {
         libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, all as i32)
     })
     .unwrap();
     assert!(fd >= 0);
+    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_protocol = all;
     sll.sll_ifindex = ifindex as i32;
     let size = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+    // SAFETY: the address is a live, fully initialised struct of the size given.
     let bound = unsafe {
         libc::bind(
             fd.as_raw_fd(),
@@ -45,6 +48,7 @@ fn listen(lab: &TestLab, stop: &AtomicBool) -> Vec<Seen> {
         tv_sec: 0,
         tv_usec: 100_000,
     };
+    // SAFETY: the option value is a live c_int and its size is given.
     unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
@@ -57,6 +61,7 @@ fn listen(lab: &TestLab, stop: &AtomicBool) -> Vec<Seen> {
     let mut seen = Vec::new();
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
+        // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
         let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         let mut len = size;
         let n = unsafe {

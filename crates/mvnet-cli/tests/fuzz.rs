@@ -117,6 +117,7 @@ fn fuzz_cni_and_cli_inputs() {
     std::fs::create_dir_all(&scratch).unwrap();
     let fifo = scratch.join("fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: the path is a live NUL-terminated string for the length of the call.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let plain = scratch.join("plain");
     std::fs::write(&plain, b"").unwrap();

@@ -426,6 +426,7 @@ fn item15_a_fifo_is_no_namespace() {
     lab.seed_network("base", &[]);
     let fifo = std::env::temp_dir().join(format!("mvnet-fifo-{}", mvnet_core::ids::new_id()));
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: the path is a live NUL-terminated string for the length of the call.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let started = Instant::now();
     let e = lab.fails(&[
@@ -596,6 +597,7 @@ fn item18_reads_work_on_a_full_disk() {
         v[0]["State"]["Pid"].as_i64().unwrap() as i32
     };
     // Killed while the disk has room: the monitor records 128+9.
+    // SAFETY: kill(2) only sends a signal; no memory is involved.
     unsafe { libc::kill(pid_of("killed"), libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(500));
     let ps = ok(&["ps", "-a"]);
@@ -614,6 +616,7 @@ fn item18_reads_work_on_a_full_disk() {
         ])
         .stderr(std::process::Stdio::null())
         .status();
+    // SAFETY: kill(2) only sends a signal; no memory is involved.
     unsafe { libc::kill(pid_of("victim"), libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(500));
     let ps = ok(&["ps", "-a"]);

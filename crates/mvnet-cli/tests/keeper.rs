@@ -55,6 +55,7 @@ fn temp_root(tag: &str) -> TempRoot {
 
 #[test]
 fn one_keeper_holds_the_store_and_leaves_with_it() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
     let root = temp_root("k");
     mvnet(&root.0, &[]);

@@ -634,6 +634,7 @@ fn kill_minus_nine_mid_add_then_gc_leaves_a_consistent_store() {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let fd = ns.as_raw_fd();
+        // SAFETY: setns(2) on an fd that is open for the call; it changes only this thread's namespace.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
@@ -652,6 +653,7 @@ fn kill_minus_nine_mid_add_then_gc_leaves_a_consistent_store() {
     }
     for (i, k) in kids.iter_mut().enumerate() {
         std::thread::sleep(std::time::Duration::from_micros(300 * (i as u64 % 7)));
+        // SAFETY: kill(2) only sends a signal; no memory is involved.
         unsafe { libc::kill(k.id() as i32, libc::SIGKILL) };
     }
     let finished: Vec<bool> = kids

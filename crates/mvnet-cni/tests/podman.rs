@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mvnet_core::lab::LabGuard;
+use mvnet_lab::LabGuard;
 
 struct Workdir(PathBuf);
 
@@ -28,6 +28,7 @@ fn write(path: &Path, text: &str) {
 
 #[test]
 fn podman_runs_a_busybox_container_on_an_mvnet_cni_network() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
     let tag = mvnet_core::ids::new_id()[..8].to_string();
     let lab = LabGuard::up(&format!("pm{tag}")).unwrap();
@@ -72,6 +73,7 @@ fn podman_runs_a_busybox_container_on_an_mvnet_cni_network() {
             .args(["--storage-driver", "vfs", "--network-config-dir"])
             .arg(dir("net.d"))
             .args(args);
+        // SAFETY: setns(2) on an fd that is open for the call; it changes only this thread's namespace.
         unsafe {
             c.pre_exec(move || {
                 if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {

@@ -4,13 +4,13 @@
 //! each, one second apart. The packets are built here (pure, unit-tested).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use crate::model::MacAddr;
+use crate::packet::{send_arp_broadcast, send_to, socket};
 use crate::{Error, Result};
 
-pub(crate) const ETH_P_ARP: u16 = 0x0806;
 pub(crate) const ARP_REQUEST: u16 = 1;
 const NEIGHBOR_ADVERTISEMENT: u8 = 136;
 /// The NA "override" flag: replace whatever link-layer address a neighbour has cached.
@@ -72,17 +72,6 @@ pub struct Announce {
     pub interval: Duration,
 }
 
-fn socket(domain: i32, kind: i32, protocol: i32, what: &str) -> Result<OwnedFd> {
-    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };
-    if fd < 0 {
-        return Err(Error::kernel(
-            format!("open {what} socket"),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 impl Announcer {
     /// Opens the sockets needed, in the calling thread's current namespace.
     pub fn open_here(ipv4: bool, ipv6: bool) -> Result<Announcer> {
@@ -99,6 +88,7 @@ impl Announcer {
                 "ICMPv6",
             )?;
             let hops: libc::c_int = 255;
+            // SAFETY: the option value is a live c_int and its size is given.
             let rc = unsafe {
                 libc::setsockopt(
                     fd.as_raw_fd(),
@@ -151,7 +141,7 @@ impl Announcer {
             // Best effort: a busy parent (ENOBUFS when hundreds of macvlans share it) must
             // not fail an attach; the kernel's own notifications went out too.
             if let Some((fd, packet)) = &arp {
-                send_raw(*fd, ifindex, packet);
+                send_arp_broadcast(*fd, ifindex, packet);
             }
             if let Some((fd, packet)) = &ndp {
                 send_all_nodes(*fd, ifindex, packet);
@@ -164,13 +154,12 @@ impl Announcer {
             send_all();
             return Ok(());
         }
-        // SAFETY: the child only calls async-signal-safe functions (setsid, open, dup2,
-        // nanosleep, sendto, _exit) on data prepared before the fork.
         let devnull = c"/dev/null".as_ptr();
         let ts = libc::timespec {
             tv_sec: what.interval.as_secs() as i64,
             tv_nsec: what.interval.subsec_nanos() as i64,
         };
+        // SAFETY: the child only makes async-signal-safe calls (sendto, nanosleep, close, _exit) on data prepared before the fork.
         match unsafe { libc::fork() } {
             0 => unsafe {
                 libc::setsid();
@@ -212,10 +201,12 @@ impl Announcer {
 }
 
 fn bind_v6(fd: i32, ip: Ipv6Addr, ifindex: u32) -> Result<()> {
+    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
     let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
     sa.sin6_family = libc::AF_INET6 as u16;
     sa.sin6_addr.s6_addr = ip.octets();
     sa.sin6_scope_id = ifindex;
+    // SAFETY: the address is a live, fully initialised struct of the size given.
     let rc = unsafe {
         libc::bind(
             fd,
@@ -234,35 +225,11 @@ fn bind_v6(fd: i32, ip: Ipv6Addr, ifindex: u32) -> Result<()> {
 
 /// Sends an ICMPv6 message to all nodes (ff02::1) on the interface.
 fn send_all_nodes(fd: i32, ifindex: u32, packet: &[u8]) -> isize {
+    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
     let mut to: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
     to.sin6_family = libc::AF_INET6 as u16;
     to.sin6_addr.s6_addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets();
     to.sin6_scope_id = ifindex;
-    send_to(fd, packet, &to)
-}
-
-/// sendto(2) with a typed socket address.
-fn send_to<A>(fd: i32, packet: &[u8], to: &A) -> isize {
-    unsafe {
-        libc::sendto(
-            fd,
-            packet.as_ptr() as *const libc::c_void,
-            packet.len(),
-            0,
-            to as *const A as *const libc::sockaddr,
-            std::mem::size_of::<A>() as u32,
-        )
-    }
-}
-
-/// Broadcasts one ARP packet on the interface.
-pub(crate) fn send_raw(fd: i32, ifindex: u32, packet: &[u8; 28]) -> isize {
-    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    to.sll_family = libc::AF_PACKET as u16;
-    to.sll_protocol = ETH_P_ARP.to_be();
-    to.sll_ifindex = ifindex as i32;
-    to.sll_halen = 6;
-    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
     send_to(fd, packet, &to)
 }
 

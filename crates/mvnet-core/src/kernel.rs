@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use nix::sched::{unshare, CloneFlags};
 
+use crate::error::KernelContext;
 use crate::netlink::{Netlink, ProbeKind, VethEnd};
 use crate::{Error, Result};
 
@@ -88,10 +89,10 @@ pub fn probe() -> Result<[bool; 4]> {
                         netns: None,
                     },
                 )
-                .map_err(|e| Error::kernel("create a probe veth", e))?;
+                .kernel("create a probe veth")?;
                 let lower = nl
                     .link_by_name(&a)
-                    .map_err(|e| Error::kernel("find probe veth", e))?
+                    .kernel("find probe veth")?
                     .ok_or_else(|| Error::Internal("probe veth vanished".into()))?;
                 out[i] = nl
                     .create_probe_link(&format!("probe{i}x"), lower.index, f.kind)

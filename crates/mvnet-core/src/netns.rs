@@ -249,19 +249,43 @@ pub fn create_named(name: &str) -> Result<Netns> {
         CloneFlags::CLONE_NEWNET,
         Path::new(NETNS_RUN_DIR),
         name,
-        || {
-            let mut nl = crate::netlink::Netlink::new()?;
-            if let Some(lo) = nl
-                .link_by_name("lo")
-                .map_err(|e| Error::kernel("find lo", e))?
-            {
-                nl.set_up(lo.index, true)
-                    .map_err(|e| Error::kernel("set lo up", e))?;
-            }
-            Ok(())
-        },
+        loopback_up,
     )?;
     Netns::open(path)
+}
+
+/// Brings `lo` up in the calling thread's network namespace, with the classic interface
+/// ioctls (a namespace module needs no netlink client for this).
+fn loopback_up() -> Result<()> {
+    // SAFETY: a datagram socket used only for the interface ioctls below; closed on drop.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Error::kernel(
+            "open a socket for lo",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write `ifr`, which outlives the calls.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+            return Err(Error::kernel(
+                "read the flags of lo",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) != 0 {
+            return Err(Error::kernel("set lo up", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 /// Creates a persistent UTS namespace at `dir/name` with `hostname` set.
@@ -292,21 +316,6 @@ pub fn remove_persistent(path: &Path) -> Result<()> {
 
 pub fn named_path(name: &str) -> PathBuf {
     Path::new(NETNS_RUN_DIR).join(name)
-}
-
-/// Enters the namespaces at `paths` for the rest of this process's life (used right before
-/// exec'ing a container command: setns of the net namespace needs a single thread only for
-/// user namespaces, so this is safe in a freshly forked child).
-pub fn enter_for_exec(net: &Path, uts: Option<&Path>) -> Result<()> {
-    let n = File::open(net).map_err(|e| Error::io(format!("open {}", net.display()), e))?;
-    setns(n.as_fd(), CloneFlags::CLONE_NEWNET)
-        .map_err(|e| Error::kernel("setns(net)", e.into()))?;
-    if let Some(uts) = uts {
-        let u = File::open(uts).map_err(|e| Error::io(format!("open {}", uts.display()), e))?;
-        setns(u.as_fd(), CloneFlags::CLONE_NEWUTS)
-            .map_err(|e| Error::kernel("setns(uts)", e.into()))?;
-    }
-    Ok(())
 }
 
 /// Makes `cmd` start inside the namespaces of the given open files: the network namespace,

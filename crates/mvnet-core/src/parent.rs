@@ -1,6 +1,7 @@
 //! Finding (and, for 802.1Q names, creating) a parent link. Store-free, so the CNI plugin
 //! uses it as is; the engine adds ownership records on top.
 
+use crate::error::KernelContext;
 use crate::model::network::parse_vlan_parent;
 use crate::netlink::{Link, ProbeKind};
 use crate::os::Rtnl;
@@ -12,7 +13,7 @@ use crate::{invalid, not_found, Error, Result};
 pub fn ensure(nl: &mut dyn Rtnl, name: &str, driver: &str) -> Result<(Link, bool)> {
     let found = nl
         .link_by_name(name)
-        .map_err(|e| Error::kernel(format!("look up parent {name}"), e))?;
+        .kernel(format!("look up parent {name}"))?;
     match found {
         // Docker's words (macvlan_setup.go, ipvlan_network.go).
         Some(l) if l.loopback => Err(invalid!(

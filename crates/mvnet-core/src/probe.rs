@@ -6,11 +6,12 @@
 //! The packet parsing is pure (unit-tested); `Listener` is the socket around it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::announce::{arp_packet, send_raw, ARP_REQUEST, ETH_P_ARP};
+use crate::announce::{arp_packet, ARP_REQUEST};
 use crate::model::MacAddr;
+use crate::packet::{send_arp_broadcast, socket, ETH_P_ARP};
 use crate::{Error, Result};
 
 const ETH_P_ALL: u16 = 0x0003;
@@ -107,25 +108,21 @@ pub struct Listener {
 impl Listener {
     /// Opens the socket in the calling thread's current namespace.
     pub fn open_here() -> Result<Listener> {
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(Error::kernel(
-                "open the probe socket",
-                std::io::Error::last_os_error(),
-            ));
-        }
+        // Protocol 0: nothing is received until `bind` names the interface.
         Ok(Listener {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0, "probe")?,
             buf: vec![0; 2048],
         })
     }
 
     /// Starts receiving every frame of interface `ifindex` (of the socket's namespace).
     pub fn bind(&mut self, ifindex: u32) -> Result<()> {
+        // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
         let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sa.sll_family = libc::AF_PACKET as u16;
         sa.sll_protocol = ETH_P_ALL.to_be();
         sa.sll_ifindex = ifindex as i32;
+        // SAFETY: the address is a live, fully initialised struct of the size given.
         let rc = unsafe {
             libc::bind(
                 self.fd.as_raw_fd(),
@@ -145,6 +142,7 @@ impl Listener {
     /// The next frame already queued, if any (frames we sent ourselves are skipped).
     fn next_frame(&mut self) -> Option<Frame> {
         loop {
+            // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
             let n = unsafe {
@@ -182,6 +180,7 @@ impl Listener {
             revents: 0,
         };
         let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: one live pollfd, and the count says one.
         unsafe { libc::poll(&mut pfd, 1, ms) };
     }
 
@@ -203,7 +202,7 @@ impl Listener {
         loop {
             let now = Instant::now();
             if sent == 0 || (sent == 1 && now >= second) {
-                if send_raw(self.fd.as_raw_fd(), ifindex, &packet) < 0 {
+                if send_arp_broadcast(self.fd.as_raw_fd(), ifindex, &packet) < 0 {
                     // A full parent queue (ENOBUFS) drops one probe; the other still goes.
                     tracing::warn!(%ip, error = %std::io::Error::last_os_error(), "ARP probe not sent");
                 }

@@ -215,6 +215,7 @@ pub fn run_foreground(engine: &mut Engine, mut c: Container) -> Result<i32> {
     };
     mark_running(engine, &mut c, child.id())?;
     // Ctrl-C goes to the command; we stay to record its exit and clean up.
+    // SAFETY: sets a signal disposition before any thread exists; no handler code is involved.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
@@ -303,6 +304,7 @@ pub fn monitor(engine: &mut Engine, id: &str) -> Result<()> {
     mark_running(engine, &mut c, child.id())?;
     report(&format!("started {}", child.id()));
     // Close our end of the pipe so `run -d` returns now.
+    // SAFETY: fd 1 is our end of the pipe to `mvnet run -d`; nothing writes to stdout after this.
     unsafe {
         libc::close(1);
     }
@@ -486,6 +488,7 @@ pub fn stop(engine: &mut Engine, name: &str, timeout: Duration) -> Result<Contai
     let found = engine.store().container(name)?;
     let c = refresh(engine, found)?;
     if c.status == ContainerStatus::Running {
+        // SAFETY: kill(2) only sends a signal; no memory is involved.
         unsafe {
             libc::kill(c.pid as i32, libc::SIGTERM);
         }

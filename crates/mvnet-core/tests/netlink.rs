@@ -30,6 +30,7 @@ fn ip_json(ns: &str, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn veth_and_macvlan_created_in_other_namespaces_read_back() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
     let tag = &mvnet_core::ids::new_id()[..8];
     let (a, b) = (format!("nl-{tag}-a"), format!("nl-{tag}-b"));
@@ -120,6 +121,7 @@ fn veth_and_macvlan_created_in_other_namespaces_read_back() {
 
 #[test]
 fn run_in_returns_the_thread_to_its_namespace() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
     let name = format!("nl-{}-r", &mvnet_core::ids::new_id()[..8]);
     let _guard = Namespaces(vec![name.clone()]);

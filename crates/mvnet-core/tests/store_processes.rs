@@ -151,6 +151,7 @@ fn kill_minus_nine_loses_and_corrupts_nothing() {
             .collect();
         std::thread::sleep(Duration::from_millis(40 + (round * 37) % 150));
         for k in kids.iter_mut() {
+            // SAFETY: kill(2) only sends a signal; no memory is involved.
             unsafe { libc::kill(k.id() as i32, libc::SIGKILL) };
         }
         for k in kids {

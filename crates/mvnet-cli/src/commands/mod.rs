@@ -2,8 +2,6 @@ mod container;
 mod lab;
 mod network;
 
-pub use lab::lab_command;
-
 use mvnet_core::engine::Engine;
 use mvnet_core::Result;
 

@@ -5,7 +5,7 @@
 
 use std::process::{Command, Output};
 
-use mvnet_core::lab::LabGuard;
+use mvnet_lab::LabGuard;
 
 pub struct TestLab {
     pub guard: LabGuard,
@@ -37,6 +37,7 @@ pub fn one_line_error(o: Out) -> String {
 
 pub fn require_root() {
     assert!(
+        // SAFETY: geteuid has no preconditions and cannot fail.
         unsafe { libc::geteuid() } == 0,
         "real-kernel tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run cargo test as root"
     );

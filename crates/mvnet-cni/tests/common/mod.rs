@@ -42,6 +42,7 @@ impl World {
     /// cable, `lan1`, is another device on the LAN, in its own namespace, holding
     /// 192.0.2.10 (the probe tests need a LAN device that is not the host itself).
     pub fn new() -> World {
+        // SAFETY: geteuid has no preconditions and cannot fail.
         assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
         let tag = mvnet_core::ids::new_id()[..8].to_string();
         let mut w = World {
@@ -126,6 +127,7 @@ impl World {
         for (k, v) in extra_env {
             c.env(k, v);
         }
+        // SAFETY: setns(2) on an fd that is open for the call; it changes only this thread's namespace.
         unsafe {
             c.pre_exec(move || {
                 if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {

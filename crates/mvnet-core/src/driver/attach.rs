@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use super::conflict::{settle_ipv6_dad, ConflictHandler, Ipv4Probe};
 use super::plan::{LinkKind, LinkPlan};
 use crate::announce::Announce;
+use crate::error::KernelContext;
 use crate::model::{MacAddr, MacvlanMode};
 use crate::netlink::{IpvlanLink, MacvlanLink};
 use crate::netns::Netns;
@@ -159,7 +160,7 @@ pub fn create_link(
     let mut inside = os.rtnl_in(ns)?;
     let taken = inside
         .link_by_name(&plan.ifname)
-        .map_err(|e| Error::kernel("look up interface in container", e))?;
+        .kernel("look up interface in container")?;
     if taken.is_some() {
         return Ok(CreateOutcome::NameTaken);
     }
@@ -170,14 +171,14 @@ pub fn create_link(
     // injection tests: a failed look-up used to leave it behind).
     let renamed = inside
         .link_by_name(&temp)
-        .map_err(|e| Error::kernel("look up new interface", e))
+        .kernel("look up new interface")
         .and_then(|found| {
             found.ok_or_else(|| Error::Internal(format!("{temp} vanished right after creation")))
         })
         .and_then(|l| {
             inside
                 .set_name(l.index, &plan.ifname)
-                .map_err(|e| Error::kernel(format!("rename {temp} to {}", plan.ifname), e))
+                .kernel(format!("rename {temp} to {}", plan.ifname))
         });
     if let Err(e) = renamed {
         let _ = inside.delete_link_by_name(&temp);
@@ -335,7 +336,7 @@ pub fn delete_endpoint_link(
     let mut nl = os.rtnl_in(&ns)?;
     let Some(link) = nl
         .link_by_name(ifname)
-        .map_err(|e| Error::kernel(format!("look up {ifname} in {netns_path}"), e))?
+        .kernel(format!("look up {ifname} in {netns_path}"))?
     else {
         return Ok(false);
     };

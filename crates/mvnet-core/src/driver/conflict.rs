@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use super::attach::{mac_busy, retry_while_transient};
 use super::plan::LinkPlan;
+use crate::error::KernelContext;
 use crate::model::MacAddr;
 use crate::os::{ProbeListener, Rtnl};
 use crate::probe::AddressTaken;
@@ -154,7 +155,7 @@ fn wait_for_dad(nl: &mut dyn Rtnl, index: u32, plan: &LinkPlan) -> Result<Option
     loop {
         let (tentative, failed) = nl
             .dad_state(index)
-            .map_err(|e| Error::kernel(format!("read addresses of {}", plan.ifname), e))?;
+            .kernel(format!("read addresses of {}", plan.ifname))?;
         if let Some(ip) = failed.into_iter().find(ours) {
             return Ok(Some(ip));
         }

@@ -11,6 +11,7 @@ use ipnet::IpNet;
 
 use super::Engine;
 use crate::driver::{self, LinkKind, LinkPlan, OnConflict, ParentNs, RoutePlan};
+use crate::error::KernelContext;
 use crate::model::{Driver, Endpoint, Frontend, MacAddr, Network};
 use crate::netlink::Link;
 use crate::netns::Netns;
@@ -564,9 +565,7 @@ impl Engine {
     /// can see it (the host never answers its own ARP through a macvlan).
     pub fn host_addresses_in(&mut self, net: &Network) -> Result<Vec<(IpAddr, String)>> {
         let nl = self.netlink()?;
-        let addrs = nl
-            .addresses(None)
-            .map_err(|e| Error::kernel("list the host's addresses", e))?;
+        let addrs = nl.addresses(None).kernel("list the host's addresses")?;
         let mut out = Vec::new();
         for (index, ip, _) in addrs {
             if net.pools.iter().any(|p| p.subnet.contains(&ip)) {

@@ -10,6 +10,7 @@ use ipnet::IpNet;
 
 use super::{resolve_conflict, Engine, StaticAddressPolicy};
 use crate::driver::conflict::Ipv4Probe;
+use crate::error::KernelContext;
 use crate::model::{Driver, Endpoint, MacvlanMode, Network};
 use crate::netlink::MacvlanLink;
 use crate::probe::AddressTaken;
@@ -188,8 +189,7 @@ impl Engine {
         let mut current = ep;
         let mut refused = None;
         let probed = self.with_netlink_and_store(|nl, store| {
-            nl.set_up(index, true)
-                .map_err(|e| Error::kernel("set host-access shim up", e))?;
+            nl.set_up(index, true).kernel("set host-access shim up")?;
             listener.bind(index)?;
             let policy = StaticAddressPolicy {
                 requested: net.options.host_access_ip,
@@ -220,7 +220,7 @@ impl Engine {
     pub fn remove_host_access(&mut self, net: &Network) -> Result<()> {
         self.netlink()?
             .delete_link_by_name(&shim_name(net))
-            .map_err(|e| Error::kernel("delete host-access shim", e))?;
+            .kernel("delete host-access shim")?;
         if let Some(ep) = self.host_endpoint(net)? {
             self.store().remove_endpoint(&ep.id)?;
         }
@@ -243,7 +243,7 @@ impl Engine {
         let nl = self.netlink()?;
         let Some(shim) = nl
             .link_by_name(&shim_name(net))
-            .map_err(|e| Error::kernel("look up host-access shim", e))?
+            .kernel("look up host-access shim")?
         else {
             return Ok(()); // gone (e.g. after a reboot): `mvnet restore` brings it back
         };

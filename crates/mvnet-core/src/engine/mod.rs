@@ -19,6 +19,7 @@ pub use attach::{
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::error::KernelContext;
 use crate::model::{
     network::ValidatedRequest, Container, CreateNetworkRequest, Driver, Endpoint, LanConflict,
     MacvlanMode, Network,
@@ -210,7 +211,7 @@ impl Engine {
         };
         Ok(nl
             .link_by_index(lower)
-            .map_err(|e| Error::kernel(format!("look up the device under {parent}"), e))?
+            .kernel(format!("look up the device under {parent}"))?
             .map(|l| l.name))
     }
 
@@ -301,7 +302,7 @@ impl Engine {
             .host()?
             .delete_link_by_name(name)
             .map(|_| ())
-            .map_err(|e| Error::kernel(format!("delete parent {name}"), e))
+            .kernel(format!("delete parent {name}"))
     }
 
     fn ensure_parent(&mut self, name: &str, driver: Driver) -> Result<(Link, bool)> {
@@ -315,7 +316,7 @@ impl Engine {
         let found = self
             .netlink()?
             .link_by_name(name)
-            .map_err(|e| Error::kernel(format!("look up parent {name}"), e))?;
+            .kernel(format!("look up parent {name}"))?;
         match found {
             Some(l) => Ok(l),
             None if self.store.parent_is_owned(name)? => {
@@ -334,10 +335,7 @@ impl Engine {
 
     /// Whether each network's parent exists right now (for `network ls`).
     pub fn parents_present(&mut self) -> Result<HashMap<String, bool>> {
-        let links = self
-            .netlink()?
-            .links()
-            .map_err(|e| Error::kernel("list links", e))?;
+        let links = self.netlink()?.links().kernel("list links")?;
         let mut out = HashMap::new();
         for net in self.store.networks()? {
             let present = links.iter().any(|l| l.name == net.options.parent);
@@ -349,9 +347,7 @@ impl Engine {
     /// The interface that holds the default route: the parent when none is given.
     pub fn default_parent(&mut self) -> Result<String> {
         let nl = self.netlink()?;
-        let routes = nl
-            .routes(false)
-            .map_err(|e| Error::kernel("read routes", e))?;
+        let routes = nl.routes(false).kernel("read routes")?;
         let oif = routes
             .iter()
             .find(|r| r.destination.is_none() && r.oif.is_some())
@@ -361,7 +357,7 @@ impl Engine {
             })?;
         let link = nl
             .link_by_index(oif)
-            .map_err(|e| Error::kernel("look up default-route interface", e))?
+            .kernel("look up default-route interface")?
             .ok_or_else(|| invalid!("the default-route interface vanished; pass -o parent=IF"))?;
         Ok(link.name)
     }

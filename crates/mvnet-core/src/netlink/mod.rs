@@ -17,8 +17,9 @@ use netlink_packet_core::{
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+use crate::error::KernelContext;
 use crate::netns::Netns;
-use crate::{Error, Result};
+use crate::Result;
 
 pub struct Netlink {
     sock: Socket,
@@ -35,7 +36,7 @@ impl Netlink {
             sock.connect(&SocketAddr::new(0, 0))?;
             Ok(sock)
         };
-        let sock = open().map_err(|e| Error::kernel("open rtnetlink socket", e))?;
+        let sock = open().kernel("open rtnetlink socket")?;
         Ok(Netlink {
             sock,
             seq: 0,

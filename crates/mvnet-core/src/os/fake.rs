@@ -16,6 +16,7 @@ use ipnet::IpNet;
 
 use super::{Announcing, EnterRequest, Inside, Os, ProbeListener, Rtnl};
 use crate::announce::Announce;
+use crate::error::KernelContext;
 use crate::model::MacAddr;
 use crate::netlink::{IpvlanLink, Link, MacvlanLink, Route};
 use crate::netns::Netns;
@@ -431,7 +432,7 @@ impl ProbeListener for FakeListener {
         self.kernel
             .borrow_mut()
             .call("-", format!("listen {ifindex}"))
-            .map_err(|e| Error::kernel("bind the probe socket", e))
+            .kernel("bind the probe socket")
     }
     fn probe_v4(
         &mut self,
@@ -442,7 +443,7 @@ impl ProbeListener for FakeListener {
     ) -> Result<Option<MacAddr>> {
         let mut k = self.kernel.borrow_mut();
         k.call("-", format!("probe {ifindex} {ip}"))
-            .map_err(|e| Error::kernel("probe", e))?;
+            .kernel("probe")?;
         Ok(k.lan.get(&IpAddr::V4(ip)).copied())
     }
     fn ndp_holder(&mut self, ip: Ipv6Addr, _ours: MacAddr) -> Option<MacAddr> {
@@ -526,7 +527,7 @@ impl Os for FakeOs {
         self.kernel
             .borrow_mut()
             .call(&path, format!("enter {}", req.ifname))
-            .map_err(|e| Error::kernel("enter the namespace", e))?;
+            .kernel("enter the namespace")?;
         let kernel = self.kernel.clone();
         Ok(Inside {
             rtnl: Box::new(self.rtnl(&path)),

@@ -49,6 +49,7 @@ fn lock_path(root: &Path) -> PathBuf {
 /// Tries to take the keeper lock of `root`: Some(file) holds it.
 fn try_lock(root: &Path) -> Option<std::fs::File> {
     let f = super::root::open_private(&lock_path(root)).ok()?;
+    // SAFETY: flock(2) on an fd we own; no memory is involved.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     (rc == 0).then_some(f)
 }
@@ -89,6 +90,7 @@ pub(crate) fn ensure(root: &Path) {
 /// In the re-executed binary: fork, let the parent return (to be reaped by whoever
 /// started us), and keep the database open in the child.
 fn detach_and_keep(root: &Path) {
+    // SAFETY: the child only makes async-signal-safe calls (sendto, nanosleep, close, _exit) on data prepared before the fork.
     if unsafe { libc::fork() } == 0 {
         keep(root);
         unsafe { libc::_exit(0) }

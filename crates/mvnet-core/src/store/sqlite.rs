@@ -416,6 +416,7 @@ fn lookup(tx: &Connection, table: &str, what: &str, key: &str) -> Result<Option<
 
 fn pid_alive(pid: u32) -> bool {
     pid != 0
+        // SAFETY: kill(2) only sends a signal; no memory is involved.
         && (unsafe { libc::kill(pid as i32, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }

@@ -16,9 +16,10 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::netlink::{Netlink, VethEnd};
-use crate::netns::{self, Netns};
-use crate::{Error, Result};
+use mvnet_core::error::KernelContext;
+use mvnet_core::netlink::{Netlink, VethEnd};
+use mvnet_core::netns::{self, Netns};
+use mvnet_core::{Error, Result};
 
 pub const DEFAULT_LAB: &str = "mvlab";
 pub const LAN_SUBNET: &str = "10.103.19.0/24";
@@ -41,9 +42,9 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(name: &str) -> Result<Lab> {
-        crate::model::network::check_name(name, "lab")?;
+        mvnet_core::model::network::check_name(name, "lab")?;
         if name.len() > 24 {
-            return Err(crate::invalid!(
+            return Err(mvnet_core::invalid!(
                 "lab name '{name}' is too long; use at most 24 characters"
             ));
         }
@@ -77,7 +78,7 @@ impl Lab {
     /// Builds the lab. On failure, whatever was built is removed again.
     pub fn up(&self) -> Result<()> {
         if self.exists() {
-            return Err(crate::conflict!(
+            return Err(mvnet_core::conflict!(
                 "lab {} is already up; use it (mvnet lab exec) or remove it (mvnet lab down)",
                 self.name
             ));
@@ -148,7 +149,7 @@ impl Lab {
             24,
             Some(lan),
         )?;
-        if crate::kernel::supports(crate::netlink::ProbeKind::Vlan)? {
+        if mvnet_core::kernel::supports(mvnet_core::netlink::ProbeKind::Vlan)? {
             self.build_trunk(&mut sw, &ns)?;
         }
         Ok(())
@@ -158,10 +159,7 @@ impl Lab {
     pub fn has_trunk(&self) -> bool {
         Netns::open(self.netns_path("gw"))
             .and_then(|ns| Netlink::in_netns(&ns))
-            .and_then(|mut nl| {
-                nl.link_by_name("ens19")
-                    .map_err(|e| Error::kernel("look up trunk", e))
-            })
+            .and_then(|mut nl| nl.link_by_name("ens19").kernel("look up trunk"))
             .is_ok_and(|l| l.is_some())
     }
 
@@ -216,12 +214,9 @@ impl Lab {
     pub fn down(&self) -> Result<()> {
         let root = self.state_root();
         if root.join("mvnet.db").exists() {
-            if let Ok(mut store) = crate::store::SqliteStore::open(&root) {
-                use crate::store::Store;
-                for c in store.containers().unwrap_or_default() {
-                    crate::runtime::kill_process(&c);
-                    let _ = netns::remove_persistent(Path::new(&c.netns));
-                    let _ = netns::remove_persistent(Path::new(&c.uts));
+            if let Ok(mut engine) = mvnet_core::engine::Engine::open(&root) {
+                for c in engine.containers().unwrap_or_default() {
+                    let _ = mvnet_core::runtime::remove(&mut engine, &c.id, true);
                 }
             }
         }
@@ -283,10 +278,9 @@ fn plug(sw: &mut Netlink, bridge: u32, port: &str, machine: &Netns, ifname: &str
 fn up_link(nl: &mut Netlink, name: &str) -> Result<u32> {
     let l = nl
         .link_by_name(name)
-        .map_err(|e| Error::kernel("find lab link", e))?
+        .kernel("find lab link")?
         .ok_or_else(|| Error::Internal(format!("lab link {name} missing")))?;
-    nl.set_up(l.index, true)
-        .map_err(|e| Error::kernel("set lab link up", e))?;
+    nl.set_up(l.index, true).kernel("set lab link up")?;
     Ok(l.index)
 }
 
@@ -334,4 +328,25 @@ impl Drop for LabGuard {
             eprintln!("mvnet: lab {} cleanup: {e}", self.lab.name);
         }
     }
+}
+
+/// A command that runs on the lab's docker host: inside its netns, with the lab's own mvnet
+/// state, and with this mvnet first on PATH.
+pub fn lab_command(lab: &Lab, argv: &[String]) -> Result<std::process::Command> {
+    if !lab.exists() {
+        return Err(mvnet_core::not_found!(
+            "lab {} is not up; start it with: mvnet lab up",
+            lab.name
+        ));
+    }
+    let mut cmd = mvnet_core::netns::command_in(&lab.host_netns(), &argv[0])?;
+    cmd.args(&argv[1..]);
+    cmd.env("MVNET_ROOT", lab.state_root());
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", dir.display()));
+        }
+    }
+    Ok(cmd)
 }
