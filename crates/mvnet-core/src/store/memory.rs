@@ -11,7 +11,7 @@ use super::{EndpointRequest, NetworkCheck, Store};
 use crate::model::{
     Container, Endpoint, EndpointState, LanConflict, MacAddr, MacvlanMode, Network,
 };
-use crate::{conflict, invalid, not_found, Error, Result};
+use crate::{conflict, not_found, Error, Result};
 
 /// Who holds an address: an endpoint, or (empty) a device on the LAN.
 type Holder = String;
@@ -338,35 +338,11 @@ impl Store for MemoryStore {
                 ));
             }
         }
-        let ifname = match &req.ifname {
-            Some(n) if mine.iter().any(|e| &e.ifname == n) => {
-                return Err(conflict!(
-                    "container {} already has an interface named {n}",
-                    req.container_name
-                ))
-            }
-            Some(n) => n.clone(),
-            None => (0..)
-                .map(|i| format!("eth{i}"))
-                .find(|n| !mine.iter().any(|e| &e.ifname == n))
-                .expect("an unused ethN exists"),
-        };
-        if req.static_ipv4.is_some_and(|ip| ip.is_ipv6())
-            || req.static_ipv6.is_some_and(|ip| ip.is_ipv4())
-        {
-            return Err(invalid!(
-                "--ip takes an IPv4 address and --ip6 an IPv6 address"
-            ));
-        }
+        let taken: Vec<&str> = mine.iter().map(|e| e.ifname.as_str()).collect();
+        let ifname = req.choose_ifname(&taken)?;
+        let (v4, v6) = req.family_pools(net)?;
         self.write("reserve_endpoint")?;
         let id = crate::ids::new_id();
-        let pools_of = |v6: bool| -> Vec<usize> {
-            let on = if v6 { net.ipv6 } else { net.ipv4_enabled() };
-            (0..net.pools.len())
-                .filter(|&i| on && net.pools[i].subnet.network().is_ipv6() == v6)
-                .collect()
-        };
-        let (v4, v6) = (pools_of(false), pools_of(true));
         let taken = (|| -> Result<_> {
             let ipv4 = self.take_in(net, &v4, req.static_ipv4, &id, &req.host_addresses)?;
             let ipv6 = self.take_in(net, &v6, req.static_ipv6, &id, &req.host_addresses)?;
@@ -379,24 +355,7 @@ impl Store for MemoryStore {
                 return Err(e);
             }
         };
-        let mac = req.mac.unwrap_or_else(|| {
-            ipv4.and_then(|(ip, _)| MacAddr::from_ipv4_addr(ip))
-                .unwrap_or_else(MacAddr::random_local)
-        });
-        let ep = Endpoint {
-            id,
-            network_id: net.id.clone(),
-            container_id: req.container_id.clone(),
-            container_name: req.container_name.clone(),
-            netns: req.netns.clone(),
-            ifname,
-            mac,
-            ipv4,
-            ipv6,
-            state: EndpointState::Creating,
-            owner_pid: req.owner_pid,
-            frontend: req.frontend,
-        };
+        let ep = req.endpoint(id, net, ifname, ipv4, ipv6);
         self.endpoints.push(ep.clone());
         Ok(ep)
     }

@@ -35,6 +35,86 @@ pub struct EndpointRequest {
     pub host_addresses: Vec<(IpAddr, String)>,
 }
 
+impl EndpointRequest {
+    /// The interface name: the one asked for (unless the container has it already), else
+    /// the next free `ethN`. `taken`: the container's interface names.
+    pub fn choose_ifname(&self, taken: &[&str]) -> Result<String> {
+        match &self.ifname {
+            Some(n) if taken.contains(&n.as_str()) => Err(crate::conflict!(
+                "container {} already has an interface named {n}",
+                self.container_name
+            )),
+            Some(n) => Ok(n.clone()),
+            None => Ok((0..)
+                .map(|i| format!("eth{i}"))
+                .find(|n| !taken.contains(&n.as_str()))
+                .expect("an unused ethN exists")),
+        }
+    }
+
+    /// The pools that give `net`'s endpoints IPv4 and IPv6 addresses (in the order given at
+    /// create), checked against the static addresses asked for.
+    pub fn family_pools(&self, net: &Network) -> Result<(Vec<usize>, Vec<usize>)> {
+        let pools_of = |v6: bool| -> Vec<usize> {
+            let enabled = if v6 { net.ipv6 } else { net.ipv4_enabled() };
+            (0..net.pools.len())
+                .filter(|&i| enabled && net.pools[i].subnet.network().is_ipv6() == v6)
+                .collect()
+        };
+        let (v4, v6) = (pools_of(false), pools_of(true));
+        if self.static_ipv4.is_some_and(|ip| ip.is_ipv6())
+            || self.static_ipv6.is_some_and(|ip| ip.is_ipv4())
+        {
+            return Err(crate::invalid!(
+                "--ip takes an IPv4 address and --ip6 an IPv6 address"
+            ));
+        }
+        if self.static_ipv4.is_some() && v4.is_empty() {
+            return Err(crate::invalid!(
+                "network {} has no IPv4 subnet for --ip",
+                net.name
+            ));
+        }
+        if self.static_ipv6.is_some() && v6.is_empty() {
+            return Err(crate::invalid!(
+                "network {} has no IPv6 subnet for --ip6",
+                net.name
+            ));
+        }
+        Ok((v4, v6))
+    }
+
+    /// The `creating` row this request becomes once its id, interface and addresses are
+    /// chosen. The MAC: the one asked for, else 02:42 + the IPv4 address, else random.
+    pub fn endpoint(
+        &self,
+        id: String,
+        net: &Network,
+        ifname: String,
+        ipv4: Option<(IpAddr, u8)>,
+        ipv6: Option<(IpAddr, u8)>,
+    ) -> Endpoint {
+        let mac = self.mac.unwrap_or_else(|| {
+            ipv4.and_then(|(ip, _)| MacAddr::from_ipv4_addr(ip))
+                .unwrap_or_else(MacAddr::random_local)
+        });
+        Endpoint {
+            id,
+            network_id: net.id.clone(),
+            container_id: self.container_id.clone(),
+            container_name: self.container_name.clone(),
+            netns: self.netns.clone(),
+            ifname,
+            mac,
+            ipv4,
+            ipv6,
+            state: crate::model::EndpointState::Creating,
+            owner_pid: self.owner_pid,
+            frontend: self.frontend,
+        }
+    }
+}
+
 /// A validation run inside the store's write transaction, against every network that exists
 /// at that instant, so two concurrent creates cannot both pass.
 pub type NetworkCheck<'a> = &'a dyn Fn(&[Network]) -> Result<()>;

@@ -928,45 +928,10 @@ impl Store for SqliteStore {
                 ));
             }
         }
-        let ifname = match &req.ifname {
-            Some(n) => {
-                if mine.iter().any(|e| &e.ifname == n) {
-                    return Err(conflict!(
-                        "container {} already has an interface named {n}",
-                        req.container_name
-                    ));
-                }
-                n.clone()
-            }
-            None => (0..)
-                .map(|i| format!("eth{i}"))
-                .find(|n| !mine.iter().any(|e| &e.ifname == n))
-                .expect("an unused ethN exists"),
-        };
+        let taken: Vec<&str> = mine.iter().map(|e| e.ifname.as_str()).collect();
+        let ifname = req.choose_ifname(&taken)?;
         let id = crate::ids::new_id();
-        let pools_of = |v6: bool| -> Vec<usize> {
-            let enabled = if v6 { net.ipv6 } else { net.ipv4_enabled() };
-            (0..net.pools.len())
-                .filter(|&i| enabled && net.pools[i].subnet.network().is_ipv6() == v6)
-                .collect()
-        };
-        let (v4_pools, v6_pools) = (pools_of(false), pools_of(true));
-        if req.static_ipv4.is_some() && v4_pools.is_empty() {
-            return Err(invalid!("network {} has no IPv4 subnet for --ip", net.name));
-        }
-        if req.static_ipv6.is_some() && v6_pools.is_empty() {
-            return Err(invalid!(
-                "network {} has no IPv6 subnet for --ip6",
-                net.name
-            ));
-        }
-        if req.static_ipv4.is_some_and(|ip| ip.is_ipv6())
-            || req.static_ipv6.is_some_and(|ip| ip.is_ipv4())
-        {
-            return Err(invalid!(
-                "--ip takes an IPv4 address and --ip6 an IPv6 address"
-            ));
-        }
+        let (v4_pools, v6_pools) = req.family_pools(net)?;
         let ipv4 = allocate_in(
             &tx,
             net,
@@ -983,24 +948,7 @@ impl Store for SqliteStore {
             &id,
             &req.host_addresses,
         )?;
-        let mac = req.mac.unwrap_or_else(|| match ipv4 {
-            Some((IpAddr::V4(v4), _)) => MacAddr::from_ipv4(v4),
-            _ => MacAddr::random_local(),
-        });
-        let ep = Endpoint {
-            id: id.clone(),
-            network_id: net.id.clone(),
-            container_id: req.container_id.clone(),
-            container_name: req.container_name.clone(),
-            netns: req.netns.clone(),
-            ifname,
-            mac,
-            ipv4,
-            ipv6,
-            state: EndpointState::Creating,
-            owner_pid: req.owner_pid,
-            frontend: req.frontend,
-        };
+        let ep = req.endpoint(id, net, ifname, ipv4, ipv6);
         tx.execute(
             "INSERT INTO endpoints(id, network_id, container_id, state, owner_pid, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
