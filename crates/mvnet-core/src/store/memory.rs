@@ -123,28 +123,9 @@ impl MemoryStore {
         endpoint_id: &str,
         host_addresses: &[(IpAddr, String)],
     ) -> Result<Option<(IpAddr, u8)>> {
-        if pools.is_empty() {
-            return Ok(None);
-        }
-        if let Some(ip) = requested {
-            let idx = pools
-                .iter()
-                .copied()
-                .find(|&i| net.pools[i].subnet.contains(&ip))
-                .unwrap_or(pools[0]);
-            return self
-                .take_address(net, idx, Some(ip), endpoint_id, host_addresses)
-                .map(Some);
-        }
-        let mut last = None;
-        for &idx in pools {
-            match self.take_address(net, idx, None, endpoint_id, host_addresses) {
-                Ok(a) => return Ok(Some(a)),
-                Err(e @ Error::Conflict(_)) => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.expect("a pool was tried"))
+        super::take_over_pools(net, pools, requested, |idx, ip| {
+            self.take_address(net, idx, ip, endpoint_id, host_addresses)
+        })
     }
 
     fn release(&mut self, endpoint_id: &str) {

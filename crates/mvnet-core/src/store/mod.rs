@@ -115,6 +115,50 @@ impl EndpointRequest {
     }
 }
 
+/// Takes one address of a family whose pools are `pools` (in the order given at create),
+/// with `take(pool, requested)`: a static one from the subnet that contains it; a dynamic
+/// one from the first pool that has room, moving on to the next subnet when one is full,
+/// as Docker does.
+pub(crate) fn take_over_pools(
+    net: &Network,
+    pools: &[usize],
+    requested: Option<IpAddr>,
+    mut take: impl FnMut(usize, Option<IpAddr>) -> Result<(IpAddr, u8)>,
+) -> Result<Option<(IpAddr, u8)>> {
+    if pools.is_empty() {
+        return Ok(None);
+    }
+    if let Some(ip) = requested {
+        let idx = match pools.iter().find(|&&i| net.pools[i].subnet.contains(&ip)) {
+            Some(&i) => i,
+            // One subnet: its own message ("outside subnet ...").
+            None if pools.len() == 1 => pools[0],
+            None => {
+                let subnets: Vec<String> = pools
+                    .iter()
+                    .map(|&i| net.pools[i].subnet.to_string())
+                    .collect();
+                return Err(crate::invalid!(
+                    "requested address {ip} is outside the subnets of network {} ({}); pick an address inside one",
+                    net.name,
+                    subnets.join(", ")
+                ));
+            }
+        };
+        return take(idx, Some(ip)).map(Some);
+    }
+    let mut last = None;
+    for &idx in pools {
+        match take(idx, None) {
+            Ok(a) => return Ok(Some(a)),
+            // Full: try the next subnet.
+            Err(e @ crate::Error::Conflict(_)) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("at least one pool was tried"))
+}
+
 /// A validation run inside the store's write transaction, against every network that exists
 /// at that instant, so two concurrent creates cannot both pass.
 pub type NetworkCheck<'a> = &'a dyn Fn(&[Network]) -> Result<()>;

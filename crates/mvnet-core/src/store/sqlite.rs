@@ -577,9 +577,7 @@ fn allocate(
     Ok((ip, spec.subnet.prefix_len()))
 }
 
-/// Takes one address of a family whose pools are `pools` (in the order given at create):
-/// a static one from the subnet that contains it; a dynamic one from the first pool that
-/// has room, moving on to the next subnet when one is full, as Docker does.
+/// `allocate` over the pools of one family (see `store::take_over_pools`).
 fn allocate_in(
     tx: &Transaction,
     net: &Network,
@@ -588,37 +586,9 @@ fn allocate_in(
     endpoint_id: &str,
     host_addresses: &[(IpAddr, String)],
 ) -> Result<Option<(IpAddr, u8)>> {
-    if pools.is_empty() {
-        return Ok(None);
-    }
-    if let Some(ip) = requested {
-        let idx = match pools.iter().find(|&&i| net.pools[i].subnet.contains(&ip)) {
-            Some(&i) => i,
-            // One subnet: its own message ("outside subnet ...").
-            None if pools.len() == 1 => pools[0],
-            None => {
-                let subnets: Vec<String> = pools
-                    .iter()
-                    .map(|&i| net.pools[i].subnet.to_string())
-                    .collect();
-                return Err(invalid!(
-                    "requested address {ip} is outside the subnets of network {} ({}); pick an address inside one",
-                    net.name,
-                    subnets.join(", ")
-                ));
-            }
-        };
-        return allocate(tx, net, idx, Some(ip), endpoint_id, host_addresses).map(Some);
-    }
-    let mut last = None;
-    for &idx in pools {
-        match allocate(tx, net, idx, None, endpoint_id, host_addresses) {
-            Ok(a) => return Ok(Some(a)),
-            Err(e @ Error::Conflict(_)) => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.expect("at least one pool was tried"))
+    super::take_over_pools(net, pools, requested, |idx, ip| {
+        allocate(tx, net, idx, ip, endpoint_id, host_addresses)
+    })
 }
 
 /// Records that `endpoint_id` holds `ip` in `domain`, keeping the domain's count.
