@@ -189,6 +189,9 @@ fn item05_killed_runs_do_not_block_later_ones() {
     for c in &ps {
         let name = c["Names"].as_str().unwrap();
         let key = sandbox_key(&lab, name);
+        if let Err(e) = mvnet_core::netns::Netns::open(&key) {
+            panic!("{name} ({c}) has no usable namespace at {key}: {e}");
+        }
         let links = lab.ip_json(&key, &["link"]);
         let macvlans = links
             .as_array()
