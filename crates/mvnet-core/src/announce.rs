@@ -59,6 +59,10 @@ pub struct Announcer {
     arp: Option<OwnedFd>,
     /// Raw ICMPv6 socket (hop limit 255, as NDP requires).
     ndp: Option<OwnedFd>,
+    /// The namespace the sockets belong to: the announcer process joins it, so that
+    /// whoever removes the container (and kills every process in its namespace) stops the
+    /// announcements too, before they could announce an address that is gone.
+    netns: Option<OwnedFd>,
 }
 
 /// What to announce, on which interface.
@@ -75,6 +79,9 @@ pub struct Announce {
 impl Announcer {
     /// Opens the sockets needed, in the calling thread's current namespace.
     pub fn open_here(ipv4: bool, ipv6: bool) -> Result<Announcer> {
+        let netns = std::fs::File::open("/proc/thread-self/ns/net")
+            .ok()
+            .map(OwnedFd::from);
         let arp = if ipv4 {
             Some(socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0, "ARP")?)
         } else {
@@ -108,7 +115,7 @@ impl Announcer {
         } else {
             None
         };
-        Ok(Announcer { arp, ndp })
+        Ok(Announcer { arp, ndp, netns })
     }
 
     /// Sends the announcements of each address from a detached child process (the first at
@@ -163,6 +170,10 @@ impl Announcer {
         match unsafe { libc::fork() } {
             0 => unsafe {
                 libc::setsid();
+                // Into the container's namespace (see `netns`); on failure, announce anyway.
+                if let Some(ns) = &self.netns {
+                    libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET);
+                }
                 let null = libc::open(devnull, libc::O_RDWR);
                 for std_fd in 0..3 {
                     libc::dup2(null, std_fd);
@@ -170,6 +181,7 @@ impl Announcer {
                 // Keep only our sockets: the caller's descriptors (a shell's pipe, say)
                 // must not stay open for the seconds we run.
                 let keep = [
+                    self.netns.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
                     arp.as_ref().map_or(-1, |(fd, _)| *fd),
                     ndp.as_ref().map_or(-1, |(fd, _)| *fd),
                     hand_over.as_ref().map_or(-1, |fd| fd.as_raw_fd()),

@@ -138,7 +138,10 @@ pub fn stop(engine: &mut Engine, secs: u64, names: &[String]) -> Result<u8> {
 }
 
 pub fn rm(engine: &mut Engine, force: bool, names: &[String]) -> Result<u8> {
-    each(names, |n| runtime::remove(engine, n, force).map(|_| ()))
+    let mut outcomes = runtime::remove_many(engine, names, force).into_iter();
+    each(names, |_| {
+        outcomes.next().expect("one outcome per name").map(|_| ())
+    })
 }
 
 pub fn logs(engine: &mut Engine, name: &str) -> Result<u8> {

@@ -617,6 +617,34 @@ impl Engine {
         driver::delete_endpoint_link(self.os.as_mut(), netns, ifname, mac)
     }
 
+    /// Takes every address off the interface `ifname` in the namespace at `netns` (the
+    /// link itself goes with its namespace). Missing namespace or link is success.
+    pub fn take_addresses_down(&mut self, netns: &str, ifname: &str) -> Result<()> {
+        let ns = match self.os.open_netns(netns) {
+            Ok(ns) => ns,
+            Err(_) => return Ok(()), // gone, or not visible from here: nothing to take down
+        };
+        let mut nl = self.os.rtnl_in(&ns)?;
+        let Some(link) = nl
+            .link_by_name(ifname)
+            .map_err(|e| Error::kernel(format!("look up {ifname} in {netns}"), e))?
+        else {
+            return Ok(());
+        };
+        let addresses = nl
+            .addresses(Some(link.index))
+            .map_err(|e| Error::kernel(format!("list the addresses of {ifname}"), e))?;
+        for (_, ip, prefix) in addresses {
+            match nl.del_address(link.index, ip, prefix) {
+                Err(e) if e.raw_os_error() != Some(libc::EADDRNOTAVAIL) => {
+                    return Err(Error::kernel(format!("remove {ip} from {ifname}"), e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Gives an endpoint's addresses back (its link is gone or going with its namespace)
     /// and drops the host's route to it.
     pub fn release_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
