@@ -460,18 +460,34 @@ pub fn kill_processes(containers: &[Container]) {
         return;
     }
     let deadline = Instant::now() + Duration::from_secs(3);
+    let mut killed: Vec<i32> = Vec::new();
     loop {
         let pids = processes_in(&wanted);
-        if pids.is_empty() || Instant::now() >= deadline {
+        // A killed process leaves its namespaces early in its exit, before it is done:
+        // wait until the ones we killed have really ended (gone or a zombie), too.
+        killed.retain(|&pid| still_running(pid));
+        if (pids.is_empty() && killed.is_empty()) || Instant::now() >= deadline {
             return;
         }
         for pid in pids {
             // SAFETY: kill(2) has no memory effects; the pid was just seen in one of the
             // containers' namespaces.
             unsafe { libc::kill(pid, libc::SIGKILL) };
+            if !killed.contains(&pid) {
+                killed.push(pid);
+            }
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Whether `pid` exists and has not finished exiting (a zombie has).
+fn still_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 /// `kill_processes` for one container.
