@@ -85,6 +85,9 @@ while read -r p; do
   mkdir -p "/host$p" && mount -o bind "/keep/$n" "/host$p"; n=$((n+1))
 done < /keep.list
 cp /cmd /host/tmp/cmd
+# Start the command's output on a line of its own: the console may still hold an unfinished
+# line of boot output, and the filter below drops whole lines that carry boot messages.
+echo
 chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   /bin/bash -c 'cd /; bash /tmp/cmd'
 echo "VM-EXIT-STATUS=$?"
