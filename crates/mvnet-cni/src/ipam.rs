@@ -258,11 +258,7 @@ pub fn builtin_find(
     let ep = engine
         .endpoints_of_container(&env.container_id)?
         .into_iter()
-        .find(|e| {
-            e.network_id == net.id
-                && e.ifname == env.ifname
-                && e.frontend == mvnet_core::model::Frontend::Cni
-        });
+        .find(|e| e.network_id == net.id && e.ifname == env.ifname && e.frontend.is_cni(&net));
     Ok(ep.map(|e| (net, e)))
 }
 

@@ -493,7 +493,7 @@ pub fn gc(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
             // Only what this plugin made: the CLI's (and Docker's) endpoints on a network of
             // the same name are not the runtime's to collect.
             for ep in engine.endpoints_of_network(&net.id)? {
-                if ep.frontend != Frontend::Cni {
+                if !ep.frontend.is_cni(&net) {
                     continue;
                 }
                 let keep = valid

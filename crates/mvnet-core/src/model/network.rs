@@ -700,7 +700,8 @@ pub struct Endpoint {
     pub state: EndpointState,
     pub owner_pid: u32,
     /// Which front end made it: the CNI plugin's GC, DEL and CHECK touch only its own.
-    #[serde(default)]
+    /// Rows written before mvnet recorded it read as `Unrecorded`.
+    #[serde(default = "Frontend::unrecorded")]
     pub frontend: Frontend,
 }
 
@@ -713,11 +714,60 @@ pub enum Frontend {
     Cli,
     Cni,
     Docker,
+    /// A row from before mvnet recorded the front end.
+    Unrecorded,
+}
+
+impl Frontend {
+    fn unrecorded() -> Frontend {
+        Frontend::Unrecorded
+    }
+
+    /// Whether an endpoint on `net` belongs to the CNI plugin: made by it, or an old row
+    /// (no front end recorded) on a network the CNI plugin created.
+    pub fn is_cni(self, net: &Network) -> bool {
+        match self {
+            Frontend::Cni => true,
+            Frontend::Unrecorded => net.labels.get("mvnet.cni").is_some_and(|v| v == "true"),
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_from_before_the_frontend_field_belong_to_cni_only_on_its_networks() {
+        let row = r#"{"id":"e","network_id":"n","container_id":"c","container_name":"c",
+            "netns":"/run/netns/x","ifname":"eth0","mac":"02:42:0a:00:00:02",
+            "ipv4":null,"ipv6":null,"state":"active","owner_pid":1}"#;
+        let ep: Endpoint = serde_json::from_str(row).unwrap();
+        assert_eq!(ep.frontend, Frontend::Unrecorded);
+        let mut r = req(&[("subnet", "10.0.0.0/24")]);
+        r.options = vec!["parent=eth0".into()];
+        let v = r.validate().unwrap();
+        let mut net = Network {
+            id: "n".into(),
+            name: "n".into(),
+            driver: v.driver,
+            created: String::new(),
+            pools: v.pools,
+            internal: false,
+            ipv6: false,
+            ipv4_disabled: false,
+            labels: Default::default(),
+            options: v.options,
+        };
+        assert!(
+            !ep.frontend.is_cni(&net),
+            "a CLI network's old rows are not CNI's"
+        );
+        net.labels.insert("mvnet.cni".into(), "true".into());
+        assert!(ep.frontend.is_cni(&net));
+        assert!(Frontend::Cni.is_cni(&net) && !Frontend::Cli.is_cni(&net));
+    }
 
     #[test]
     fn interface_names_are_checked_before_the_kernel_sees_them() {
