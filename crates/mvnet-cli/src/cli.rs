@@ -36,14 +36,21 @@ pub enum Command {
         /// Show all containers (default shows just running).
         #[arg(short, long)]
         all: bool,
-        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        /// json, a Go template ('{{.Names}}'), or 'table {{.ID}}\t{{.Status}}'.
+        #[arg(long, default_value = "")]
         format: String,
+        /// name=, network=, status=created|running|exited, label=KEY[=VALUE].
+        #[arg(short = 'f', long = "filter")]
+        filter: Vec<String>,
         /// Only print container ids.
         #[arg(short, long)]
         quiet: bool,
     },
     /// Show a container's details as Docker-shaped JSON.
     Inspect {
+        /// A Go template applied to each container, e.g. '{{.NetworkSettings.SandboxKey}}'.
+        #[arg(short = 'f', long, default_value = "")]
+        format: String,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -144,13 +151,20 @@ pub enum NetworkCmd {
     /// List networks.
     #[command(alias = "list")]
     Ls {
-        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        /// json, a Go template ('{{.Name}}'), or 'table {{.ID}}\t{{.Name}}'.
+        #[arg(long, default_value = "")]
         format: String,
+        /// name=, id=, driver=, label=KEY[=VALUE], scope=, type= (repeat to OR one key).
+        #[arg(short = 'f', long = "filter")]
+        filter: Vec<String>,
         #[arg(short, long)]
         quiet: bool,
     },
     /// Show networks as Docker-shaped JSON.
     Inspect {
+        /// A Go template applied to each network, e.g. '{{json .IPAM.Config}}'.
+        #[arg(short = 'f', long, default_value = "")]
+        format: String,
         #[arg(required = true)]
         networks: Vec<String>,
     },

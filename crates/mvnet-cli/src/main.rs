@@ -4,6 +4,8 @@
 mod cli;
 mod commands;
 mod demo;
+mod filter;
+mod format;
 mod table;
 
 use std::process::ExitCode;

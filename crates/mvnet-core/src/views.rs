@@ -93,6 +93,12 @@ pub fn network_row(net: &Network, parent_present: bool) -> Value {
         "Internal": net.internal,
         "IPv6": net.ipv6,
         "CreatedAt": net.created,
+        "Labels": net
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
     })
 }
 

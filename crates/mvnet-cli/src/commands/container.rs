@@ -7,6 +7,8 @@ use mvnet_core::{ids, views, Result};
 
 use super::{parse_ip, print_json};
 use crate::cli::RunArgs;
+use crate::filter::Filters;
+use crate::format::Format;
 
 pub fn run(engine: &mut Engine, a: RunArgs) -> Result<u8> {
     let req = RunRequest {
@@ -46,25 +48,59 @@ fn attachments(engine: &mut Engine, container_id: &str) -> Result<Vec<(Endpoint,
     Ok(out)
 }
 
-pub fn ps(engine: &mut Engine, all: bool, format: &str, quiet: bool) -> Result<u8> {
+/// Docker's column names for `ps --format 'table ...'`.
+const PS_HEADERS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Names", "NAMES"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("Status", "STATUS"),
+    ("State", "STATE"),
+    ("Networks", "NETWORKS"),
+];
+
+pub fn ps(
+    engine: &mut Engine,
+    all: bool,
+    format: &str,
+    filter: &[String],
+    quiet: bool,
+) -> Result<u8> {
+    let filters = Filters::parse(filter, &["name", "network", "status", "label", "id"])?;
     let mut rows = Vec::new();
     for c in engine.containers()? {
         let c = runtime::refresh(engine, c)?;
-        if !all && c.status != ContainerStatus::Running {
+        // As in Docker, a status filter shows stopped containers without -a.
+        let status_filtered = filter.iter().any(|f| f.starts_with("status="));
+        if !all && !status_filtered && c.status != ContainerStatus::Running {
             continue;
         }
-        let nets: Vec<String> = attachments(engine, &c.id)?
-            .into_iter()
-            .map(|(_, n)| n.name)
-            .collect();
+        let att = attachments(engine, &c.id)?;
+        let pass = filters.accept(|k, v| match k {
+            "name" => c.name.contains(v),
+            "id" => c.id.starts_with(v),
+            "network" => att.iter().any(|(_, n)| n.name == v || n.id.starts_with(v)),
+            "status" => c.status.to_string() == v,
+            // mvnet containers carry no labels yet: a label filter matches none.
+            "label" => false,
+            _ => false,
+        });
+        if !pass {
+            continue;
+        }
+        let nets: Vec<String> = att.into_iter().map(|(_, n)| n.name).collect();
         rows.push((c, nets));
     }
+    let fmt = Format::parse(format);
     if quiet {
         rows.iter()
             .for_each(|(c, _)| println!("{}", ids::short(&c.id)));
-    } else if format == "json" {
-        rows.iter()
-            .for_each(|(c, n)| println!("{}", views::container_row(c, n)));
+    } else if fmt != Format::Default {
+        let objects: Vec<_> = rows
+            .iter()
+            .map(|(c, n)| views::container_row(c, n))
+            .collect();
+        crate::format::print(&fmt, &objects, PS_HEADERS)?;
     } else {
         let table: Vec<Vec<String>> = rows
             .iter()
@@ -103,7 +139,7 @@ pub fn ps(engine: &mut Engine, all: bool, format: &str, quiet: bool) -> Result<u
     Ok(0)
 }
 
-pub fn inspect(engine: &mut Engine, names: &[String]) -> Result<u8> {
+pub fn inspect(engine: &mut Engine, format: &str, names: &[String]) -> Result<u8> {
     let mut out = Vec::new();
     for name in names {
         let found = engine.container(name)?;
@@ -111,7 +147,10 @@ pub fn inspect(engine: &mut Engine, names: &[String]) -> Result<u8> {
         let att = attachments(engine, &c.id)?;
         out.push(views::container_inspect(&c, &att));
     }
-    print_json(&serde_json::Value::Array(out));
+    match Format::parse(format) {
+        Format::Default => print_json(&serde_json::Value::Array(out)),
+        fmt => crate::format::print(&fmt, &out, &[])?,
+    }
     Ok(0)
 }
 

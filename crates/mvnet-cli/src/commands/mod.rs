@@ -31,10 +31,15 @@ pub fn dispatch(cli: Cli, root_given: bool) -> Result<u8> {
                 Command::Exec { container, command } => {
                     container::exec(&mut engine, &container, &command)
                 }
-                Command::Ps { all, format, quiet } => {
-                    container::ps(&mut engine, all, &format, quiet)
+                Command::Ps {
+                    all,
+                    format,
+                    filter,
+                    quiet,
+                } => container::ps(&mut engine, all, &format, &filter, quiet),
+                Command::Inspect { format, containers } => {
+                    container::inspect(&mut engine, &format, &containers)
                 }
-                Command::Inspect { containers } => container::inspect(&mut engine, &containers),
                 Command::Stop { time, containers } => {
                     container::stop(&mut engine, time, &containers)
                 }

@@ -3,6 +3,21 @@ use mvnet_core::model::CreateNetworkRequest;
 use mvnet_core::{ids, views, Result};
 
 use super::{parse_ip, print_json};
+use crate::filter::{label_matches, Filters};
+use crate::format::Format;
+
+/// Docker's column names for `network ls --format 'table ...'`.
+const NETWORK_HEADERS: &[(&str, &str)] = &[
+    ("ID", "NETWORK ID"),
+    ("Name", "NAME"),
+    ("Driver", "DRIVER"),
+    ("Scope", "SCOPE"),
+    ("IPv6", "IPV6"),
+    ("Internal", "INTERNAL"),
+    ("Labels", "LABELS"),
+    ("CreatedAt", "CREATED AT"),
+    ("Parent", "PARENT"),
+];
 use crate::cli::NetworkCmd;
 
 pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
@@ -29,18 +44,39 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
             }
             println!("{}", net.id);
         }
-        NetworkCmd::Ls { format, quiet } => {
-            let nets = engine.networks()?;
+        NetworkCmd::Ls {
+            format,
+            filter,
+            quiet,
+        } => {
+            let filters =
+                Filters::parse(&filter, &["name", "id", "driver", "label", "scope", "type"])?;
+            let nets: Vec<_> = engine
+                .networks()?
+                .into_iter()
+                .filter(|n| {
+                    filters.accept(|k, v| match k {
+                        "name" => n.name.contains(v),
+                        "id" => n.id.starts_with(v),
+                        "driver" => n.driver.to_string() == v,
+                        "label" => label_matches(&n.labels, v),
+                        "scope" => v == "local",
+                        // Docker's built-in networks (bridge, host, none) do not exist here.
+                        "type" => v == "custom",
+                        _ => false,
+                    })
+                })
+                .collect();
             let present = engine.parents_present()?;
+            let fmt = Format::parse(&format);
             if quiet {
                 nets.iter().for_each(|n| println!("{}", ids::short(&n.id)));
-            } else if format == "json" {
-                for n in &nets {
-                    println!(
-                        "{}",
-                        views::network_row(n, present.get(&n.id).copied().unwrap_or(false))
-                    );
-                }
+            } else if fmt != Format::Default {
+                let rows: Vec<_> = nets
+                    .iter()
+                    .map(|n| views::network_row(n, present.get(&n.id).copied().unwrap_or(false)))
+                    .collect();
+                crate::format::print(&fmt, &rows, NETWORK_HEADERS)?;
             } else {
                 let rows: Vec<Vec<String>> = nets
                     .iter()
@@ -62,7 +98,7 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
                 crate::table::print(&["NETWORK ID", "NAME", "DRIVER", "SCOPE", "PARENT"], &rows);
             }
         }
-        NetworkCmd::Inspect { networks } => {
+        NetworkCmd::Inspect { format, networks } => {
             // Resolve all first: an unknown name prints nothing but the error, as Docker does.
             let mut out = Vec::new();
             for name in &networks {
@@ -71,7 +107,10 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
                 let conflicts = engine.lan_conflicts(&net)?;
                 out.push(views::network_inspect(&net, &eps, &conflicts));
             }
-            print_json(&serde_json::Value::Array(out));
+            match Format::parse(&format) {
+                Format::Default => print_json(&serde_json::Value::Array(out)),
+                fmt => crate::format::print(&fmt, &out, NETWORK_HEADERS)?,
+            }
         }
         NetworkCmd::Rm { networks } => {
             let mut failed = false;

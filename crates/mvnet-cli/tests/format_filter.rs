@@ -1,0 +1,108 @@
+//! Docker's `--format` (Go templates, `table`, `json`) and `-f/--filter` on the listing and
+//! inspect commands, in the lab.
+
+mod common;
+use common::TestLab;
+
+fn lines(s: &str) -> Vec<String> {
+    s.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn templates_and_filters_work_as_in_docker() {
+    let lab = TestLab::new();
+    lab.seed_network("base", &["--ip-range=10.103.19.0/26"]);
+    lab.ok(&[
+        "network",
+        "create",
+        "-o",
+        "parent=eth0",
+        "--subnet=10.103.19.0/24",
+        "--ip-range=10.103.19.128/26",
+        "--label",
+        "env=lab",
+        "other",
+    ]);
+    lab.container("web", "base", &[]);
+    lab.ok(&["run", "--network", "other", "--name", "done", "--", "true"]);
+
+    // network ls
+    let mut names = lines(&lab.ok(&["network", "ls", "--format", "{{.Name}}"]));
+    names.sort();
+    assert_eq!(names, ["base", "other"]);
+    assert_eq!(
+        lines(&lab.ok(&["network", "ls", "-f", "name=bas", "--format", "{{.Name}}"])),
+        ["base"]
+    );
+    assert_eq!(
+        lines(&lab.ok(&[
+            "network",
+            "ls",
+            "-f",
+            "label=env=lab",
+            "--format",
+            "{{.Name}}"
+        ])),
+        ["other"]
+    );
+    assert_eq!(
+        lines(&lab.ok(&[
+            "network",
+            "ls",
+            "-f",
+            "name=base",
+            "-f",
+            "name=other",
+            "-f",
+            "driver=ipvlan",
+            "--format",
+            "{{.Name}}"
+        ])),
+        Vec::<String>::new(),
+        "different keys must all match"
+    );
+    let table = lines(&lab.ok(&["network", "ls", "--format", "table {{.ID}}\\t{{.Name}}"]));
+    assert!(
+        table[0].starts_with("NETWORK ID") && table[0].ends_with("NAME"),
+        "{table:?}"
+    );
+    assert_eq!(table.len(), 3);
+
+    // network inspect
+    let config = lab.ok(&["network", "inspect", "-f", "{{json .IPAM.Config}}", "base"]);
+    let v: serde_json::Value = serde_json::from_str(config.trim()).unwrap();
+    assert_eq!(v[0]["Subnet"], "10.103.19.0/24", "{config}");
+    let ips = lab.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .Containers}}{{.IPv4Address}} {{end}}",
+        "base",
+    ]);
+    assert_eq!(ips.trim(), "10.103.19.2/24");
+
+    // ps and inspect
+    assert_eq!(lines(&lab.ok(&["ps", "--format", "{{.Names}}"])), ["web"]);
+    assert_eq!(
+        lines(&lab.ok(&[
+            "ps",
+            "-f",
+            "status=exited",
+            "--format",
+            "{{.Names}} {{.Status}}"
+        ])),
+        ["done Exited (0)"]
+    );
+    assert_eq!(
+        lines(&lab.ok(&["ps", "-a", "-f", "network=other", "--format", "{{.Names}}"])),
+        ["done"]
+    );
+    let key = lab.ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "web"]);
+    assert!(key.trim().starts_with("/run/netns/mvnet-"), "{key}");
+
+    // Bad input: one line, what is known.
+    let e = lab.fails(&["network", "ls", "-f", "colour=red"]);
+    assert!(e.contains("name, id, driver, label, scope, type"), "{e}");
+    let e = lab.fails(&["ps", "--format", "{{.Names"]);
+    assert!(e.contains("invalid --format template"), "{e}");
+}
