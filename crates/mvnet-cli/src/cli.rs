@@ -94,6 +94,28 @@ pub enum Command {
     /// Re-apply what the state says should exist after a reboot: 802.1Q parents mvnet created,
     /// host-access shims and their routes. Run at boot by contrib/systemd/mvnet-restore.service.
     Restore,
+    /// Print shell completions (bash, zsh, fish) made from mvnet's own argument definitions;
+    /// bash also completes network names.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Show mvnet's version.
+    Version {
+        #[arg(long, default_value = "")]
+        format: String,
+    },
+    /// Show the state root, the store, counts, kernel features and the plugins installed.
+    Info {
+        #[arg(long, default_value = "")]
+        format: String,
+    },
+    /// Remove stopped containers and networks without endpoints.
+    #[command(subcommand)]
+    System(SystemCmd),
+    /// Internal: write the man pages (mvnet.1, mvnet-network-create.1, ...) into DIR.
+    #[command(name = "__man", hide = true)]
+    Man { dir: std::path::PathBuf },
     /// Internal: supervises a detached container's command.
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
@@ -263,6 +285,16 @@ pub struct CreateArgs {
     #[arg(short = 'o', long = "opt")]
     pub opt: Vec<String>,
     pub name: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SystemCmd {
+    /// Remove every stopped container and every network without endpoints.
+    Prune {
+        /// Accepted for Docker compatibility (mvnet never prompts).
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

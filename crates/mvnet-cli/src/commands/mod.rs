@@ -1,6 +1,7 @@
 mod container;
 mod lab;
 mod network;
+mod system;
 
 use mvnet_core::engine::Engine;
 use mvnet_core::Result;
@@ -10,6 +11,13 @@ use crate::cli::{Cli, Command};
 /// Runs one command; returns the process exit code.
 /// `root_given`: `--root` was on the command line (not from MVNET_ROOT or the default).
 pub fn dispatch(cli: Cli, root_given: bool) -> Result<u8> {
+    // What needs neither root nor a store.
+    match &cli.command {
+        Command::Completion { shell } => return system::completion(*shell),
+        Command::Man { dir } => return system::man_pages(dir),
+        Command::Version { format } => return system::version(format),
+        _ => {}
+    }
     if let Command::Doctor { parent, format } = &cli.command {
         // The doctor reports missing privileges itself, as one of its checks.
         if mvnet_core::kernel::require_privileges().is_err() {
@@ -54,6 +62,13 @@ pub fn dispatch(cli: Cli, root_given: bool) -> Result<u8> {
                         println!("{line}");
                     }
                     Ok(0)
+                }
+                Command::Info { format } => system::info(&mut engine, &format),
+                Command::System(crate::cli::SystemCmd::Prune { force: _ }) => {
+                    system::prune(&mut engine)
+                }
+                Command::Completion { .. } | Command::Man { .. } | Command::Version { .. } => {
+                    unreachable!("handled above")
                 }
                 Command::Monitor { id } => {
                     mvnet_core::runtime::monitor(&mut engine, &id)?;
