@@ -11,18 +11,7 @@ fn lines(s: &str) -> Vec<String> {
 #[test]
 fn templates_and_filters_work_as_in_docker() {
     let lab = TestLab::new();
-    lab.seed_network("base", &["--ip-range=10.103.19.0/26"]);
-    lab.ok(&[
-        "network",
-        "create",
-        "-o",
-        "parent=eth0",
-        "--subnet=10.103.19.0/24",
-        "--ip-range=10.103.19.128/26",
-        "--label",
-        "env=lab",
-        "other",
-    ]);
+    lab.two_networks("base", "other", &["--label", "env=lab"]);
     lab.container("web", "base", &[]);
     lab.ok(&["run", "--network", "other", "--name", "done", "--", "true"]);
 

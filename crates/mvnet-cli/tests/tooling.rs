@@ -57,16 +57,7 @@ fn version_completions_and_man_pages() {
 #[test]
 fn bash_completes_network_names_and_info_and_prune_work() {
     let lab = TestLab::new();
-    lab.seed_network("base", &["--ip-range=10.103.19.0/26"]);
-    lab.ok(&[
-        "network",
-        "create",
-        "-o",
-        "parent=eth0",
-        "--subnet=10.103.19.0/24",
-        "--ip-range=10.103.19.128/26",
-        "backup",
-    ]);
+    lab.two_networks("base", "backup", &[]);
     // Completion in bash, on the lab host, for `mvnet network inspect b<TAB>`.
     let script = lab.ok(&["completion", "bash"]);
     let file = std::env::temp_dir().join(format!("mvnet-compl-{}", mvnet_core::ids::new_id()));

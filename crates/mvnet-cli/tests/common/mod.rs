@@ -198,6 +198,23 @@ impl TestLab {
         self.ok(&args).trim().to_string()
     }
 
+    /// Two networks on the lab's LAN that share it without overlapping: `first` with the
+    /// range .0/26, `second` with .128/26 (and `extra` options).
+    pub fn two_networks(&self, first: &str, second: &str, extra: &[&str]) {
+        self.seed_network(first, &["--ip-range=10.103.19.0/26"]);
+        let mut args = vec![
+            "network",
+            "create",
+            "-o",
+            "parent=eth0",
+            "--subnet=10.103.19.0/24",
+            "--ip-range=10.103.19.128/26",
+        ];
+        args.extend_from_slice(extra);
+        args.push(second);
+        self.ok(&args);
+    }
+
     /// A detached container running `sleep infinity`.
     pub fn container(&self, name: &str, network: &str, extra: &[&str]) -> String {
         let o = self.try_container(name, network, extra);
