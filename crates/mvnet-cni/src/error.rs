@@ -53,7 +53,9 @@ impl From<mvnet_core::Error> for CniError {
     fn from(e: mvnet_core::Error) -> CniError {
         use mvnet_core::Error as E;
         let c = match &e {
-            E::Invalid(_) | E::NotFound(_) | E::KernelFeature(_) => code::INVALID_CONFIG,
+            E::Invalid(_) | E::NotFound(_) | E::ParentMissing { .. } | E::KernelFeature(_) => {
+                code::INVALID_CONFIG
+            }
             E::Conflict(_) => code::INVALID_CONFIG,
             e if e.is_busy() => code::TRY_AGAIN,
             E::Io { .. } => code::IO,

@@ -86,16 +86,14 @@ fn master_name(engine: &mut Engine, conf: &NetConf) -> CniResult<String> {
 
 /// The engine speaks of `-o parent`; a CNI config calls it "master".
 fn in_cni_words(e: mvnet_core::Error) -> CniError {
-    const MISSING: &str = "-o parent interface was not found on the host: ";
     match &e {
-        mvnet_core::Error::NotFound(m) if m.starts_with(MISSING) => {
-            let rest = &m[MISSING.len()..];
-            let (name, tail) = rest.split_once(';').unwrap_or((rest, ""));
-            CniError::new(
-                code::INVALID_CONFIG,
-                format!("master interface {name} not found;{tail}"),
-            )
-        }
+        mvnet_core::Error::ParentMissing { name, present } => CniError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "master interface {name} not found; interfaces here: {}",
+                mvnet_core::error::list_or_none(present)
+            ),
+        ),
         _ => e.into(),
     }
 }

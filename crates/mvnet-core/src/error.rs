@@ -24,6 +24,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The parent interface does not exist (Docker's words); `present` lists the ones that do,
+    /// so a front end can say it in its own terms (CNI calls the parent "master").
+    #[error("-o parent interface was not found on the host: {name}; interfaces here: {}", list_or_none(.present))]
+    ParentMissing { name: String, present: Vec<String> },
     /// A macvlan's MAC is already taken on its parent (the engine moves a derived MAC on).
     #[error("MAC address {mac} is already used by another macvlan on {parent}; pass a different MAC address")]
     MacInUse {
@@ -46,6 +50,15 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// "eth0, eth1", or "(none)".
+pub fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "(none)".to_string()
+    } else {
+        names.join(", ")
+    }
+}
 
 impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {

@@ -5,7 +5,7 @@ use crate::error::KernelContext;
 use crate::model::network::parse_vlan_parent;
 use crate::netlink::{Link, ProbeKind};
 use crate::os::Rtnl;
-use crate::{invalid, not_found, Error, Result};
+use crate::{invalid, Error, Result};
 
 /// The parent link, created first when it is a missing `BASE.VID` 802.1Q sub-interface
 /// (Docker's rule). Returns whether this call created it.
@@ -37,14 +37,10 @@ pub fn missing(nl: &mut dyn Rtnl, name: &str) -> Error {
             .collect(),
         Err(e) => return Error::kernel("list links", e),
     };
-    not_found!(
-        "-o parent interface was not found on the host: {name}; interfaces here: {}",
-        if names.is_empty() {
-            "(none)".to_string()
-        } else {
-            names.join(", ")
-        }
-    )
+    Error::ParentMissing {
+        name: name.to_string(),
+        present: names,
+    }
 }
 
 /// Creates `name` as VLAN `vid` of `base`, brings both up. Returns whether it was created

@@ -427,7 +427,7 @@ impl Engine {
         parent_ns: ParentNs,
     ) -> Result<Attached> {
         let opts = &req.options;
-        let host_addresses = self.host_addresses_in(net)?;
+        let host_addresses = self.host_addresses_in(net, &[opts.ipv4, opts.ipv6])?;
         let ipvlan = matches!(
             req.link.kind.unwrap_or(LinkKind::of(net)),
             LinkKind::Ipvlan(..)
@@ -560,21 +560,27 @@ impl Engine {
         Ok(current)
     }
 
-    /// The addresses this host holds inside `net`'s subnets, with their interface names.
-    /// A container given one would take the host's own address off the LAN, and no probe
-    /// can see it (the host never answers its own ARP through a macvlan).
-    pub fn host_addresses_in(&mut self, net: &Network) -> Result<Vec<(IpAddr, String)>> {
+    /// The addresses this host holds inside `net`'s subnets. A container given one would
+    /// take the host's own address off the LAN, and no probe can see it (the host never
+    /// answers its own ARP through a macvlan). One address dump per attach; only an
+    /// address in `named` (asked for by name, so refused naming its interface) costs a
+    /// link look-up too.
+    pub fn host_addresses_in(
+        &mut self,
+        net: &Network,
+        named: &[Option<IpAddr>],
+    ) -> Result<Vec<(IpAddr, String)>> {
         let nl = self.netlink()?;
         let addrs = nl.addresses(None).kernel("list the host's addresses")?;
         let mut out = Vec::new();
         for (index, ip, _) in addrs {
             if net.pools.iter().any(|p| p.subnet.contains(&ip)) {
-                let name = nl
-                    .link_by_index(index)
-                    .ok()
-                    .flatten()
-                    .map_or_else(|| format!("interface {index}"), |l| l.name);
-                out.push((ip, name));
+                let name = if named.contains(&Some(ip)) {
+                    nl.link_by_index(index).ok().flatten().map(|l| l.name)
+                } else {
+                    None
+                };
+                out.push((ip, name.unwrap_or_else(|| format!("interface {index}"))));
             }
         }
         Ok(out)

@@ -162,7 +162,7 @@ impl MemoryStore {
         let dead: Vec<Endpoint> = self
             .endpoints
             .iter()
-            .filter(|e| e.state == EndpointState::Creating && !pid_alive(e.owner_pid))
+            .filter(|e| e.state == EndpointState::Creating && !super::pid_alive(e.owner_pid))
             .cloned()
             .collect();
         for ep in dead {
@@ -171,13 +171,6 @@ impl MemoryStore {
             self.reclaimed.push(ep);
         }
     }
-}
-
-fn pid_alive(pid: u32) -> bool {
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    pid != 0
-        && (unsafe { libc::kill(pid as i32, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 fn by_name_or_id<'a, T>(

@@ -115,6 +115,15 @@ impl EndpointRequest {
     }
 }
 
+/// Whether the process that reserved an endpoint still lives (a `creating` row of a dead
+/// one is reclaimed by both stores).
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    pid != 0
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        && (unsafe { libc::kill(pid as i32, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
 /// Takes one address of a family whose pools are `pools` (in the order given at create),
 /// with `take(pool, requested)`: a static one from the subnet that contains it; a dynamic
 /// one from the first pool that has room, moving on to the next subnet when one is full,

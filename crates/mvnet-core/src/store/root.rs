@@ -144,18 +144,33 @@ fn secure_file(f: &File, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Tightens an existing file of the root (SQLite's -wal and -shm inherit the database's
-/// mode only when SQLite creates them; an older mvnet left them 0644).
-pub fn tighten_if_present(path: &Path) -> Result<()> {
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-    {
-        Ok(f) => secure_file(&f, path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("open {}", path.display()), e)),
+/// Checks an existing file of the root without opening it (one lstat), and tightens a
+/// loose mode (an older mvnet left the database, -wal and -shm 0644). A missing file is
+/// fine; a link, another user's file or not a regular file is refused. The root itself is
+/// checked first (`prepare`), so no one else can swap the file in between.
+pub fn check_private_file(path: &Path) -> Result<()> {
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
+    };
+    if md.file_type().is_symlink() {
+        return Err(invalid!(
+            "{} is a symbolic link; mvnet never follows links in its state directory: remove it",
+            path.display()
+        ));
     }
+    if !md.is_file() || md.uid() != euid() {
+        return Err(invalid!(
+            "{} is not a file of mvnet's (another kind of file, or another user's); remove it",
+            path.display()
+        ));
+    }
+    if md.mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_FILE))
+            .map_err(|e| Error::io(format!("chmod 600 {}", path.display()), e))?;
+    }
+    Ok(())
 }
 
 /// Creates a private directory (0700) inside the root; refuses a link in its place.
@@ -210,6 +225,13 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         open_private(&f).unwrap();
         assert_eq!(std::fs::metadata(&f).unwrap().mode() & 0o777, 0o600);
+        // Checked without opening: tightened, and a link refused.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        check_private_file(&f).unwrap();
+        assert_eq!(std::fs::metadata(&f).unwrap().mode() & 0o777, 0o600);
+        check_private_file(&root.join("missing")).unwrap();
+        std::os::unix::fs::symlink(&f, root.join("link")).unwrap();
+        assert!(check_private_file(&root.join("link")).is_err());
         std::fs::remove_dir_all(&root).unwrap();
     }
 

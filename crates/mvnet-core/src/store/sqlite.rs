@@ -221,9 +221,12 @@ impl SqliteStore {
                 (Some(_), Ok(_)) => false,
                 (Some(_), Err(_)) => true,
             };
-            super::root::open_private(&db)?;
-            for side in ["mvnet.db-wal", "mvnet.db-shm"] {
-                super::root::tighten_if_present(&root.join(side))?;
+            if creating {
+                super::root::open_private(&db)?; // 0600 from the first byte
+            }
+            // The root is ours and private (`prepare`); these cost one lstat each.
+            for file in ["mvnet.db", "mvnet.db-wal", "mvnet.db-shm"] {
+                super::root::check_private_file(&root.join(file))?;
             }
             let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
                 | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -414,13 +417,6 @@ fn lookup(tx: &Connection, table: &str, what: &str, key: &str) -> Result<Option<
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
-    pid != 0
-        // SAFETY: kill(2) only sends a signal; no memory is involved.
-        && (unsafe { libc::kill(pid as i32, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
-}
-
 fn endpoints_where(conn: &Connection, column: &str, value: &str) -> Result<Vec<Endpoint>> {
     let sql = format!("SELECT body, state FROM endpoints WHERE {column} = ?1 ORDER BY rowid");
     let mut st = conn.prepare_cached(&sql)?;
@@ -476,7 +472,7 @@ fn reclaim_abandoned(tx: &Transaction) -> Result<Vec<Endpoint>> {
     drop(st);
     let mut reclaimed = Vec::new();
     for (id, pid) in rows {
-        if !pid_alive(pid) {
+        if !super::pid_alive(pid) {
             tracing::warn!(endpoint = %id, pid, "reclaiming endpoint abandoned mid-attach");
             reclaimed.extend(delete_endpoint(tx, &id)?);
         }
