@@ -254,6 +254,73 @@ pub fn create_named(name: &str) -> Result<Netns> {
     Netns::open(path)
 }
 
+/// Creates a persistent network namespace at `dir/name` with `lo` up (a front end's own
+/// scratch namespace, say).
+pub fn create_netns_at(dir: &Path, name: &str) -> Result<Netns> {
+    Netns::open(create_persistent(
+        CloneFlags::CLONE_NEWNET,
+        dir,
+        name,
+        loopback_up,
+    )?)
+}
+
+/// The persistent network namespace at `dir/name`, created when missing. A leftover plain
+/// file (its mount went with a reboot) is replaced.
+pub fn ensure_netns_at(dir: &Path, name: &str) -> Result<Netns> {
+    let path = dir.join(name);
+    if let Ok(ns) = Netns::open(&path) {
+        return Ok(ns);
+    }
+    remove_persistent(&path)?;
+    create_netns_at(dir, name)
+}
+
+/// Pins the calling thread's network namespace at `dir/name` (a bind mount), so a path
+/// to it outlives this process: rows that name it stay valid across restarts.
+pub fn pin_current_netns(dir: &Path, name: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let path = dir.join(name);
+    let mine = std::fs::metadata("/proc/thread-self/ns/net")
+        .map_err(|e| Error::io("read this thread's network namespace", e))?;
+    if let Ok(ns) = Netns::open(&path) {
+        let it = ns
+            .file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+        if it.dev() == mine.dev() && it.ino() == mine.ino() {
+            return Ok(path);
+        }
+    }
+    remove_persistent(&path)?;
+    if !is_mount_point_ready(dir) {
+        prepare_mount_dir(dir)?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&path)
+        .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+    let none: Option<&str> = None;
+    mount(
+        Some("/proc/thread-self/ns/net"),
+        &path,
+        Some("none"),
+        MsFlags::MS_BIND,
+        none,
+    )
+    .map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        Error::kernel(
+            format!("bind-mount this namespace at {}", path.display()),
+            e.into(),
+        )
+    })?;
+    Ok(path)
+}
+
 /// Brings `lo` up in the calling thread's network namespace, with the classic interface
 /// ioctls (a namespace module needs no netlink client for this).
 fn loopback_up() -> Result<()> {

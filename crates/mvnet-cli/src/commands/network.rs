@@ -24,6 +24,7 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
     match cmd {
         NetworkCmd::Create(a) => {
             let req = CreateNetworkRequest {
+                id: None,
                 name: a.name,
                 driver: a.driver,
                 subnets: a.subnet,
@@ -115,6 +116,17 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
         NetworkCmd::Rm { networks } => {
             let mut failed = false;
             for name in &networks {
+                let docker_owned = engine
+                    .network(name)
+                    .map(|n| n.docker_owned())
+                    .unwrap_or(false);
+                if docker_owned {
+                    eprintln!(
+                        "mvnet: error: network {name} belongs to Docker (made through the mvnet-docker plugin); remove it with docker network rm {name}"
+                    );
+                    failed = true;
+                    continue;
+                }
                 match engine.remove_network(name) {
                     Ok(_) => println!("{name}"),
                     Err(e) => {

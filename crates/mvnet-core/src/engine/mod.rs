@@ -4,9 +4,11 @@
 //!
 //! - `mod.rs`: networks (create, remove, parents) and read access for front ends;
 //! - `attach.rs`: the one attach and detach path;
+//! - `handover.rs`: links a container runtime moves itself (Docker's `Join`);
 //! - `hostaccess.rs`: the host-side shim that lets the host reach its containers.
 
 mod attach;
+mod handover;
 pub mod hostaccess;
 #[cfg(test)]
 mod rollback;
@@ -132,7 +134,7 @@ impl Engine {
             ));
         }
         let net = Network {
-            id: crate::ids::new_id(),
+            id: req.id.clone().unwrap_or_else(crate::ids::new_id),
             name: req.name.clone(),
             driver: v.driver,
             created: crate::model::time::now_rfc3339(),

@@ -9,6 +9,6 @@ pub mod time;
 pub use container::{Container, ContainerStatus};
 pub use mac::MacAddr;
 pub use network::{
-    CreateNetworkRequest, Driver, Endpoint, EndpointState, Frontend, LanConflict, MacvlanMode,
-    Network, NetworkOptions, PoolSpec,
+    CreateNetworkRequest, Driver, Endpoint, EndpointState, Frontend, IpvlanMode, LanConflict,
+    MacvlanMode, Network, NetworkOptions, PoolSpec, DOCKER_LABEL,
 };

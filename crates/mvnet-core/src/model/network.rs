@@ -367,7 +367,17 @@ pub struct Network {
     pub options: NetworkOptions,
 }
 
+/// The label of a network the Docker plugin created (its id is Docker's network id); the
+/// value is the network's name in Docker once known.
+pub const DOCKER_LABEL: &str = "mvnet.docker";
+
 impl Network {
+    /// Whether the Docker plugin made this network: Docker owns it, so only
+    /// `docker network rm` removes it.
+    pub fn docker_owned(&self) -> bool {
+        self.labels.contains_key(DOCKER_LABEL)
+    }
+
     /// Whether endpoints get IPv4 addresses (Docker's EnableIPv4).
     pub fn ipv4_enabled(&self) -> bool {
         !self.ipv4_disabled
@@ -383,6 +393,9 @@ impl Network {
 /// What `network create` asks for, before validation.
 #[derive(Debug, Clone, Default)]
 pub struct CreateNetworkRequest {
+    /// The id to give the network (a front end whose runtime names networks itself, like
+    /// Docker); `None`: a new one.
+    pub id: Option<String>,
     pub name: String,
     pub driver: String,
     pub subnets: Vec<String>,

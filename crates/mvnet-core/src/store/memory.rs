@@ -347,6 +347,23 @@ impl Store for MemoryStore {
         }
     }
 
+    fn update_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
+        self.write("update_endpoint")?;
+        let Some(old) = self.endpoints.iter_mut().find(|e| e.id == ep.id) else {
+            return Err(crate::not_found!("endpoint {} not found", ep.id));
+        };
+        if old.ipv4 != ep.ipv4 || old.ipv6 != ep.ipv6 || old.network_id != ep.network_id {
+            return Err(Error::Internal(format!(
+                "update_endpoint cannot change the addresses or network of {}",
+                ep.id
+            )));
+        }
+        let state = old.state;
+        *old = ep.clone();
+        old.state = state;
+        Ok(())
+    }
+
     fn remove_endpoint(&mut self, id: &str) -> Result<Option<Endpoint>> {
         self.write("remove_endpoint")?;
         let Some(pos) = self.endpoints.iter().position(|e| e.id == id) else {
@@ -530,6 +547,9 @@ impl Store for std::rc::Rc<std::cell::RefCell<MemoryStore>> {
     }
     fn activate_endpoint(&mut self, id: &str) -> Result<()> {
         self.borrow_mut().activate_endpoint(id)
+    }
+    fn update_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
+        self.borrow_mut().update_endpoint(ep)
     }
     fn remove_endpoint(&mut self, id: &str) -> Result<Option<Endpoint>> {
         self.borrow_mut().remove_endpoint(id)

@@ -197,6 +197,10 @@ pub trait Store {
     fn reserve_endpoint(&mut self, net: &Network, req: &EndpointRequest) -> Result<Endpoint>;
     /// Marks a reserved endpoint as fully configured in the kernel.
     fn activate_endpoint(&mut self, id: &str) -> Result<()>;
+    /// Rewrites who an endpoint belongs to and where its link is (container id and name,
+    /// namespace, interface name, MAC). Its addresses cannot change this way. A front end
+    /// whose runtime moves the link itself (Docker) keeps the row true with this.
+    fn update_endpoint(&mut self, ep: &Endpoint) -> Result<()>;
     /// Deletes an endpoint and releases its addresses; returns it if it existed.
     fn remove_endpoint(&mut self, id: &str) -> Result<Option<Endpoint>>;
     fn endpoints_of_network(&mut self, network_id: &str) -> Result<Vec<Endpoint>>;

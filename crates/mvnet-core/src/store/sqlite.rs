@@ -946,6 +946,33 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn update_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
+        let (tx, _lock) = self.write()?;
+        let body: Option<String> = tx
+            .query_row("SELECT body FROM endpoints WHERE id = ?1", [&ep.id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(body) = body else {
+            return Err(not_found!("endpoint {} not found", ep.id));
+        };
+        let old: Endpoint = from_json(&body)?;
+        if old.ipv4 != ep.ipv4 || old.ipv6 != ep.ipv6 || old.network_id != ep.network_id {
+            return Err(Error::Internal(format!(
+                "update_endpoint cannot change the addresses or network of {}",
+                ep.id
+            )));
+        }
+        let mut new = ep.clone();
+        new.state = old.state;
+        tx.execute(
+            "UPDATE endpoints SET container_id = ?2, body = ?3 WHERE id = ?1",
+            params![ep.id, new.container_id, to_json(&new)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn remove_endpoint(&mut self, id: &str) -> Result<Option<Endpoint>> {
         let (tx, _lock) = self.write()?;
         let ep = delete_endpoint(&tx, id)?;

@@ -1,0 +1,633 @@
+//! What each of Docker's calls does, in mvnet's terms. Synchronous: the HTTP layer runs
+//! each call on a blocking thread with an engine of its own, so slow calls (a conflict
+//! probe) never hold up others.
+//!
+//! Docker's model, and how mvnet fits it:
+//! - `IpamDriver.RequestAddress` is the only moment an address can still change, so mvnet
+//!   builds the whole endpoint there, through the engine's one attach path, into the
+//!   plugin's *staging* namespace: the address is reserved in the shared store, the
+//!   macvlan gets its MAC (02:42 + IPv4), and the LAN conflict probe runs; a taken
+//!   address is skipped for the next one, as for every other front end.
+//! - `CreateEndpoint` ties that staged endpoint to Docker's endpoint id (or builds it now,
+//!   when Docker's own IPAM chose the address) and tells Docker the MAC.
+//! - `Join` moves the finished link, down, into the host namespace, where Docker expects
+//!   it; Docker then moves it into the container and configures it.
+//! - `DeleteEndpoint` deletes the link; the addresses stay Docker's until
+//!   `ReleaseAddress`, so nobody else can get them in between.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use mvnet_core::engine::Engine;
+use mvnet_core::engine::{
+    Addressing, AttachOptions, AttachRequest, AttachTarget, LinkSettings, NetworkSpec,
+};
+use mvnet_core::model::{Endpoint, Frontend, MacAddr, Network};
+use mvnet_core::Error;
+use serde_json::{json, Value};
+
+use crate::network::{self, IPAM_LABEL};
+use crate::protocol::{self as p, parse};
+
+/// Row owner of an endpoint staged by the IPAM and not (or no longer) tied to one of
+/// Docker's endpoints: `docker-ipam-<random>`.
+const STAGED_PREFIX: &str = "docker-ipam-";
+/// How long a dual-stack network's IPv4 request waits for its IPv6 twin.
+const PAIRING_WAIT: Duration = Duration::from_secs(10);
+
+pub struct Plugin {
+    pub root: PathBuf,
+    /// The plugin's scratch namespace, where endpoints are built before `Join`.
+    pub staging: String,
+    /// The host namespace (the plugin's own, pinned to a path that outlives restarts).
+    pub host: String,
+    /// `--ip-range` per pool, from `RequestPool` until `CreateNetwork` reads it.
+    ranges: Mutex<BTreeMap<String, String>>,
+    /// Dual-stack networks: Docker asks for an endpoint's IPv4 address and then its IPv6
+    /// one, without saying that they belong together. One endpoint per network is between
+    /// the two at a time, so the IPv6 request finds the endpoint its IPv4 one staged.
+    pairing: Mutex<BTreeMap<String, Pairing>>,
+    paired: Condvar,
+}
+
+enum Pairing {
+    Staging(Instant),
+    Awaiting(Box<Endpoint>, Instant),
+}
+
+impl Pairing {
+    fn since(&self) -> Instant {
+        match self {
+            Pairing::Staging(t) | Pairing::Awaiting(_, t) => *t,
+        }
+    }
+}
+
+pub type Outcome = Result<Value, String>;
+
+fn err(e: Error) -> String {
+    mvnet_core::one_line(&e.to_string())
+}
+
+impl Plugin {
+    pub fn new(root: PathBuf, staging: String, host: String) -> Plugin {
+        Plugin {
+            root,
+            staging,
+            host,
+            ranges: Mutex::new(BTreeMap::new()),
+            pairing: Mutex::new(BTreeMap::new()),
+            paired: Condvar::new(),
+        }
+    }
+
+    fn engine(&self) -> Result<Engine, String> {
+        Engine::open(&self.root).map_err(err)
+    }
+
+    /// Serves one call; `None` for a method mvnet does not implement (HTTP 404).
+    pub fn call(&self, method: &str, body: &[u8]) -> Option<Outcome> {
+        Some(match method {
+            "/Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
+            "/NetworkDriver.GetCapabilities" => {
+                Ok(json!({"Scope": "local", "ConnectivityScope": "local"}))
+            }
+            "/NetworkDriver.CreateNetwork" => parse(body).and_then(|r| self.create_network(&r)),
+            "/NetworkDriver.DeleteNetwork" => parse(body).and_then(|r| self.delete_network(&r)),
+            "/NetworkDriver.CreateEndpoint" => parse(body).and_then(|r| self.create_endpoint(&r)),
+            "/NetworkDriver.EndpointOperInfo" => parse(body).and_then(|r| self.oper_info(&r)),
+            "/NetworkDriver.DeleteEndpoint" => parse(body).and_then(|r| self.delete_endpoint(&r)),
+            "/NetworkDriver.Join" => parse(body).and_then(|r| self.join(&r)),
+            // Docker moves the link back to the host itself; DeleteEndpoint deletes it.
+            "/NetworkDriver.Leave"
+            | "/NetworkDriver.ProgramExternalConnectivity"
+            | "/NetworkDriver.RevokeExternalConnectivity"
+            | "/NetworkDriver.DiscoverNew"
+            | "/NetworkDriver.DiscoverDelete"
+            | "/NetworkDriver.FreeNetwork" => Ok(json!({})),
+            "/NetworkDriver.AllocateNetwork" => Ok(json!({"Options": {}})),
+            // No RequiresMACAddress: with it, libnetwork makes up a random MAC for every
+            // endpoint the user gave none, and then a user's --mac-address could not be
+            // told from it. The user's MAC arrives in CreateEndpoint instead.
+            "/IpamDriver.GetCapabilities" => {
+                Ok(json!({"RequiresMACAddress": false, "RequiresRequestReplay": false}))
+            }
+            "/IpamDriver.GetDefaultAddressSpaces" => Ok(json!({
+                "LocalDefaultAddressSpace": network::LOCAL_SPACE,
+                "GlobalDefaultAddressSpace": network::GLOBAL_SPACE,
+            })),
+            "/IpamDriver.RequestPool" => parse(body).and_then(|r| self.request_pool(&r)),
+            "/IpamDriver.ReleasePool" => Ok(json!({})),
+            "/IpamDriver.RequestAddress" => parse(body).and_then(|r| self.request_address(&r)),
+            "/IpamDriver.ReleaseAddress" => parse(body).and_then(|r| self.release_address(&r)),
+            _ => return None,
+        })
+    }
+
+    // ----- IPAM -------------------------------------------------------------------------
+
+    fn request_pool(&self, r: &p::RequestPool) -> Outcome {
+        if r.pool.is_empty() {
+            return Err("mvnet puts containers on an existing LAN, whose subnet Docker cannot pick: give --subnet (and --gateway) to docker network create".into());
+        }
+        let pool: ipnet::IpNet = r
+            .pool
+            .parse()
+            .map_err(|_| format!("invalid subnet {}", mvnet_core::quote(&r.pool)))?;
+        if pool.addr() != pool.network() {
+            return Err(format!(
+                "invalid subnet {pool}: it has host bits set; use {}",
+                pool.trunc()
+            ));
+        }
+        if pool.addr().is_ipv6() != r.v6 {
+            return Err(format!(
+                "subnet {pool} is not of the family Docker asked for"
+            ));
+        }
+        if !r.sub_pool.is_empty() {
+            let range: ipnet::IpNet = r
+                .sub_pool
+                .parse()
+                .map_err(|_| format!("invalid --ip-range {}", mvnet_core::quote(&r.sub_pool)))?;
+            if !pool.contains(&range) {
+                return Err(format!(
+                    "--ip-range {range} is not inside --subnet {pool}; give a range within the subnet"
+                ));
+            }
+            self.ranges
+                .lock()
+                .unwrap()
+                .insert(pool.to_string(), range.to_string());
+        } else {
+            self.ranges.lock().unwrap().remove(&pool.to_string());
+        }
+        Ok(json!({
+            "PoolID": p::pool_id(&pool.to_string(), &r.sub_pool),
+            "Pool": pool.to_string(),
+            "Data": {},
+        }))
+    }
+
+    fn request_address(&self, r: &p::RequestAddress) -> Outcome {
+        let (subnet, _) = p::parse_pool_id(&r.pool_id)?;
+        let with_len = |ip: IpAddr| format!("{ip}/{}", subnet.prefix_len());
+        let requested: Option<IpAddr> = if r.address.is_empty() {
+            None
+        } else {
+            Some(
+                network::strip_len(&r.address)
+                    .parse()
+                    .map_err(|_| format!("invalid address {}", mvnet_core::quote(&r.address)))?,
+            )
+        };
+        if let Some(ip) = requested {
+            if !subnet.contains(&ip) {
+                return Err(format!("address {ip} is not in subnet {subnet}"));
+            }
+        }
+        let is_gateway =
+            r.options.get(p::REQUEST_ADDRESS_TYPE).map(String::as_str) == Some(p::GATEWAY_TYPE);
+        let mut engine = self.engine()?;
+        let net = docker_network_with(&mut engine, &subnet)?;
+        if is_gateway || net.is_none() {
+            // The network's own addresses at creation (gateway, --aux-address): the LAN's
+            // router and devices, never mvnet's to hand out. mvnet's network record keeps
+            // them out of the pool once CreateNetwork arrives.
+            let ip = match (requested, is_gateway) {
+                (Some(ip), _) => ip,
+                (None, true) => subnet
+                    .hosts()
+                    .next()
+                    .ok_or_else(|| format!("subnet {subnet} has no room for a gateway"))?,
+                (None, false) => {
+                    return Err(format!(
+                        "no mvnet network has subnet {subnet}: mvnet's IPAM driver serves networks of mvnet's network driver (docker network create -d mvnet --ipam-driver mvnet)"
+                    ))
+                }
+            };
+            return Ok(json!({"Address": with_len(ip), "Data": {}}));
+        }
+        let net = net.expect("checked above");
+        let mac = match r.options.get(p::MAC_ADDRESS).filter(|m| !m.is_empty()) {
+            Some(m) => Some(
+                m.parse::<MacAddr>()
+                    .map_err(|e| format!("invalid --mac-address: {e}"))?,
+            ),
+            None => None,
+        };
+        let dual = net.pools.iter().any(|p| p.subnet.addr().is_ipv6())
+            && net.pools.iter().any(|p| p.subnet.addr().is_ipv4());
+        if subnet.addr().is_ipv6() && dual {
+            return self.hand_out_ipv6(&mut engine, &net, requested);
+        }
+        if dual {
+            self.wait_for_pairing(&net.id);
+        }
+        let staged = self.stage(&mut engine, &net, requested, None, mac);
+        if dual {
+            let mut slots = self.pairing.lock().unwrap();
+            match &staged {
+                Ok(ep) => {
+                    slots.insert(
+                        net.id.clone(),
+                        Pairing::Awaiting(Box::new(ep.clone()), Instant::now()),
+                    );
+                }
+                Err(_) => {
+                    slots.remove(&net.id);
+                }
+            }
+            self.paired.notify_all();
+        }
+        let ep = staged?;
+        let (ip, _) = if subnet.addr().is_ipv4() {
+            ep.ipv4
+        } else {
+            ep.ipv6
+        }
+        .ok_or_else(|| format!("network {} gave no address in {subnet}", net.name))?;
+        Ok(json!({"Address": with_len(ip), "Data": {}}))
+    }
+
+    /// Waits until no other endpoint of `net` is between its two address requests, then
+    /// takes the network's turn.
+    fn wait_for_pairing(&self, net_id: &str) {
+        let mut slots = self.pairing.lock().unwrap();
+        loop {
+            match slots.get(net_id) {
+                Some(s) if s.since().elapsed() < PAIRING_WAIT => {
+                    slots = self
+                        .paired
+                        .wait_timeout(slots, Duration::from_millis(200))
+                        .unwrap()
+                        .0;
+                }
+                _ => break,
+            }
+        }
+        slots.insert(net_id.to_string(), Pairing::Staging(Instant::now()));
+    }
+
+    /// The IPv6 address of the endpoint the IPv4 request just staged (re-staged with the
+    /// requested IPv6 address when `--ip6` asks for another).
+    fn hand_out_ipv6(
+        &self,
+        engine: &mut Engine,
+        net: &Network,
+        requested: Option<IpAddr>,
+    ) -> Outcome {
+        let staged = {
+            let mut slots = self.pairing.lock().unwrap();
+            let s = match slots.remove(&net.id) {
+                Some(Pairing::Awaiting(ep, _)) => Some(*ep),
+                Some(other) => {
+                    slots.insert(net.id.clone(), other);
+                    None
+                }
+                None => None,
+            };
+            self.paired.notify_all();
+            s
+        };
+        let Some(mut ep) = staged else {
+            return Err(format!(
+                "IPv6 address request on {} without the IPv4 one before it; retry the command",
+                net.name
+            ));
+        };
+        if let (Some(want), Some((have, _))) = (requested, ep.ipv6) {
+            if want != have {
+                let v4 = ep.ipv4.map(|(ip, _)| ip);
+                let mac = Some(ep.mac);
+                engine.disconnect(&ep).map_err(err)?;
+                ep = self.stage(engine, net, v4, Some(want), mac)?;
+            }
+        }
+        let (ip, len) = ep
+            .ipv6
+            .ok_or_else(|| format!("network {} gave no IPv6 address", net.name))?;
+        Ok(json!({"Address": format!("{ip}/{len}"), "Data": {}}))
+    }
+
+    /// Builds an endpoint in the staging namespace through the engine's attach path.
+    fn stage(
+        &self,
+        engine: &mut Engine,
+        net: &Network,
+        ipv4: Option<IpAddr>,
+        ipv6: Option<IpAddr>,
+        mac: Option<MacAddr>,
+    ) -> Result<Endpoint, String> {
+        let nonce = random_hex(4);
+        let attached = engine
+            .attach(&AttachRequest {
+                network: NetworkSpec::Existing(net.clone()),
+                target: AttachTarget {
+                    container_id: format!("{STAGED_PREFIX}{nonce}"),
+                    container_name: String::new(),
+                    netns: self.staging.clone(),
+                    owned: true,
+                },
+                options: AttachOptions {
+                    ipv4,
+                    ipv6,
+                    mac: mac.filter(|_| net.driver != mvnet_core::model::Driver::Ipvlan),
+                    ifname: Some(format!("mvd{nonce}")),
+                    force: false,
+                    frontend: Frontend::Docker,
+                },
+                addressing: Addressing::Managed,
+                link: LinkSettings {
+                    static_fix: Some(
+                        "pick another --ip/--ip6 for docker run or docker network connect".into(),
+                    ),
+                    ..Default::default()
+                },
+            })
+            .map_err(err)?;
+        attached
+            .endpoint
+            .ok_or_else(|| "the engine returned no endpoint".to_string())
+    }
+
+    fn release_address(&self, r: &p::ReleaseAddress) -> Outcome {
+        let (subnet, _) = p::parse_pool_id(&r.pool_id)?;
+        let ip: IpAddr = network::strip_len(&r.address)
+            .parse()
+            .map_err(|_| format!("invalid address {}", mvnet_core::quote(&r.address)))?;
+        let mut engine = self.engine()?;
+        let Some(net) = docker_network_with(&mut engine, &subnet)? else {
+            return Ok(json!({})); // a gateway or aux address, or a network gone already
+        };
+        for ep in engine.endpoints_of_network(&net.id).map_err(err)? {
+            if !ep.container_id.starts_with(STAGED_PREFIX) {
+                continue;
+            }
+            // An endpoint goes with its IPv4 address; its IPv6 one only frees IPv6-only
+            // rows (the IPv4 release of a dual-stack endpoint has freed both already, and
+            // the address may belong to somebody new by now).
+            let holds = match ip {
+                IpAddr::V4(_) => ep.ipv4.map(|(a, _)| a) == Some(ip),
+                IpAddr::V6(_) => ep.ipv4.is_none() && ep.ipv6.map(|(a, _)| a) == Some(ip),
+            };
+            if holds {
+                engine.disconnect(&ep).map_err(err)?;
+            }
+        }
+        Ok(json!({}))
+    }
+
+    // ----- network driver ---------------------------------------------------------------
+
+    fn create_network(&self, r: &p::CreateNetwork) -> Outcome {
+        let ranges = self.ranges.lock().unwrap().clone();
+        let req = network::request(r, &ranges)?;
+        let mut engine = self.engine()?;
+        if engine.network(&r.network_id).is_ok() {
+            return Ok(json!({})); // Docker replays CreateNetwork for networks it restores
+        }
+        // Docker's address requests name a pool, not a network: one Docker network per
+        // subnet, as Docker's own IPAM also requires.
+        for s in &req.subnets {
+            let subnet: ipnet::IpNet = s.parse().map_err(|_| format!("invalid subnet {s}"))?;
+            if let Some(other) = docker_network_with(&mut engine, &subnet)? {
+                return Err(format!(
+                    "subnet {subnet} is already used by Docker network {} (mvnet network {}); one Docker network per subnet: remove that one first",
+                    other.labels.get(mvnet_core::model::DOCKER_LABEL).filter(|n| !n.is_empty()).unwrap_or(&other.name),
+                    other.name
+                ));
+            }
+        }
+        let (net, notices) = engine.create_network(&req).map_err(err)?;
+        for n in notices {
+            eprintln!("mvnet-docker: {}: {n}", net.name);
+        }
+        let mut ranges = self.ranges.lock().unwrap();
+        for s in &req.subnets {
+            ranges.remove(s);
+        }
+        Ok(json!({}))
+    }
+
+    fn delete_network(&self, r: &p::NetworkRef) -> Outcome {
+        let mut engine = self.engine()?;
+        let net = match engine.network(&r.network_id) {
+            Ok(n) if n.id == r.network_id => n,
+            Ok(_) | Err(Error::NotFound(_)) => return Ok(json!({})),
+            Err(e) => return Err(err(e)),
+        };
+        // Addresses Docker never released (a dockerd killed mid-way) go with the network.
+        for ep in engine.endpoints_of_network(&net.id).map_err(err)? {
+            if ep.frontend == Frontend::Docker {
+                engine.disconnect(&ep).map_err(err)?;
+            }
+        }
+        engine.remove_network(&net.id).map_err(err)?;
+        Ok(json!({}))
+    }
+
+    fn create_endpoint(&self, r: &p::CreateEndpoint) -> Outcome {
+        let mut engine = self.engine()?;
+        let net = known_network(&mut engine, &r.network_id)?;
+        let iface = r.interface.clone().unwrap_or_default();
+        let v4 = parse_ip(&iface.address)?;
+        let v6 = parse_ip(&iface.address_ipv6)?;
+        let mac = if iface.mac_address.is_empty() {
+            None
+        } else {
+            Some(
+                iface
+                    .mac_address
+                    .parse::<MacAddr>()
+                    .map_err(|e| format!("invalid --mac-address: {e}"))?,
+            )
+        };
+        if let Some(ep) = find_endpoint(&mut engine, &net, &r.endpoint_id)? {
+            // Docker replays CreateEndpoint after a restart of the plugin.
+            return Ok(json!({"Interface": interface_reply(&net, &iface, &ep)}));
+        }
+        let staged = engine
+            .endpoints_of_network(&net.id)
+            .map_err(err)?
+            .into_iter()
+            .find(|e| {
+                e.container_id.starts_with(STAGED_PREFIX)
+                    && v4.is_some()
+                    && e.ipv4.map(|(a, _)| a) == v4
+            });
+        let mut ep = match staged {
+            Some(ep) => ep,
+            // Docker's own IPAM chose the addresses (or none: the null IPAM): build the
+            // endpoint now, with those addresses recorded in mvnet's store.
+            None => self.stage(&mut engine, &net, v4, v6, mac)?,
+        };
+        if let Some(m) = mac {
+            if m != ep.mac && net.driver != mvnet_core::model::Driver::Ipvlan {
+                ep = engine.set_endpoint_mac(&ep, m).map_err(err)?;
+            }
+        }
+        ep.container_id = r.endpoint_id.clone();
+        engine.update_endpoint(&ep).map_err(err)?;
+        Ok(json!({"Interface": interface_reply(&net, &iface, &ep)}))
+    }
+
+    fn oper_info(&self, r: &p::EndpointRef) -> Outcome {
+        let mut engine = self.engine()?;
+        let net = known_network(&mut engine, &r.network_id)?;
+        let value = match find_endpoint(&mut engine, &net, &r.endpoint_id)? {
+            Some(ep) => {
+                json!({"mvnet.mac": ep.mac.to_string(), "mvnet.parent": net.options.parent})
+            }
+            None => json!({}),
+        };
+        Ok(json!({"Value": value}))
+    }
+
+    fn join(&self, r: &p::Join) -> Outcome {
+        let mut engine = self.engine()?;
+        let net = known_network(&mut engine, &r.network_id)?;
+        let ep = find_endpoint(&mut engine, &net, &r.endpoint_id)?.ok_or_else(|| {
+            format!(
+                "endpoint {} is not known to mvnet; remove the container and start it again",
+                mvnet_core::ids::short(&r.endpoint_id)
+            )
+        })?;
+        let mut ep = if ep.netns == self.host {
+            ep // a replayed Join: the link is in the host namespace already
+        } else {
+            let name = ep.ifname.clone();
+            engine.hand_over_link(&ep, &self.host, &name).map_err(err)?
+        };
+        let sandbox = r.sandbox_key.rsplit('/').next().unwrap_or_default();
+        if !sandbox.is_empty() && ep.container_name != sandbox {
+            ep.container_name = sandbox.to_string();
+            engine.update_endpoint(&ep).map_err(err)?;
+        }
+        let l3 = net.driver == mvnet_core::model::Driver::Ipvlan
+            && net.options.ipvlan_mode != mvnet_core::model::IpvlanMode::L2;
+        let gateway = |v6: bool| -> String {
+            if net.internal || l3 {
+                return String::new();
+            }
+            net.pools
+                .iter()
+                .filter(|p| p.subnet.addr().is_ipv6() == v6)
+                .find_map(|p| p.gateway)
+                .map(|g| g.to_string())
+                .unwrap_or_default()
+        };
+        let mut reply = json!({
+            "InterfaceName": {"SrcName": ep.ifname, "DstPrefix": "eth"},
+            "Gateway": gateway(false),
+            "GatewayIPv6": gateway(true),
+        });
+        if l3 && !net.internal {
+            // ipvlan l3 routes everything through the parent: a default route on the device.
+            let mut routes = vec![json!({"Destination": "0.0.0.0/0", "RouteType": 1})];
+            if ep.ipv6.is_some() {
+                routes.push(json!({"Destination": "::/0", "RouteType": 1}));
+            }
+            reply["StaticRoutes"] = Value::Array(routes);
+        }
+        Ok(reply)
+    }
+
+    fn delete_endpoint(&self, r: &p::EndpointRef) -> Outcome {
+        let mut engine = self.engine()?;
+        let net = match engine.network(&r.network_id) {
+            Ok(n) => n,
+            Err(Error::NotFound(_)) => return Ok(json!({})),
+            Err(e) => return Err(err(e)),
+        };
+        let Some(mut ep) = find_endpoint(&mut engine, &net, &r.endpoint_id)? else {
+            return Ok(json!({}));
+        };
+        if net.labels.get(IPAM_LABEL).map(String::as_str) == Some("mvnet") {
+            // The link goes now; the addresses stay reserved for Docker until its
+            // ReleaseAddress, so nobody else gets them in between.
+            engine
+                .delete_endpoint_link(&ep.netns, &ep.ifname, Some(ep.mac))
+                .map_err(err)?;
+            ep.container_id = format!("{STAGED_PREFIX}{}", random_hex(4));
+            engine.update_endpoint(&ep).map_err(err)?;
+        } else {
+            engine.disconnect(&ep).map_err(err)?;
+        }
+        Ok(json!({}))
+    }
+}
+
+/// The Docker network (made through this plugin) with exactly this subnet.
+fn docker_network_with(
+    engine: &mut Engine,
+    subnet: &ipnet::IpNet,
+) -> Result<Option<Network>, String> {
+    Ok(engine
+        .networks()
+        .map_err(err)?
+        .into_iter()
+        .find(|n| n.docker_owned() && n.pools.iter().any(|p| p.subnet == *subnet)))
+}
+
+fn known_network(engine: &mut Engine, id: &str) -> Result<Network, String> {
+    match engine.network(id) {
+        Ok(n) if n.id == id => Ok(n),
+        Ok(_) | Err(Error::NotFound(_)) => Err(format!(
+            "network {} is not known to mvnet (its record is missing from the mvnet root); recreate it with docker network rm and docker network create",
+            mvnet_core::ids::short(id)
+        )),
+        Err(e) => Err(err(e)),
+    }
+}
+
+fn find_endpoint(
+    engine: &mut Engine,
+    net: &Network,
+    endpoint_id: &str,
+) -> Result<Option<Endpoint>, String> {
+    Ok(engine
+        .endpoints_of_container(endpoint_id)
+        .map_err(err)?
+        .into_iter()
+        .find(|e| e.network_id == net.id))
+}
+
+/// The interface fields Docker left empty, filled: the MAC (02:42 + IPv4, or the one the
+/// user gave) for macvlan, and the addresses when no IPAM gave any.
+fn interface_reply(net: &Network, asked: &p::EndpointInterface, ep: &Endpoint) -> Value {
+    let mut out = serde_json::Map::new();
+    if asked.mac_address.is_empty() && net.driver == mvnet_core::model::Driver::Macvlan {
+        out.insert("MacAddress".into(), json!(ep.mac.to_string()));
+    }
+    if asked.address.is_empty() {
+        if let Some((ip, len)) = ep.ipv4 {
+            out.insert("Address".into(), json!(format!("{ip}/{len}")));
+        }
+    }
+    if asked.address_ipv6.is_empty() {
+        if let Some((ip, len)) = ep.ipv6 {
+            out.insert("AddressIPv6".into(), json!(format!("{ip}/{len}")));
+        }
+    }
+    Value::Object(out)
+}
+
+fn parse_ip(s: &str) -> Result<Option<IpAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    network::strip_len(s)
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("invalid address {}", mvnet_core::quote(s)))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    mvnet_core::ids::random_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
