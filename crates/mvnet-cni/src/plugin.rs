@@ -202,6 +202,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
             static_fix: Some(
                 "pick another IP in CNI_ARGS, or leave it out to get a free one".into(),
             ),
+            handover: false,
         },
     };
     // What the result says besides what the engine made.

@@ -254,28 +254,6 @@ pub fn create_named(name: &str) -> Result<Netns> {
     Netns::open(path)
 }
 
-/// Creates a persistent network namespace at `dir/name` with `lo` up (a front end's own
-/// scratch namespace, say).
-pub fn create_netns_at(dir: &Path, name: &str) -> Result<Netns> {
-    Netns::open(create_persistent(
-        CloneFlags::CLONE_NEWNET,
-        dir,
-        name,
-        loopback_up,
-    )?)
-}
-
-/// The persistent network namespace at `dir/name`, created when missing. A leftover plain
-/// file (its mount went with a reboot) is replaced.
-pub fn ensure_netns_at(dir: &Path, name: &str) -> Result<Netns> {
-    let path = dir.join(name);
-    if let Ok(ns) = Netns::open(&path) {
-        return Ok(ns);
-    }
-    remove_persistent(&path)?;
-    create_netns_at(dir, name)
-}
-
 /// Pins the calling thread's network namespace at `dir/name` (a bind mount), so a path
 /// to it outlives this process: rows that name it stay valid across restarts.
 pub fn pin_current_netns(dir: &Path, name: &str) -> Result<PathBuf> {

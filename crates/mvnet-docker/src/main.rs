@@ -59,7 +59,8 @@ fn run(args: Args) -> Result<(), String> {
     runtime.block_on(serve(plugin, args.socket))
 }
 
-/// The store, the staging namespace, and a pinned path to the host namespace.
+/// The store, and a pinned path to the host namespace (endpoint rows name it, so it
+/// must outlive this process).
 fn prepare(args: &Args) -> Result<Plugin, String> {
     let e = |e: mvnet_core::Error| mvnet_core::one_line(&e.to_string());
     // Opening the engine creates (or checks) the private root and the store.
@@ -67,13 +68,8 @@ fn prepare(args: &Args) -> Result<Plugin, String> {
     let dir = args.root.join("docker");
     std::fs::create_dir_all(&dir)
         .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
-    let staging = mvnet_core::netns::ensure_netns_at(&dir, "staging").map_err(e)?;
     let host = mvnet_core::netns::pin_current_netns(&dir, "host").map_err(e)?;
-    Ok(Plugin::new(
-        args.root.clone(),
-        staging.path().display().to_string(),
-        host.display().to_string(),
-    ))
+    Ok(Plugin::new(args.root.clone(), host.display().to_string()))
 }
 
 async fn serve(plugin: Arc<Plugin>, socket: PathBuf) -> Result<(), String> {

@@ -4,14 +4,14 @@
 //!
 //! Docker's model, and how mvnet fits it:
 //! - `IpamDriver.RequestAddress` is the only moment an address can still change, so mvnet
-//!   builds the whole endpoint there, through the engine's one attach path, into the
-//!   plugin's *staging* namespace: the address is reserved in the shared store, the
-//!   macvlan gets its MAC (02:42 + IPv4), and the LAN conflict probe runs; a taken
-//!   address is skipped for the next one, as for every other front end.
+//!   builds the endpoint there, through the engine's one attach path, in *handover* mode:
+//!   the address is reserved in the shared store, the macvlan is created in the host
+//!   namespace with its MAC (02:42 + IPv4), the LAN conflict probe runs on it (a taken
+//!   address is skipped for the next one, as for every other front end), and the link is
+//!   left down and unconfigured, which is how Docker wants it.
 //! - `CreateEndpoint` ties that staged endpoint to Docker's endpoint id (or builds it now,
 //!   when Docker's own IPAM chose the address) and tells Docker the MAC.
-//! - `Join` moves the finished link, down, into the host namespace, where Docker expects
-//!   it; Docker then moves it into the container and configures it.
+//! - `Join` names that link; Docker moves it into the container and configures it.
 //! - `DeleteEndpoint` deletes the link; the addresses stay Docker's until
 //!   `ReleaseAddress`, so nobody else can get them in between.
 
@@ -40,8 +40,6 @@ const PAIRING_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Plugin {
     pub root: PathBuf,
-    /// The plugin's scratch namespace, where endpoints are built before `Join`.
-    pub staging: String,
     /// The host namespace (the plugin's own, pinned to a path that outlives restarts).
     pub host: String,
     /// `--ip-range` per pool, from `RequestPool` until `CreateNetwork` reads it.
@@ -73,10 +71,9 @@ fn err(e: Error) -> String {
 }
 
 impl Plugin {
-    pub fn new(root: PathBuf, staging: String, host: String) -> Plugin {
+    pub fn new(root: PathBuf, host: String) -> Plugin {
         Plugin {
             root,
-            staging,
             host,
             ranges: Mutex::new(BTreeMap::new()),
             pairing: Mutex::new(BTreeMap::new()),
@@ -329,8 +326,9 @@ impl Plugin {
                 target: AttachTarget {
                     container_id: format!("{STAGED_PREFIX}{nonce}"),
                     container_name: String::new(),
-                    netns: self.staging.clone(),
-                    owned: true,
+                    netns: self.host.clone(),
+                    // The host's namespace: a link already there is never ours to replace.
+                    owned: false,
                 },
                 options: AttachOptions {
                     ipv4,
@@ -345,6 +343,8 @@ impl Plugin {
                     static_fix: Some(
                         "pick another --ip/--ip6 for docker run or docker network connect".into(),
                     ),
+                    // Docker moves the link into the container and configures it.
+                    handover: true,
                     ..Default::default()
                 },
             })
@@ -496,12 +496,7 @@ impl Plugin {
                 mvnet_core::ids::short(&r.endpoint_id)
             )
         })?;
-        let mut ep = if ep.netns == self.host {
-            ep // a replayed Join: the link is in the host namespace already
-        } else {
-            let name = ep.ifname.clone();
-            engine.hand_over_link(&ep, &self.host, &name).map_err(err)?
-        };
+        let mut ep = ep;
         let sandbox = r.sandbox_key.rsplit('/').next().unwrap_or_default();
         if !sandbox.is_empty() && ep.container_name != sandbox {
             ep.container_name = sandbox.to_string();

@@ -204,6 +204,9 @@ pub fn configure(
     let window = plan
         .probe
         .filter(|_| matches!(plan.kind, LinkKind::Macvlan(_)) && (has_v4 || has_v6));
+    if plan.handover {
+        return configure_for_handover(os, ns, plan, window.filter(|_| has_v4), on_conflict);
+    }
     let dad = has_v6 && (plan.wait_dad || window.is_some());
     let announce = plan.announcements > 0 && !plan.kind.routes_via_device();
     let mut inside = os.enter(
@@ -299,6 +302,59 @@ pub fn configure(
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             other => other.map_err(k("add route"))?,
         }
+    }
+    Ok(())
+}
+
+/// A link the runtime will move and configure: only the IPv4 probe (up, probe, down again),
+/// so the address the runtime is given is free on the LAN. Nothing is configured here: the
+/// namespace may be the host's own.
+fn configure_for_handover(
+    os: &mut dyn Os,
+    ns: &Netns,
+    plan: &mut LinkPlan,
+    window: Option<std::time::Duration>,
+    on_conflict: ConflictHandler,
+) -> Result<()> {
+    let needs_mac_fix = plan.kind == LinkKind::Macvlan(MacvlanMode::Passthru);
+    if window.is_none() && !needs_mac_fix {
+        return Ok(());
+    }
+    let mut inside = os.enter(
+        ns,
+        &EnterRequest {
+            ifname: plan.ifname.clone(),
+            announce_v4: false,
+            announce_v6: false,
+            listen: window.is_some(),
+            disable_ipv6: false,
+            ndisc_notify: false,
+            fast_dad: None,
+        },
+    )?;
+    let nl = inside.rtnl.as_mut();
+    let link = nl
+        .link_by_name(&plan.ifname)
+        .kernel(format!("look up {}", plan.ifname))?
+        .ok_or_else(|| Error::Internal(format!("{} vanished right after creation", plan.ifname)))?;
+    if needs_mac_fix && link.mac != Some(plan.mac) {
+        nl.set_mac(link.index, plan.mac)
+            .kernel(format!("set MAC on {}", plan.ifname))?;
+    }
+    if let (Some(w), Some(listener)) = (window, inside.listener.as_mut()) {
+        bring_up(nl, link.index, plan)?;
+        listener.bind(link.index)?;
+        let mut probed = 0;
+        let mut probe = Ipv4Probe {
+            nl,
+            listener: listener.as_mut(),
+            index: link.index,
+            ifname: &plan.ifname,
+            window: w,
+        };
+        probe.run(&mut plan.addresses, &mut plan.mac, on_conflict, &mut probed)?;
+        nl.set_up(link.index, false)
+            .kernel(format!("set {} down", plan.ifname))?;
     }
     Ok(())
 }

@@ -62,6 +62,9 @@ pub struct LinkPlan {
     /// without IPv6: no link-local address, and a router's advertisements cannot give it
     /// addresses nobody asked for.
     pub disable_ipv6: bool,
+    /// The container runtime moves the link and configures it itself (Docker): the link
+    /// is left down, with no addresses, routes or announcements, after the IPv4 probe.
+    pub handover: bool,
 }
 
 impl LinkPlan {
@@ -109,6 +112,7 @@ impl LinkPlan {
             announcements: 3,
             probe: net.options.probe_window(),
             disable_ipv6: ep.ipv6.is_none(),
+            handover: false,
         }
     }
 }

@@ -113,6 +113,9 @@ pub struct LinkSettings {
     pub routes: Option<Vec<(IpNet, Option<IpAddr>)>>,
     /// How the user picks another static address, for the message when one is taken.
     pub static_fix: Option<String>,
+    /// The runtime moves and configures the link itself (Docker's `Join`): create it down,
+    /// probed but unconfigured, in the target namespace, which may then be the host's.
+    pub handover: bool,
 }
 
 /// Everything one attachment needs.
@@ -251,7 +254,7 @@ impl Engine {
             ));
         }
         let ns = self.os.open_netns(&req.target.netns)?;
-        if self.os.is_own_netns(&ns)? {
+        if !req.link.handover && self.os.is_own_netns(&ns)? {
             return Err(invalid!(
                 "{} is mvnet's own network namespace (the host's): an endpoint there would put the container's address and routes on the host; give the container's namespace",
                 crate::quote(&req.target.netns)
@@ -404,6 +407,7 @@ impl Engine {
         if let Some(d) = l.disable_ipv6 {
             plan.disable_ipv6 = d;
         }
+        plan.handover = l.handover;
         if let Some(routes) = &l.routes {
             plan.routes = routes_from_ipam(routes, addresses);
         }

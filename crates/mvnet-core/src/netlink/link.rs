@@ -420,17 +420,6 @@ impl Netlink {
         })
     }
 
-    /// Moves a link into another namespace under a new name, in one message (the kernel
-    /// brings it down on the way and drops its addresses and routes).
-    pub fn move_link(&mut self, index: u32, netns: &Netns, name: &str) -> io::Result<()> {
-        use std::os::fd::{AsFd, AsRawFd};
-        let fd = netns.as_fd().as_raw_fd();
-        self.set_link(index, |m| {
-            m.attributes.push(LinkAttribute::IfName(name.to_string()));
-            m.attributes.push(LinkAttribute::NetNsFd(fd));
-        })
-    }
-
     pub fn set_mac(&mut self, index: u32, mac: MacAddr) -> io::Result<()> {
         self.set_link(index, |m| {
             m.attributes.push(LinkAttribute::Address(mac.0.to_vec()))

@@ -328,30 +328,6 @@ impl Rtnl for FakeRtnl {
             Ok(())
         })
     }
-    fn move_link(&mut self, index: u32, netns: &Netns, name: &str) -> io::Result<()> {
-        let to = netns.path().display().to_string();
-        self.with(format!("move_link {index} {to} {name}"), |k, ns| {
-            if k.namespaces
-                .get(&to)
-                .is_some_and(|n| n.links.iter().any(|l| l.link.name == name))
-            {
-                return Err(io::Error::from_raw_os_error(libc::EEXIST));
-            }
-            let n = k.ns(ns)?;
-            let at = n
-                .links
-                .iter()
-                .position(|l| l.link.index == index)
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
-            let mut l = n.links.remove(at);
-            n.routes.retain(|(_, _, oif)| *oif != index);
-            l.link.name = name.to_string();
-            l.link.up = false;
-            l.addresses.clear();
-            k.namespaces.entry(to).or_default().links.push(l);
-            Ok(())
-        })
-    }
     fn delete_link(&mut self, index: u32) -> io::Result<()> {
         self.with(format!("delete_link {index}"), |k, ns| {
             let n = k.ns(ns)?;

@@ -42,8 +42,6 @@ pub trait Rtnl {
     fn set_up_announcing(&mut self, index: u32) -> io::Result<()>;
     fn set_name(&mut self, index: u32, name: &str) -> io::Result<()>;
     fn set_mac(&mut self, index: u32, mac: MacAddr) -> io::Result<()>;
-    /// Moves the link into the namespace `netns`, renamed `name` there.
-    fn move_link(&mut self, index: u32, netns: &Netns, name: &str) -> io::Result<()>;
     fn delete_link(&mut self, index: u32) -> io::Result<()>;
     fn delete_link_by_name(&mut self, name: &str) -> io::Result<bool>;
     fn add_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()>;
@@ -96,9 +94,6 @@ impl Rtnl for Netlink {
     }
     fn set_mac(&mut self, index: u32, mac: MacAddr) -> io::Result<()> {
         Netlink::set_mac(self, index, mac)
-    }
-    fn move_link(&mut self, index: u32, netns: &Netns, name: &str) -> io::Result<()> {
-        Netlink::move_link(self, index, netns, name)
     }
     fn delete_link(&mut self, index: u32) -> io::Result<()> {
         Netlink::delete_link(self, index)

@@ -313,20 +313,6 @@ impl DockerLab {
             .filter(|n| n.starts_with(prefix))
             .collect()
     }
-
-    /// Links in the plugin's staging namespace.
-    pub fn staged_links(&self) -> Vec<String> {
-        let path = self.root().join("docker/staging");
-        let net = format!("--net={}", path.display());
-        let mut c = self.inside(&["nsenter", &net, "ip", "-o", "link", "show"]);
-        let o: Out = c.output().unwrap().into();
-        o.stdout
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .filter(|n| n != "lo")
-            .collect()
-    }
 }
 
 pub fn tail(s: &str, n: usize) -> String {
