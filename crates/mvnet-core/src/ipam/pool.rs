@@ -20,6 +20,26 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// The first and last address handed out automatically, when the pool is limited to
+    /// less than its subnet (`--ip-range`, `rangeStart`, `rangeEnd`).
+    pub fn handed_out_bounds(&self) -> Option<(u128, u128)> {
+        if self.range.is_none() && self.start.is_none() && self.end.is_none() {
+            return None;
+        }
+        let span = self.range.unwrap_or(self.subnet);
+        let lo = self
+            .start
+            .map(ip_to_u128)
+            .unwrap_or(0)
+            .max(ip_to_u128(span.network()));
+        let hi = self
+            .end
+            .map(ip_to_u128)
+            .unwrap_or(u128::MAX)
+            .min(ip_to_u128(span.broadcast()));
+        Some((lo, hi))
+    }
+
     /// Validates a subnet with its gateway, range and aux addresses, with messages that say
     /// how to fix each mistake.
     pub fn new(
@@ -234,13 +254,14 @@ fn check_prefix(subnet: &IpNet) -> Result<()> {
 }
 
 /// Docker's rule for networks sharing a parent (and so one LAN): overlapping subnets are
-/// refused unless both set `--ip-range` and those ranges are disjoint.
+/// refused unless both limit what they hand out (`--ip-range`, or CNI's `rangeStart` /
+/// `rangeEnd`) to disjoint ranges.
 pub fn check_overlap(new: &Pool, other: &Pool, other_network: &str) -> Result<()> {
     if !nets_overlap(&new.subnet, &other.subnet) {
         return Ok(());
     }
-    if let (Some(a), Some(b)) = (new.range, other.range) {
-        if !nets_overlap(&a, &b) {
+    if let (Some(a), Some(b)) = (new.handed_out_bounds(), other.handed_out_bounds()) {
+        if a.1 < b.0 || b.1 < a.0 {
             return Ok(());
         }
     }

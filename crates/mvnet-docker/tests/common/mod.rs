@@ -42,6 +42,8 @@ pub struct DockerLab {
     holder: Child,
     plugin: Option<Child>,
     dockerd: Option<Child>,
+    /// Namespaces made by `bare_netns`, deleted on drop.
+    bare: std::cell::RefCell<Vec<String>>,
 }
 
 pub fn require_root() {
@@ -92,6 +94,7 @@ impl DockerLab {
             holder,
             plugin: None,
             dockerd: None,
+            bare: Default::default(),
         };
         wait_for(
             || ready.exists(),
@@ -242,7 +245,7 @@ impl DockerLab {
 
     /// The docker CLI against this lab's dockerd.
     pub fn docker(&self, args: &[&str]) -> Out {
-        Command::new("docker")
+        Command::new(docker_cli())
             .arg("-H")
             .arg(self.sock())
             .args(args)
@@ -315,6 +318,52 @@ impl DockerLab {
     }
 }
 
+impl DockerLab {
+    /// A plain network namespace named after the lab; deleted with the lab's namespaces.
+    pub fn bare_netns(&self, tag: &str) -> String {
+        let name = format!("{}-{tag}", self.guard.lab.name);
+        // In the plugin's mount namespace, where the plugin and the CLI can see it.
+        let ok = self
+            .inside(&["ip", "netns", "add", &name])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip netns add {name}");
+        self.bare.borrow_mut().push(name.clone());
+        format!("/run/netns/{name}")
+    }
+
+    /// The CNI plugin (`mvnet-cni`) on this lab's host, sharing the plugin's state root.
+    pub fn cni(&self, command: &str, netns: &str, ifname: &str, id: &str, conf: &str) -> Out {
+        use std::io::Write;
+        let mut c = self.inside(&[bin("mvnet-cni").to_str().unwrap()]);
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_PATH", "/usr/lib/cni")
+            .env("MVNET_ROOT", self.root())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("mvnet-cni");
+        let _ = child.stdin.take().unwrap().write_all(conf.as_bytes());
+        child.wait_with_output().unwrap().into()
+    }
+}
+
+/// Debian's docker CLI, which matches its dockerd 20.10 (a newer CLI earlier in PATH
+/// speaks a newer API, and refuses some 20.10 flags).
+pub fn docker_cli() -> &'static str {
+    if Path::new("/usr/bin/docker").exists() {
+        "/usr/bin/docker"
+    } else {
+        "docker"
+    }
+}
+
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -332,7 +381,7 @@ impl Drop for DockerLab {
     fn drop(&mut self) {
         // Containers first (dockerd stops them on SIGTERM), then the plugin, then the
         // namespace holder; the lab guard removes the LAN after this.
-        let _ = Command::new("docker")
+        let _ = Command::new(docker_cli())
             .arg("-H")
             .arg(self.sock())
             .args(["rm", "-f", "-v"])
@@ -346,6 +395,15 @@ impl Drop for DockerLab {
             .output();
         self.stop_dockerd();
         self.kill_plugin();
+        // Containers the mvnet CLI ran on this lab's root.
+        if let Ok(mut engine) = mvnet_core::engine::Engine::open(&self.root()) {
+            for c in engine.containers().unwrap_or_default() {
+                let _ = mvnet_core::runtime::remove(&mut engine, &c.id, true);
+            }
+        }
+        for name in self.bare.borrow().iter() {
+            let _ = self.inside(&["ip", "netns", "del", name]).status();
+        }
         let _ = self.holder.kill();
         let _ = self.holder.wait();
         if std::env::var_os("MVNET_KEEP_TEST_DIR").is_none() {
