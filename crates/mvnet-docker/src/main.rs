@@ -35,6 +35,9 @@ struct Args {
     /// given to -d and --ipam-driver.
     #[arg(long, default_value = "/run/docker/plugins/mvnet.sock")]
     socket: PathBuf,
+    /// Log every request and response body too (MVNET_DOCKER_DEBUG=true).
+    #[arg(long, env = "MVNET_DOCKER_DEBUG")]
+    debug: bool,
 }
 
 fn main() {
@@ -56,6 +59,7 @@ fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    DEBUG.store(args.debug, std::sync::atomic::Ordering::Relaxed);
     runtime.block_on(serve(plugin, args.socket))
 }
 
@@ -124,6 +128,8 @@ fn bind(socket: &Path) -> Result<tokio::net::UnixListener, String> {
     Ok(l)
 }
 
+static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// One call: run it on a blocking thread (the engine is synchronous and a probe waits on
 /// the LAN), answer in the API's error shape, and log one line.
 async fn handle(plugin: Arc<Plugin>, uri: Uri, body: Bytes) -> Response {
@@ -133,6 +139,10 @@ async fn handle(plugin: Arc<Plugin>, uri: Uri, body: Bytes) -> Response {
         return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
     };
     let summary = summarize(&body);
+    let debug = DEBUG.load(std::sync::atomic::Ordering::Relaxed);
+    if debug {
+        eprintln!("{method} request: {}", String::from_utf8_lossy(&body));
+    }
     let m = method.clone();
     let outcome = tokio::task::spawn_blocking(move || plugin.call(&m, &body))
         .await
@@ -146,6 +156,9 @@ async fn handle(plugin: Arc<Plugin>, uri: Uri, body: Bytes) -> Response {
         }
         Some(Ok(v)) => {
             eprintln!("{name} {summary}-> ok ({ms:.2} ms)");
+            if debug {
+                eprintln!("{method} response: {v}");
+            }
             json_response(&v)
         }
         Some(Err(msg)) => {

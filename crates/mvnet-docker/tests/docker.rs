@@ -310,3 +310,340 @@ fn a_lan_peer_holding_the_next_address_makes_docker_skip_it() {
     );
     lab.docker_ok(&["exec", "cp", "ping", "-c", "1", "-W", "2", "10.103.19.20"]);
 }
+
+/// `kill -9` of the plugin with containers running, then a restart: the containers keep
+/// working, and `docker network connect/disconnect`, `docker rm` and `docker network rm`
+/// work afterwards, leaving no link, address or row behind.
+#[test]
+fn plugin_kill_9_and_restart_with_running_containers() {
+    let mut lab = DockerLab::up("kill");
+    let id = lab.seed_network("knet", &["-o", "probe_ms=0"]);
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "knet",
+        "--name",
+        "k1",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "knet",
+        "--name",
+        "k2",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    lab.kill_plugin();
+    // The containers do not depend on the plugin.
+    lab.docker_ok(&["exec", "k1", "ping", "-c", "1", "-W", "2", "10.103.19.1"]);
+    lab.start_plugin();
+    lab.docker_ok(&["exec", "k2", "ping", "-c", "1", "-W", "2", "10.103.19.1"]);
+    lab.docker_ok(&["network", "disconnect", "knet", "k2"]);
+    lab.docker_ok(&["network", "connect", "knet", "k2"]);
+    lab.docker_ok(&["exec", "k2", "ping", "-c", "1", "-W", "2", "10.103.19.20"]);
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "knet",
+        "--name",
+        "k3",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    lab.docker_ok(&["rm", "-f", "k1", "k2", "k3"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&lab.mvnet(&["network", "inspect", &id[..12]]).stdout).unwrap();
+    assert_eq!(v[0]["Containers"], serde_json::json!({}), "{v}");
+    lab.docker_ok(&["network", "rm", "knet"]);
+    assert!(lab.links_in("host", "mvd").is_empty());
+    let ls = lab.mvnet(&["network", "ls", "-q"]).stdout;
+    assert!(!ls.contains(&id[..12]), "{ls}");
+}
+
+/// A dockerd restart with `--restart always` containers: they come back on the network.
+/// One started with `--ip` has the same address and MAC again. (Docker 20.10 releases every
+/// address at shutdown and asks for new ones at start without naming the container, so
+/// the others get a free address, with the MAC that goes with it; `--live-restore` keeps
+/// them all, see the next test.) Nothing is left of the old endpoints.
+#[test]
+fn dockerd_restart_brings_restart_always_containers_back() {
+    let mut lab = DockerLab::up("rst");
+    let id = lab.seed_network("rnet", &["-o", "probe_ms=0"]);
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--restart",
+        "always",
+        "--network",
+        "rnet",
+        "--ip",
+        "10.103.19.40",
+        "--name",
+        "r1",
+        IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--restart",
+        "always",
+        "--network",
+        "rnet",
+        "--name",
+        "r2",
+        IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    let before = address_and_mac(&lab, "r1", "rnet");
+    assert_eq!(before, ("10.103.19.40".into(), "02:42:0a:67:13:28".into()));
+    lab.stop_dockerd();
+    lab.start_dockerd();
+    for name in ["r1", "r2"] {
+        common::wait_for(
+            || lab.inspect(name, "{{.State.Running}}") == "true",
+            std::time::Duration::from_secs(60),
+            "the container to come back",
+        );
+        lab.docker_ok(&["exec", name, "ping", "-c", "1", "-W", "2", "10.103.19.1"]);
+    }
+    assert_eq!(address_and_mac(&lab, "r1", "rnet"), before);
+    let (ip2, mac2) = address_and_mac(&lab, "r2", "rnet");
+    let last: u8 = ip2.rsplit('.').next().unwrap().parse().unwrap();
+    assert_eq!(
+        mac2,
+        format!("02:42:0a:67:13:{last:02x}"),
+        "the MAC follows the address"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&lab.mvnet(&["network", "inspect", &id[..12]]).stdout).unwrap();
+    assert_eq!(v[0]["Containers"].as_object().unwrap().len(), 2, "{v}");
+    assert!(lab.links_in("host", "mvd").is_empty());
+}
+
+/// With `--live-restore`, containers keep running through a dockerd restart: same address
+/// and MAC, and disconnect / rm work afterwards.
+#[test]
+fn dockerd_live_restore_keeps_every_address() {
+    let mut lab = DockerLab::up("live");
+    lab.stop_dockerd();
+    lab.start_dockerd_with(&["--live-restore"]);
+    let id = lab.seed_network("lnet", &["-o", "probe_ms=0"]);
+    let mut before = Vec::new();
+    for name in ["l1", "l2", "l3"] {
+        lab.docker_ok(&[
+            "run",
+            "-d",
+            "--network",
+            "lnet",
+            "--name",
+            name,
+            IMAGE,
+            "sleep",
+            "100000",
+        ]);
+        before.push(address_and_mac(&lab, name, "lnet"));
+    }
+    lab.stop_dockerd();
+    lab.start_dockerd_with(&["--live-restore"]);
+    for (i, name) in ["l1", "l2", "l3"].iter().enumerate() {
+        assert_eq!(address_and_mac(&lab, name, "lnet"), before[i], "{name}");
+        lab.docker_ok(&["exec", name, "ping", "-c", "1", "-W", "2", "10.103.19.1"]);
+    }
+    lab.docker_ok(&["network", "disconnect", "lnet", "l1"]);
+    lab.docker_ok(&["rm", "-f", "l1", "l2", "l3"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&lab.mvnet(&["network", "inspect", &id[..12]]).stdout).unwrap();
+    assert_eq!(v[0]["Containers"], serde_json::json!({}), "{v}");
+    lab.docker_ok(&["network", "rm", "lnet"]);
+}
+
+fn address_and_mac(lab: &DockerLab, name: &str, net: &str) -> (String, String) {
+    (
+        lab.inspect(
+            name,
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        ),
+        lab.inspect(
+            name,
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").MacAddress}}}}"),
+        ),
+    )
+}
+
+/// 20 parallel `docker run --network` get 20 distinct addresses.
+#[test]
+fn twenty_parallel_runs_get_distinct_addresses() {
+    let lab = DockerLab::up("par");
+    lab.seed_network("pnet", &[]);
+    std::thread::scope(|s| {
+        for i in 0..20 {
+            let lab = &lab;
+            s.spawn(move || {
+                let name = format!("p{i}");
+                lab.docker_ok(&[
+                    "run",
+                    "-d",
+                    "--network",
+                    "pnet",
+                    "--name",
+                    &name,
+                    IMAGE,
+                    "sleep",
+                    "1000",
+                ]);
+            });
+        }
+    });
+    let mut ips = Vec::new();
+    for i in 0..20 {
+        ips.push(lab.inspect(
+            &format!("p{i}"),
+            "{{(index .NetworkSettings.Networks \"pnet\").IPAddress}}",
+        ));
+    }
+    let mut distinct = ips.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 20, "{ips:?}");
+}
+
+/// Each bad input fails with one clear line and leaves nothing behind: no link, no
+/// allocation, no row.
+#[test]
+fn bad_input_fails_with_one_line_and_changes_nothing() {
+    let lab = DockerLab::up("bad");
+    // A parent that does not exist.
+    let o = lab.docker(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "mvnet",
+        "--subnet=10.103.19.0/24",
+        "-o",
+        "parent=nope0",
+        "badparent",
+    ]);
+    assert!(!o.ok());
+    assert!(o.stderr.contains("nope0"), "{}", o.stderr);
+    assert_eq!(o.stderr.trim().lines().count(), 1, "{}", o.stderr);
+    assert!(lab.mvnet(&["network", "ls", "-q"]).stdout.trim().is_empty());
+    // No subnet.
+    let o = lab.docker(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "mvnet",
+        "-o",
+        "parent=eth0",
+        "nosub",
+    ]);
+    assert!(!o.ok());
+    assert!(o.stderr.contains("--subnet"), "{}", o.stderr);
+    // An unknown option.
+    let o = lab.docker(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "mvnet",
+        "--subnet=10.103.19.0/24",
+        "-o",
+        "parent=eth0",
+        "-o",
+        "macvlan_mode=bogus",
+        "badmode",
+    ]);
+    assert!(!o.ok());
+    assert!(o.stderr.contains("bogus"), "{}", o.stderr);
+
+    let id = lab.seed_network("bnet", &["-o", "probe_ms=0"]);
+    let rows = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&lab.mvnet(&["network", "inspect", &id[..12]]).stdout).unwrap();
+        v[0]["Containers"].as_object().map(|m| m.len()).unwrap_or(0)
+    };
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "bnet",
+        "--ip",
+        "10.103.19.7",
+        "--name",
+        "b1",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    // The same address again.
+    let o = lab.docker(&[
+        "run",
+        "-d",
+        "--network",
+        "bnet",
+        "--ip",
+        "10.103.19.7",
+        "--name",
+        "b2",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    assert!(!o.ok());
+    assert!(o.stderr.contains("10.103.19.7"), "{}", o.stderr);
+    // An address outside the subnet.
+    let o = lab.docker(&[
+        "run",
+        "-d",
+        "--network",
+        "bnet",
+        "--ip",
+        "10.9.9.9",
+        "--name",
+        "b3",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    assert!(!o.ok());
+    assert!(o.stderr.contains("10.9.9.9"), "{}", o.stderr);
+    // The host's own address.
+    let o = lab.docker(&[
+        "run",
+        "-d",
+        "--network",
+        "bnet",
+        "--ip",
+        "10.103.19.10",
+        "--name",
+        "b4",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    assert!(!o.ok());
+    assert!(o.stderr.contains("10.103.19.10"), "{}", o.stderr);
+    assert_eq!(rows(), 1, "only b1's endpoint may exist");
+    let links = lab.links_in("host", "mvd");
+    assert!(links.is_empty(), "{links:?}");
+    // Removing the parent under a network: a clear line naming it.
+    lab.docker_ok(&["rm", "-f", "b1"]);
+    assert_eq!(rows(), 0);
+}

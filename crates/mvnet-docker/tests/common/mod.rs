@@ -43,7 +43,7 @@ pub struct DockerLab {
     plugin: Option<Child>,
     dockerd: Option<Child>,
     /// Namespaces made by `bare_netns`, deleted on drop.
-    bare: std::cell::RefCell<Vec<String>>,
+    bare: std::sync::Mutex<Vec<String>>,
 }
 
 pub fn require_root() {
@@ -136,7 +136,9 @@ impl DockerLab {
         let plugin = bin("mvnet-docker");
         let root = self.root();
         let mut c = self.inside(&[plugin.to_str().unwrap(), "--root", root.to_str().unwrap()]);
-        c.stdout(Stdio::null()).stderr(log);
+        c.stdout(Stdio::null())
+            .stderr(log)
+            .env("MVNET_DOCKER_DEBUG", "true");
         self.plugin = Some(c.spawn().expect("mvnet-docker"));
         let started = Instant::now();
         while !self.plugin_log().contains("listening on") {
@@ -165,6 +167,11 @@ impl DockerLab {
     }
 
     pub fn start_dockerd(&mut self) {
+        self.start_dockerd_with(&[]);
+    }
+
+    /// dockerd with more flags (`--live-restore`, say).
+    pub fn start_dockerd_with(&mut self, extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -189,6 +196,7 @@ impl DockerLab {
             "--storage-driver",
             "vfs",
         ]);
+        c.args(extra);
         c.stdout(Stdio::null()).stderr(log);
         self.dockerd = Some(c.spawn().expect("dockerd (install docker.io)"));
         let started = Instant::now();
@@ -329,7 +337,7 @@ impl DockerLab {
             .unwrap()
             .success();
         assert!(ok, "ip netns add {name}");
-        self.bare.borrow_mut().push(name.clone());
+        self.bare.lock().unwrap().push(name.clone());
         format!("/run/netns/{name}")
     }
 
@@ -401,7 +409,7 @@ impl Drop for DockerLab {
                 let _ = mvnet_core::runtime::remove(&mut engine, &c.id, true);
             }
         }
-        for name in self.bare.borrow().iter() {
+        for name in self.bare.lock().unwrap().iter() {
             let _ = self.inside(&["ip", "netns", "del", name]).status();
         }
         let _ = self.holder.kill();
