@@ -196,9 +196,8 @@ impl Plugin {
             // them out of the pool once CreateNetwork arrives.
             let ip = match (requested, is_gateway) {
                 (Some(ip), _) => ip,
-                (None, true) => subnet
-                    .hosts()
-                    .next()
+                // Docker's rule: the first address after the network's.
+                (None, true) => first_host(&subnet)
                     .ok_or_else(|| format!("subnet {subnet} has no room for a gateway"))?,
                 (None, false) => {
                     return Err(format!(
@@ -504,21 +503,24 @@ impl Plugin {
         }
         let l3 = net.driver == mvnet_core::model::Driver::Ipvlan
             && net.options.ipvlan_mode != mvnet_core::model::IpvlanMode::L2;
-        let gateway = |v6: bool| -> String {
+        // The gateway of the subnet each address is in.
+        let gateway = |addr: Option<(IpAddr, u8)>| -> String {
             if net.internal || l3 {
                 return String::new();
             }
-            net.pools
-                .iter()
-                .filter(|p| p.subnet.addr().is_ipv6() == v6)
-                .find_map(|p| p.gateway)
-                .map(|g| g.to_string())
-                .unwrap_or_default()
+            addr.and_then(|(ip, _)| {
+                net.pools
+                    .iter()
+                    .find(|p| p.subnet.contains(&ip))
+                    .and_then(|p| p.gateway)
+            })
+            .map(|g| g.to_string())
+            .unwrap_or_default()
         };
         let mut reply = json!({
             "InterfaceName": {"SrcName": ep.ifname, "DstPrefix": "eth"},
-            "Gateway": gateway(false),
-            "GatewayIPv6": gateway(true),
+            "Gateway": gateway(ep.ipv4),
+            "GatewayIPv6": gateway(ep.ipv6),
         });
         if l3 && !net.internal {
             // ipvlan l3 routes everything through the parent: a default route on the device.
@@ -609,6 +611,15 @@ fn interface_reply(net: &Network, asked: &p::EndpointInterface, ep: &Endpoint) -
         }
     }
     Value::Object(out)
+}
+
+/// The address after the subnet's network address, if it is inside the subnet.
+fn first_host(subnet: &ipnet::IpNet) -> Option<IpAddr> {
+    let ip = match subnet.network() {
+        IpAddr::V4(a) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a).checked_add(1)?)),
+        IpAddr::V6(a) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a).checked_add(1)?)),
+    };
+    (subnet.contains(&ip) && (ip.is_ipv6() || ip != subnet.broadcast())).then_some(ip)
 }
 
 fn parse_ip(s: &str) -> Result<Option<IpAddr>, String> {

@@ -647,3 +647,296 @@ fn bad_input_fails_with_one_line_and_changes_nothing() {
     lab.docker_ok(&["rm", "-f", "b1"]);
     assert_eq!(rows(), 0);
 }
+
+// ----- moby's integration/network/macvlan cases, run against -d mvnet ---------------------
+
+/// moby `testMacvlanNilParent`: no `-o parent`. Docker's driver makes a private dummy link;
+/// mvnet takes the interface of the default route (the lab host's eth0), as the mvnet CLI
+/// does, and containers reach each other.
+#[test]
+fn moby_macvlan_nil_parent() {
+    let lab = DockerLab::up("nilp");
+    lab.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "mvnet",
+        "--subnet=10.103.19.0/24",
+        "--gateway=10.103.19.1",
+        "dm-nil-parent",
+    ]);
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "dm-nil-parent",
+        "--name",
+        "n1",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "dm-nil-parent",
+        "--name",
+        "n2",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let ip1 = lab.inspect(
+        "n1",
+        "{{(index .NetworkSettings.Networks \"dm-nil-parent\").IPAddress}}",
+    );
+    lab.docker_ok(&["exec", "n2", "ping", "-c", "1", "-W", "2", &ip1]);
+    assert!(
+        lab.plugin_log().contains("no -o parent given: using eth0"),
+        "{}",
+        lab.plugin_log()
+    );
+}
+
+/// moby `testMacvlanInternalMode`: `--internal` has no gateway; containers reach each other
+/// and nothing outside.
+#[test]
+fn moby_macvlan_internal_mode() {
+    let lab = DockerLab::up("intl");
+    lab.seed_network("dm-internal", &["--internal"]);
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "dm-internal",
+        "--name",
+        "i1",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "dm-internal",
+        "--name",
+        "i2",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let gw = lab.inspect(
+        "i1",
+        "{{(index .NetworkSettings.Networks \"dm-internal\").Gateway}}",
+    );
+    assert_eq!(gw, "");
+    let route = lab.docker_ok(&["exec", "i1", "ip", "route"]);
+    assert!(!route.contains("default"), "{route}");
+    let out = lab.docker(&["exec", "i1", "ping", "-c", "1", "-W", "1", "198.51.100.10"]);
+    assert!(!out.ok(), "an internal network must not reach outside");
+    let ip1 = lab.inspect(
+        "i1",
+        "{{(index .NetworkSettings.Networks \"dm-internal\").IPAddress}}",
+    );
+    lab.docker_ok(&["exec", "i2", "ping", "-c", "1", "-W", "2", &ip1]);
+}
+
+/// moby `testMacvlanMultiSubnet`: two IPv4 and two IPv6 subnets on one network, `--ip`
+/// and `--ip6` on each, pings over both families, and the gateways (inferred .1, or given).
+#[test]
+fn moby_macvlan_multi_subnet() {
+    let lab = DockerLab::up("msub");
+    lab.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "mvnet",
+        "-o",
+        "parent=eth0",
+        "--ipv6",
+        "--subnet=172.28.100.0/24",
+        "--subnet=172.28.102.0/24",
+        "--gateway=172.28.102.254",
+        "--subnet=2001:db8:abc2::/64",
+        "--subnet=2001:db8:abc4::/64",
+        "--gateway=2001:db8:abc4::254",
+        "dualstackbridge",
+    ]);
+    let run = |name: &str, v4: &str, v6: &str| {
+        lab.docker_ok(&[
+            "run",
+            "-d",
+            "--network",
+            "dualstackbridge",
+            "--ip",
+            v4,
+            "--ip6",
+            v6,
+            "--name",
+            name,
+            IMAGE,
+            "sleep",
+            "1000",
+        ]);
+    };
+    run("m1", "172.28.100.20", "2001:db8:abc2::20");
+    run("m2", "172.28.100.21", "2001:db8:abc2::21");
+    let f = |name: &str, field: &str| {
+        lab.inspect(
+            name,
+            &format!("{{{{(index .NetworkSettings.Networks \"dualstackbridge\").{field}}}}}"),
+        )
+    };
+    assert_eq!(f("m1", "IPAddress"), "172.28.100.20");
+    assert_eq!(f("m1", "GlobalIPv6Address"), "2001:db8:abc2::20");
+    lab.docker_ok(&["exec", "m2", "ping", "-c", "1", "-W", "2", "172.28.100.20"]);
+    lab.docker_ok(&[
+        "exec",
+        "m2",
+        "ping",
+        "-6",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        "2001:db8:abc2::20",
+    ]);
+    run("m3", "172.28.102.20", "2001:db8:abc4::20");
+    run("m4", "172.28.102.21", "2001:db8:abc4::21");
+    lab.docker_ok(&["exec", "m4", "ping", "-c", "1", "-W", "2", "172.28.102.20"]);
+    lab.docker_ok(&[
+        "exec",
+        "m4",
+        "ping",
+        "-6",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        "2001:db8:abc4::20",
+    ]);
+    assert_eq!(f("m1", "Gateway"), "172.28.100.1");
+    assert_eq!(f("m1", "IPv6Gateway"), "2001:db8:abc2::1");
+    assert_eq!(f("m3", "Gateway"), "172.28.102.254");
+    assert_eq!(f("m3", "IPv6Gateway"), "2001:db8:abc4::254");
+}
+
+/// moby `testMacvlanAddressing`: dual stack without static addresses; the default routes
+/// use the inferred IPv4 gateway and the given IPv6 one.
+#[test]
+fn moby_macvlan_addressing() {
+    let lab = DockerLab::up("addr");
+    lab.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "mvnet",
+        "-o",
+        "parent=eth0",
+        "--ipv6",
+        "-o",
+        "macvlan_mode=bridge",
+        "--subnet=172.28.130.0/24",
+        "--subnet=2001:db8:abca::/64",
+        "--gateway=2001:db8:abca::254",
+        "dualstackbridge",
+    ]);
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "dualstackbridge",
+        "--name",
+        "a1",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let r4 = lab.docker_ok(&["exec", "a1", "ip", "route"]);
+    assert!(r4.contains("default via 172.28.130.1 dev eth0"), "{r4}");
+    let r6 = lab.docker_ok(&["exec", "a1", "ip", "-6", "route"]);
+    assert!(
+        r6.contains("default via 2001:db8:abca::254 dev eth0"),
+        "{r6}"
+    );
+    // Two more, in parallel: each gets its own IPv4 and IPv6 address.
+    std::thread::scope(|s| {
+        for name in ["a2", "a3"] {
+            let lab = &lab;
+            s.spawn(move || {
+                lab.docker_ok(&[
+                    "run",
+                    "-d",
+                    "--network",
+                    "dualstackbridge",
+                    "--name",
+                    name,
+                    IMAGE,
+                    "sleep",
+                    "1000",
+                ]);
+            });
+        }
+    });
+    let mut v6: Vec<String> = ["a1", "a2", "a3"]
+        .iter()
+        .map(|n| {
+            lab.inspect(
+                n,
+                "{{(index .NetworkSettings.Networks \"dualstackbridge\").GlobalIPv6Address}}",
+            )
+        })
+        .collect();
+    v6.sort();
+    v6.dedup();
+    assert_eq!(v6.len(), 3, "{v6:?}");
+    assert!(
+        v6.iter().all(|a| a.starts_with("2001:db8:abca::")),
+        "{v6:?}"
+    );
+}
+
+/// moby `testMacvlanOverlapParent`, the mvnet way: Docker refuses a second network on a
+/// parent in use; mvnet allows several networks per parent (one LAN, one address book)
+/// but refuses an overlapping subnet. `docker network rm` keeps a parent it did not make.
+#[test]
+fn moby_macvlan_overlap_parent() {
+    let lab = DockerLab::up("ovlp");
+    lab.seed_network("dm-first", &[]);
+    let o = lab.docker(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "mvnet",
+        "--subnet=10.103.19.0/24",
+        "-o",
+        "parent=eth0",
+        "dm-parent-net-overlap",
+    ]);
+    assert!(!o.ok());
+    assert!(o.stderr.contains("10.103.19.0/24"), "{}", o.stderr);
+    lab.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "mvnet",
+        "--subnet=10.103.50.0/24",
+        "-o",
+        "parent=eth0",
+        "dm-second",
+    ]);
+    lab.docker_ok(&["network", "rm", "dm-first", "dm-second"]);
+    assert!(lab.links_in("host", "eth0").contains(&"eth0".to_string()));
+}
