@@ -81,6 +81,18 @@ pub fn network_inspect(net: &Network, endpoints: &[Endpoint], conflicts: &[LanCo
     })
 }
 
+/// Which front end manages a network: `docker` (made by `docker network create -d mvnet`,
+/// removed only by Docker), `cni` (made from a CNI config), or `mvnet` (the CLI).
+pub fn network_owner(net: &Network) -> &'static str {
+    if net.docker_owned() {
+        "docker"
+    } else if net.labels.get("mvnet.cni").is_some_and(|v| v == "true") {
+        "cni"
+    } else {
+        "mvnet"
+    }
+}
+
 /// One `network ls --format json` row.
 pub fn network_row(net: &Network, parent_present: bool) -> Value {
     json!({
@@ -90,6 +102,7 @@ pub fn network_row(net: &Network, parent_present: bool) -> Value {
         "Scope": "local",
         "Parent": net.options.parent,
         "ParentPresent": parent_present,
+        "Owner": network_owner(net),
         "Internal": net.internal,
         "IPv6": net.ipv6,
         "CreatedAt": net.created,

@@ -5,8 +5,10 @@
 //! - `protocol.rs`: Docker's request bodies (pure);
 //! - `network.rs`: `CreateNetwork` as an mvnet network request (pure);
 //! - `plugin.rs`: what each call does, through mvnet's engine;
+//! - `names.rs`: Docker's network names, learned from Docker's API in the background;
 //! - this file: the socket, the HTTP layer, one log line per call.
 
+mod names;
 mod network;
 mod plugin;
 mod protocol;
@@ -35,6 +37,13 @@ struct Args {
     /// given to -d and --ipam-driver.
     #[arg(long, default_value = "/run/docker/plugins/mvnet.sock")]
     socket: PathBuf,
+    /// Docker's API, asked (outside plugin calls) for the names of Docker's networks.
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    docker_host: String,
     /// Log every request and response body too (MVNET_DOCKER_DEBUG=true).
     #[arg(long, env = "MVNET_DOCKER_DEBUG")]
     debug: bool,
@@ -73,7 +82,17 @@ fn prepare(args: &Args) -> Result<Plugin, String> {
     std::fs::create_dir_all(&dir)
         .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
     let host = mvnet_core::netns::pin_current_netns(&dir, "host").map_err(e)?;
-    Ok(Plugin::new(args.root.clone(), host.display().to_string()))
+    let plugin = Plugin::new(
+        args.root.clone(),
+        host.display().to_string(),
+        names::socket_path(&args.docker_host),
+    );
+    names::learn_in_background(
+        plugin.root.clone(),
+        plugin.docker.clone(),
+        plugin.unnamed_networks(),
+    );
+    Ok(plugin)
 }
 
 async fn serve(plugin: Arc<Plugin>, socket: PathBuf) -> Result<(), String> {

@@ -42,6 +42,8 @@ pub struct Plugin {
     pub root: PathBuf,
     /// The host namespace (the plugin's own, pinned to a path that outlives restarts).
     pub host: String,
+    /// Docker's API socket, to learn network names in the background.
+    pub docker: PathBuf,
     /// `--ip-range` per pool, from `RequestPool` until `CreateNetwork` reads it.
     ranges: Mutex<BTreeMap<String, String>>,
     /// Dual-stack networks: Docker asks for an endpoint's IPv4 address and then its IPv6
@@ -71,14 +73,33 @@ fn err(e: Error) -> String {
 }
 
 impl Plugin {
-    pub fn new(root: PathBuf, host: String) -> Plugin {
+    pub fn new(root: PathBuf, host: String, docker: PathBuf) -> Plugin {
         Plugin {
             root,
             host,
+            docker,
             ranges: Mutex::new(BTreeMap::new()),
             pairing: Mutex::new(BTreeMap::new()),
             paired: Condvar::new(),
         }
+    }
+
+    /// Docker networks whose Docker name mvnet has not learned yet (at start-up).
+    pub fn unnamed_networks(&self) -> Vec<String> {
+        let Ok(mut engine) = self.engine() else {
+            return Vec::new();
+        };
+        engine
+            .networks()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| {
+                n.labels
+                    .get(mvnet_core::model::DOCKER_LABEL)
+                    .is_some_and(|v| v.is_empty())
+            })
+            .map(|n| n.id)
+            .collect()
     }
 
     fn engine(&self) -> Result<Engine, String> {
@@ -409,6 +430,11 @@ impl Plugin {
         for s in &req.subnets {
             ranges.remove(s);
         }
+        crate::names::learn_in_background(
+            self.root.clone(),
+            self.docker.clone(),
+            vec![net.id.clone()],
+        );
         Ok(json!({}))
     }
 
@@ -636,4 +662,122 @@ fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     mvnet_core::ids::random_bytes(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plugin on a fresh state root (the store only: nothing here reaches the kernel).
+    fn plugin() -> (Plugin, PathBuf) {
+        let root = std::env::temp_dir().join(format!("mvnet-docker-unit-{}", random_hex(6)));
+        (
+            Plugin::new(
+                root.clone(),
+                "/proc/self/ns/net".into(),
+                "/nonexistent".into(),
+            ),
+            root,
+        )
+    }
+
+    fn call(p: &Plugin, method: &str, body: &str) -> Outcome {
+        p.call(method, body.as_bytes()).expect("implemented")
+    }
+
+    #[test]
+    fn handshake_and_capabilities() {
+        let (p, root) = plugin();
+        let v = call(&p, "/Plugin.Activate", "").unwrap();
+        assert_eq!(v["Implements"], json!(["NetworkDriver", "IpamDriver"]));
+        let v = call(&p, "/NetworkDriver.GetCapabilities", "").unwrap();
+        assert_eq!(v["Scope"], "local");
+        assert_eq!(v["ConnectivityScope"], "local");
+        let v = call(&p, "/IpamDriver.GetCapabilities", "").unwrap();
+        assert_eq!(v["RequiresMACAddress"], false);
+        let v = call(&p, "/IpamDriver.GetDefaultAddressSpaces", "").unwrap();
+        assert_eq!(v["LocalDefaultAddressSpace"], "mvnet-local");
+        assert!(p.call("/VolumeDriver.Mount", b"{}").is_none());
+        assert!(p.call("/NetworkDriver.Nope", b"{}").is_none());
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn teardown_of_unknown_ids_succeeds() {
+        let (p, root) = plugin();
+        let ep = r#"{"NetworkID":"4f6c","EndpointID":"e1"}"#;
+        for m in [
+            "/NetworkDriver.Leave",
+            "/NetworkDriver.DeleteEndpoint",
+            "/NetworkDriver.RevokeExternalConnectivity",
+        ] {
+            assert_eq!(call(&p, m, ep).unwrap(), json!({}), "{m}");
+        }
+        let net = r#"{"NetworkID":"4f6c"}"#;
+        assert_eq!(
+            call(&p, "/NetworkDriver.DeleteNetwork", net).unwrap(),
+            json!({})
+        );
+        let addr = r#"{"PoolID":"mvnet:10.1.0.0/24","Address":"10.1.0.5"}"#;
+        assert_eq!(
+            call(&p, "/IpamDriver.ReleaseAddress", addr).unwrap(),
+            json!({})
+        );
+        let pool = r#"{"PoolID":"mvnet:10.1.0.0/24"}"#;
+        assert_eq!(
+            call(&p, "/IpamDriver.ReleasePool", pool).unwrap(),
+            json!({})
+        );
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn bad_requests_say_how_to_fix_them() {
+        let (p, root) = plugin();
+        let e = call(&p, "/IpamDriver.RequestPool", r#"{"Pool":"","V6":false}"#).unwrap_err();
+        assert!(e.contains("--subnet"), "{e}");
+        let e = call(&p, "/IpamDriver.RequestPool", r#"{"Pool":"10.1.0.5/24"}"#).unwrap_err();
+        assert!(e.contains("use 10.1.0.0/24"), "{e}");
+        let e = call(
+            &p,
+            "/IpamDriver.RequestPool",
+            r#"{"Pool":"10.1.0.0/24","SubPool":"10.2.0.0/25"}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("not inside"), "{e}");
+        let v = call(
+            &p,
+            "/IpamDriver.RequestPool",
+            r#"{"Pool":"10.1.0.0/24","SubPool":"10.1.0.128/25"}"#,
+        )
+        .unwrap();
+        assert_eq!(v["PoolID"], "mvnet:10.1.0.0/24:10.1.0.128/25");
+        // The gateway's request before the network exists: Docker's first host.
+        let v = call(
+            &p,
+            "/IpamDriver.RequestAddress",
+            r#"{"PoolID":"mvnet:fd00:1::/64","Address":"","Options":{"RequestAddressType":"com.docker.network.gateway"}}"#,
+        )
+        .unwrap();
+        assert_eq!(v["Address"], "fd00:1::1/64");
+        // An endpoint address for a pool no mvnet network has.
+        let e = call(
+            &p,
+            "/IpamDriver.RequestAddress",
+            r#"{"PoolID":"mvnet:10.1.0.0/24","Address":""}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("-d mvnet"), "{e}");
+        let e = call(
+            &p,
+            "/NetworkDriver.CreateEndpoint",
+            r#"{"NetworkID":"abc","EndpointID":"e","Interface":{"Address":"10.1.0.2/24"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("not known to mvnet"), "{e}");
+        assert!(call(&p, "/NetworkDriver.Join", "{")
+            .unwrap_err()
+            .contains("cannot read"));
+        let _ = std::fs::remove_dir_all(root);
+    }
 }

@@ -58,9 +58,27 @@ fn seed_scenario_through_docker() {
     );
     let host = lab.in_ns("host", &["ping", "-c", "1", "-W", "1", "10.103.19.2"]);
     assert!(!host.ok(), "the host must not reach its macvlan container");
-    // mvnet sees the Docker network and its endpoint.
+    // mvnet sees the Docker network, under Docker's name, and its endpoint.
+    common::wait_for(
+        || {
+            lab.mvnet(&["network", "ls"])
+                .stdout
+                .contains("my-macvlan-net")
+        },
+        std::time::Duration::from_secs(10),
+        "mvnet to learn the Docker network's name",
+    );
     let ls = lab.mvnet(&["network", "ls"]);
-    assert!(ls.stdout.contains(&id[..12]), "{}", ls.stdout);
+    let row = ls
+        .stdout
+        .lines()
+        .find(|l| l.contains(&id[..12]))
+        .unwrap_or_default();
+    assert!(
+        row.contains("my-macvlan-net") && row.trim_end().ends_with("docker"),
+        "{}",
+        ls.stdout
+    );
     let inspect = lab.mvnet(&["network", "inspect", &id[..12]]);
     assert!(inspect.stdout.contains("10.103.19.2"), "{}", inspect.stdout);
     // Docker moved the link into the container: nothing of it is left on the host.
@@ -74,9 +92,13 @@ fn seed_scenario_through_docker() {
         inspect.stdout
     );
     // mvnet refuses to remove Docker's network; docker network rm does.
-    let rm = lab.mvnet(&["network", "rm", &id[..12]]);
+    let rm = lab.mvnet(&["network", "rm", "my-macvlan-net"]);
     assert_ne!(rm.code, 0);
-    assert!(rm.stderr.contains("docker network rm"), "{}", rm.stderr);
+    assert!(
+        rm.stderr.contains("docker network rm my-macvlan-net"),
+        "{}",
+        rm.stderr
+    );
     lab.docker_ok(&["network", "rm", "my-macvlan-net"]);
     let ls = lab.mvnet(&["network", "ls"]);
     assert!(!ls.stdout.contains(&id[..12]), "{}", ls.stdout);

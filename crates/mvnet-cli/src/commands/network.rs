@@ -17,6 +17,7 @@ const NETWORK_HEADERS: &[(&str, &str)] = &[
     ("Labels", "LABELS"),
     ("CreatedAt", "CREATED AT"),
     ("Parent", "PARENT"),
+    ("Owner", "OWNER"),
 ];
 use crate::cli::NetworkCmd;
 
@@ -93,10 +94,14 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
                             } else {
                                 n.options.parent.clone()
                             },
+                            views::network_owner(n).to_string(),
                         ]
                     })
                     .collect();
-                crate::table::print(&["NETWORK ID", "NAME", "DRIVER", "SCOPE", "PARENT"], &rows);
+                crate::table::print(
+                    &["NETWORK ID", "NAME", "DRIVER", "SCOPE", "PARENT", "OWNER"],
+                    &rows,
+                );
             }
         }
         NetworkCmd::Inspect { format, networks } => {

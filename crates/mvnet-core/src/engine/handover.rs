@@ -6,13 +6,35 @@
 //! true afterwards (whose it is, which MAC the user gave).
 
 use super::Engine;
-use crate::model::{Endpoint, MacAddr};
+use crate::model::{Endpoint, MacAddr, Network};
 use crate::{conflict, Error, Result};
 
 impl Engine {
     /// Records a new owner or location for an endpoint (its addresses stay).
     pub fn update_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
         self.store.update_endpoint(ep)
+    }
+
+    /// Records the name a runtime gave network `id` (Docker names a network only in its
+    /// own API, never in a plugin call): in the network's `mvnet.docker` label, and as its
+    /// mvnet name too unless another mvnet network has that name.
+    pub fn record_runtime_name(&mut self, id: &str, name: &str) -> Result<Network> {
+        let mut net = self.store.network(id)?;
+        if net.id != id {
+            return Err(crate::not_found!("network {id} not found"));
+        }
+        net.labels
+            .insert(crate::model::DOCKER_LABEL.to_string(), name.to_string());
+        let taken = self
+            .store
+            .networks()?
+            .iter()
+            .any(|n| n.name == name && n.id != net.id);
+        if !taken && crate::model::network::check_name(name, "network").is_ok() {
+            net.name = name.to_string();
+        }
+        self.store.update_network(&net)?;
+        Ok(net)
     }
 
     /// Changes the MAC of an endpoint's link (still in its own namespace) and its row.

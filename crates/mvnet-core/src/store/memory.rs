@@ -220,6 +220,13 @@ impl Store for MemoryStore {
 
     fn update_network(&mut self, net: &Network) -> Result<()> {
         self.write("update_network")?;
+        if self
+            .networks
+            .iter()
+            .any(|n| n.name == net.name && n.id != net.id)
+        {
+            return Err(conflict!("network with name {} already exists", net.name));
+        }
         match self.networks.iter_mut().find(|n| n.id == net.id) {
             Some(n) => {
                 *n = net.clone();

@@ -788,10 +788,17 @@ impl Store for SqliteStore {
     }
 
     fn update_network(&mut self, net: &Network) -> Result<()> {
-        let n = self.write_one(
-            "UPDATE networks SET body = ?2 WHERE id = ?1",
-            params![net.id, to_json(net)],
-        )?;
+        let n = self
+            .write_one(
+                "UPDATE networks SET name = ?3, body = ?2 WHERE id = ?1",
+                params![net.id, to_json(net), net.name],
+            )
+            .map_err(|e| match e {
+                Error::Store(StoreError::Sqlite(ref q)) if q.to_string().contains("UNIQUE") => {
+                    conflict!("network with name {} already exists", net.name)
+                }
+                other => other,
+            })?;
         if n == 0 {
             return Err(not_found!("network {} was removed meanwhile", net.name));
         }

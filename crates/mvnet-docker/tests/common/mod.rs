@@ -135,7 +135,14 @@ impl DockerLab {
             .unwrap();
         let plugin = bin("mvnet-docker");
         let root = self.root();
-        let mut c = self.inside(&[plugin.to_str().unwrap(), "--root", root.to_str().unwrap()]);
+        let sock = self.sock();
+        let mut c = self.inside(&[
+            plugin.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "--docker-host",
+            &sock,
+        ]);
         c.stdout(Stdio::null())
             .stderr(log)
             .env("MVNET_DOCKER_DEBUG", "true");
