@@ -555,6 +555,9 @@ impl Plugin {
                 routes.push(json!({"Destination": "::/0", "RouteType": 1}));
             }
             reply["StaticRoutes"] = Value::Array(routes);
+            // No gateway on purpose: without this, Docker would add docker_gwbridge and a
+            // second default route.
+            reply["DisableGatewayService"] = Value::Bool(true);
         }
         Ok(reply)
     }

@@ -122,7 +122,7 @@ impl DockerLab {
     /// `argv` inside the holder's mount and network namespaces.
     fn inside(&self, argv: &[&str]) -> Command {
         let mut c = Command::new("nsenter");
-        c.args(["-t", &self.holder.id().to_string(), "-m", "-n", "--"])
+        c.args(["-t", &self.holder.id().to_string(), "-m", "-n", "-r", "--"])
             .args(argv);
         c
     }
