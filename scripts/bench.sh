@@ -14,5 +14,5 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update
   apt-get install -y --no-install-recommends "${need[@]}"
 fi
-cargo build --release -p mvnet-cli -p mvnet-cni -p mvnet-bench
+cargo build --release -p mvnet-cli -p mvnet-cni -p mvnet-docker -p mvnet-bench
 exec target/release/mvnet-bench --out bench-out "$@"

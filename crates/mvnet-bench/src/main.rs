@@ -5,6 +5,7 @@
 //! Run it through scripts/bench.sh, which installs the contestants first.
 
 mod contestants;
+mod docker_plugin;
 mod proc;
 mod svg;
 
@@ -46,6 +47,10 @@ struct Args {
     /// Leave Docker out (the smoke test does; the full run needs docker.io).
     #[arg(long)]
     no_docker: bool,
+    /// Rounds of the Docker plugin section (docker run/rm and connect/disconnect, with
+    /// -d mvnet and -d macvlan each).
+    #[arg(long, default_value_t = 20)]
+    docker_rounds: usize,
     /// The mvnet and mvnet-cni binaries (default: next to this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -300,6 +305,18 @@ fn main() {
     }
     if let Some(d) = docker_slot.take() {
         d.stop(&ctx);
+    }
+
+    // ----- 1b. mvnet's Docker plugin beside Docker's own macvlan driver ------------------
+    if !args.no_docker {
+        eprintln!(
+            "bench: Docker plugin, {} rounds of run/rm and connect/disconnect per driver",
+            args.docker_rounds
+        );
+        let pair = docker_plugin::DockerPair::start(&ctx, &bin_dir.join("mvnet-docker"))
+            .unwrap_or_else(|e| panic!("cannot start dockerd with mvnet-docker: {e}"));
+        results["docker_plugin"] = pair.measure(args.docker_rounds);
+        pair.stop();
     }
     let wall = |v: &[Sample]| v.iter().map(|s| s.wall_ms).collect::<Vec<_>>();
     let mut latency = serde_json::Map::new();
@@ -658,6 +675,37 @@ fn report(args: &Args, names: &[String], mut results: Value) {
     table += &format!("Bulk teardown of {}: mvnet rm -f {:.0} ms; {} sequential reference DELs {:.0} ms ({:.1}x); mvnet lab down {:.0} ms\n",
         args.teardown, td["mvnet_rm_ms"].as_f64().unwrap_or(f64::NAN), args.teardown, td["reference_sequential_del_ms"].as_f64().unwrap_or(f64::NAN),
         td["reference_sequential_del_ms"].as_f64().unwrap_or(f64::NAN) / td["mvnet_rm_ms"].as_f64().unwrap_or(f64::NAN), td["mvnet_lab_down_ms"].as_f64().unwrap_or(f64::NAN));
+    let dp = results["docker_plugin"].clone();
+    let dop = |driver: &str, op: &str| {
+        dp["ops"][format!("{driver} {op}")]["median_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    if !dp.is_null() {
+        table += &format!(
+            "\nDocker plugin: the same dockerd {}, {} interleaved rounds, {} errors (medians, ms; mvnet's network probes nothing: -o probe_ms=0, as Docker's driver)\n\n| operation | -d macvlan (Docker) | -d mvnet | mvnet / Docker |\n|---|---:|---:|---:|\n",
+            "20.10",
+            dp["rounds"],
+            dp["errors"]
+        );
+        for op in ["run", "rm", "connect", "disconnect"] {
+            table += &format!(
+                "| docker {op} | {:.1} | {:.1} | {:.2} |\n",
+                dop("macvlan", op),
+                dop("mvnet", op),
+                dop("mvnet", op) / dop("macvlan", op)
+            );
+        }
+        table += &format!(
+            "\nThe plugin's own time (its log): CreateEndpoint + Join {:.2} ms median, RequestAddress (reservation and link) {:.2} ms median\n",
+            dp["plugin"]["create_endpoint_plus_join_ms"]["median"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            dp["plugin"]["request_address_ms"]["median"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        );
+    }
     table += "\n| data plane | container-container Gbit/s | RTT ms | container-LAN peer Gbit/s | RTT ms |\n|---|---:|---:|---:|---:|\n";
     for (k, v) in results["dataplane"]
         .as_object()
@@ -752,6 +800,29 @@ fn report(args: &Args, names: &[String], mut results: Value) {
             ratio(m(dk, "add_ms"), m(cli, "add_ms")),
             10.0,
             true,
+        ));
+    }
+    if !dp.is_null() {
+        let both = |d: &str, a: &str, b: &str| dop(d, a) + dop(d, b);
+        targets.push((
+            "docker run + rm with -d mvnet within 1.1x of -d macvlan",
+            both("mvnet", "run", "rm") / both("macvlan", "run", "rm"),
+            1.1,
+            false,
+        ));
+        targets.push((
+            "docker network connect + disconnect with -d mvnet within 1.1x of -d macvlan",
+            both("mvnet", "connect", "disconnect") / both("macvlan", "connect", "disconnect"),
+            1.1,
+            false,
+        ));
+        targets.push((
+            "plugin CreateEndpoint + Join under 2 ms (median, ms)",
+            dp["plugin"]["create_endpoint_plus_join_ms"]["median"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            2.0,
+            false,
         ));
     }
     table += "\n| target | measured | goal | met |\n|---|---:|---:|---|\n";
