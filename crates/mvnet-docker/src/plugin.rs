@@ -51,6 +51,9 @@ pub struct Plugin {
     /// the two at a time, so the IPv6 request finds the endpoint its IPv4 one staged.
     pairing: Mutex<BTreeMap<String, Pairing>>,
     paired: Condvar,
+    /// Each joined endpoint's container namespace (Join's SandboxKey), where its
+    /// addresses are announced once Docker has configured the link.
+    sandboxes: Mutex<BTreeMap<String, String>>,
 }
 
 enum Pairing {
@@ -68,6 +71,40 @@ impl Pairing {
 
 pub type Outcome = Result<Value, String>;
 
+thread_local! {
+    /// One engine per blocking thread and state root (tests run several plugins at once).
+    static CACHED: std::cell::RefCell<BTreeMap<PathBuf, Engine>> =
+        const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+/// An engine borrowed from this thread's cache; it goes back on drop.
+struct EngineGuard {
+    root: PathBuf,
+    engine: Option<Engine>,
+}
+
+impl std::ops::Deref for EngineGuard {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        self.engine.as_ref().expect("present until drop")
+    }
+}
+
+impl std::ops::DerefMut for EngineGuard {
+    fn deref_mut(&mut self) -> &mut Engine {
+        self.engine.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for EngineGuard {
+    fn drop(&mut self) {
+        if let Some(e) = self.engine.take() {
+            let root = std::mem::take(&mut self.root);
+            CACHED.with(|c| c.borrow_mut().insert(root, e));
+        }
+    }
+}
+
 fn err(e: Error) -> String {
     mvnet_core::one_line(&e.to_string())
 }
@@ -81,6 +118,7 @@ impl Plugin {
             ranges: Mutex::new(BTreeMap::new()),
             pairing: Mutex::new(BTreeMap::new()),
             paired: Condvar::new(),
+            sandboxes: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -102,8 +140,18 @@ impl Plugin {
             .collect()
     }
 
-    fn engine(&self) -> Result<Engine, String> {
-        Engine::open(&self.root).map_err(err)
+    /// This thread's engine on the plugin's root (opened once per thread and kept: opening
+    /// the store costs more than most calls).
+    fn engine(&self) -> Result<EngineGuard, String> {
+        let cached = CACHED.with(|c| c.borrow_mut().remove(&self.root));
+        let engine = match cached {
+            Some(e) => e,
+            None => Engine::open(&self.root).map_err(err)?,
+        };
+        Ok(EngineGuard {
+            root: self.root.clone(),
+            engine: Some(engine),
+        })
     }
 
     /// Serves one call; `None` for a method mvnet does not implement (HTTP 404).
@@ -119,10 +167,15 @@ impl Plugin {
             "/NetworkDriver.EndpointOperInfo" => parse(body).and_then(|r| self.oper_info(&r)),
             "/NetworkDriver.DeleteEndpoint" => parse(body).and_then(|r| self.delete_endpoint(&r)),
             "/NetworkDriver.Join" => parse(body).and_then(|r| self.join(&r)),
+            "/NetworkDriver.ProgramExternalConnectivity" => {
+                parse(body).and_then(|r| self.program_external(&r))
+            }
             // Docker moves the link back to the host itself; DeleteEndpoint deletes it.
-            "/NetworkDriver.Leave"
-            | "/NetworkDriver.ProgramExternalConnectivity"
-            | "/NetworkDriver.RevokeExternalConnectivity"
+            "/NetworkDriver.Leave" => parse::<p::EndpointRef>(body).map(|r| {
+                self.sandboxes.lock().unwrap().remove(&r.endpoint_id);
+                json!({})
+            }),
+            "/NetworkDriver.RevokeExternalConnectivity"
             | "/NetworkDriver.DiscoverNew"
             | "/NetworkDriver.DiscoverDelete"
             | "/NetworkDriver.FreeNetwork" => Ok(json!({})),
@@ -500,16 +553,10 @@ impl Plugin {
         Ok(json!({"Interface": interface_reply(&net, &iface, &ep)}))
     }
 
-    fn oper_info(&self, r: &p::EndpointRef) -> Outcome {
-        let mut engine = self.engine()?;
-        let net = known_network(&mut engine, &r.network_id)?;
-        let value = match find_endpoint(&mut engine, &net, &r.endpoint_id)? {
-            Some(ep) => {
-                json!({"mvnet.mac": ep.mac.to_string(), "mvnet.parent": net.options.parent})
-            }
-            None => json!({}),
-        };
-        Ok(json!({"Value": value}))
+    /// Docker asks this twice per endpoint, for `docker inspect`; mvnet has nothing to add
+    /// to what Docker shows, so it answers without a store read.
+    fn oper_info(&self, _r: &p::EndpointRef) -> Outcome {
+        Ok(json!({"Value": {}}))
     }
 
     fn join(&self, r: &p::Join) -> Outcome {
@@ -521,11 +568,12 @@ impl Plugin {
                 mvnet_core::ids::short(&r.endpoint_id)
             )
         })?;
-        let mut ep = ep;
-        let sandbox = r.sandbox_key.rsplit('/').next().unwrap_or_default();
-        if !sandbox.is_empty() && ep.container_name != sandbox {
-            ep.container_name = sandbox.to_string();
-            engine.update_endpoint(&ep).map_err(err)?;
+        // Where the container lives: recorded (and announced) after Join, off Docker's path.
+        if !r.sandbox_key.is_empty() {
+            self.sandboxes
+                .lock()
+                .unwrap()
+                .insert(r.endpoint_id.clone(), r.sandbox_key.clone());
         }
         let l3 = net.driver == mvnet_core::model::Driver::Ipvlan
             && net.options.ipvlan_mode != mvnet_core::model::IpvlanMode::L2;
@@ -560,6 +608,58 @@ impl Plugin {
             reply["DisableGatewayService"] = Value::Bool(true);
         }
         Ok(reply)
+    }
+
+    /// Called once Docker has moved the link into the container and configured it: records
+    /// which container the endpoint is in (its sandbox, named after the container id), then
+    /// tells the LAN where the addresses live now (3 gratuitous ARPs and unsolicited NAs,
+    /// 1 s apart, on top of the kernel's) from a background thread, off Docker's path. The
+    /// announcement is best effort: a failure is logged, never returned.
+    fn program_external(&self, r: &p::EndpointRef) -> Outcome {
+        let Some(sandbox) = self.sandboxes.lock().unwrap().get(&r.endpoint_id).cloned() else {
+            return Ok(json!({}));
+        };
+        let mut engine = self.engine()?;
+        let net = known_network(&mut engine, &r.network_id)?;
+        let Some(mut ep) = find_endpoint(&mut engine, &net, &r.endpoint_id)? else {
+            return Ok(json!({}));
+        };
+        let name = sandbox.rsplit('/').next().unwrap_or_default();
+        if !name.is_empty() && ep.container_name != name {
+            ep.container_name = name.to_string();
+            engine.update_endpoint(&ep).map_err(err)?;
+        }
+        let l3 = net.driver == mvnet_core::model::Driver::Ipvlan
+            && net.options.ipvlan_mode != mvnet_core::model::IpvlanMode::L2;
+        if !l3 {
+            let root = self.root.clone();
+            // Docker configures the link from runc's prestart hook, after this call: wait
+            // (up to 10 s) until the container's namespace holds it, up and addressed.
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut last = String::from("not configured yet");
+                let mut engine = match Engine::open(&root) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        eprintln!("mvnet-docker: warning: not announced: {e}");
+                        return;
+                    }
+                };
+                while started.elapsed() < Duration::from_secs(10) {
+                    match engine.announce_in(&sandbox, &ep) {
+                        Ok(true) => return,
+                        Ok(false) => last = "not configured yet".into(),
+                        Err(e) => last = e.to_string(),
+                    }
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                eprintln!(
+                    "mvnet-docker: warning: endpoint {} not announced: {last}",
+                    mvnet_core::ids::short(&ep.id)
+                );
+            });
+        }
+        Ok(json!({}))
     }
 
     fn delete_endpoint(&self, r: &p::EndpointRef) -> Outcome {

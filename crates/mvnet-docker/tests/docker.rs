@@ -962,3 +962,79 @@ fn moby_macvlan_overlap_parent() {
     lab.docker_ok(&["network", "rm", "dm-first", "dm-second"]);
     assert!(lab.links_in("host", "eth0").contains(&"eth0".to_string()));
 }
+
+/// After `docker run`, the LAN hears mvnet's announcements for the container's address:
+/// RFC 5227 gratuitous ARPs from its MAC, at least three, spread over a second or more
+/// (sent from inside the container once Docker has configured the link).
+#[test]
+fn docker_containers_are_announced_on_the_lan() {
+    let lab = DockerLab::up("annc");
+    lab.seed_network("anet", &["-o", "probe_ms=0"]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|s| {
+        let listener = s.spawn(|| common::arp_announcements(&lab, "10.103.19.2", &stop));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        lab.docker_ok(&[
+            "run",
+            "-d",
+            "--network",
+            "anet",
+            "--name",
+            "an1",
+            IMAGE,
+            "sleep",
+            "1000",
+        ]);
+        std::thread::sleep(std::time::Duration::from_millis(3500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        listener.join().unwrap()
+    });
+    let from_container: Vec<_> = seen
+        .iter()
+        .filter(|(_, mac)| mac == &[0x02, 0x42, 0x0a, 0x67, 0x13, 0x02])
+        .collect();
+    assert!(
+        from_container.len() >= 3,
+        "expected at least 3 announcements of 10.103.19.2 from 02:42:0a:67:13:02, saw {seen:?}"
+    );
+    let spread = from_container.last().unwrap().0 - from_container[0].0;
+    assert!(
+        spread >= std::time::Duration::from_millis(1500),
+        "{spread:?}"
+    );
+}
+
+/// `-o host_access=on`: the host reaches its Docker containers through mvnet's shim (the
+/// seed's rule says it cannot otherwise), and the shim goes with the network.
+#[test]
+fn host_access_reaches_docker_containers() {
+    let lab = DockerLab::up("hacc");
+    lab.seed_network("hnet", &["-o", "host_access=on"]);
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "hnet",
+        "--name",
+        "h1",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let ip = lab.inspect(
+        "h1",
+        "{{(index .NetworkSettings.Networks \"hnet\").IPAddress}}",
+    );
+    let o = lab.in_ns("host", &["ping", "-c", "1", "-W", "2", &ip]);
+    assert!(
+        o.ok(),
+        "the host must reach {ip} through the shim: {}",
+        o.stdout
+    );
+    lab.docker_ok(&["rm", "-f", "h1"]);
+    lab.docker_ok(&["network", "rm", "hnet"]);
+    assert!(
+        lab.links_in("host", "mvh-").is_empty(),
+        "the shim goes with the network"
+    );
+}
