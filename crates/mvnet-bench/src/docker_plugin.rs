@@ -291,6 +291,34 @@ pub fn plugin_times(log: &str) -> Value {
     })
 }
 
+/// The section's part of the report (markdown).
+pub fn table(dp: &Value) -> String {
+    let dop = |driver: &str, op: &str| {
+        dp["ops"][format!("{driver} {op}")]["median_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    let mut t = format!(
+        "\nDocker plugin: one dockerd 20.10, {} interleaved rounds, {} errors (medians, ms; mvnet's network probes nothing, -o probe_ms=0, like Docker's driver)\n\n| operation | -d macvlan (Docker) | -d mvnet | mvnet / Docker |\n|---|---:|---:|---:|\n",
+        dp["rounds"], dp["errors"]
+    );
+    for op in ["run", "rm", "connect", "disconnect"] {
+        t += &format!(
+            "| docker {op} | {:.1} | {:.1} | {:.2} |\n",
+            dop("macvlan", op),
+            dop("mvnet", op),
+            dop("mvnet", op) / dop("macvlan", op)
+        );
+    }
+    let med = |k: &str| dp["plugin"][k]["median"].as_f64().unwrap_or(f64::NAN);
+    t += &format!(
+        "\nThe plugin's own time (its log): CreateEndpoint + Join {:.2} ms median, RequestAddress (reservation and link) {:.2} ms median\n",
+        med("create_endpoint_plus_join_ms"),
+        med("request_address_ms")
+    );
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,9 @@ struct Args {
     /// -d mvnet and -d macvlan each).
     #[arg(long, default_value_t = 20)]
     docker_rounds: usize,
+    /// Run only the Docker plugin section (prints its table).
+    #[arg(long)]
+    docker_only: bool,
     /// The mvnet and mvnet-cni binaries (default: next to this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -156,6 +159,14 @@ fn main() {
             "cannot enter the lab host namespace: {}",
             std::io::Error::last_os_error()
         );
+    }
+    if args.docker_only {
+        let pair = docker_plugin::DockerPair::start(&ctx, &bin_dir.join("mvnet-docker"))
+            .unwrap_or_else(|e| panic!("cannot start dockerd with mvnet-docker: {e}"));
+        let dp = pair.measure(args.docker_rounds);
+        pair.stop();
+        println!("{}", docker_plugin::table(&dp));
+        return;
     }
     let mut targets = Targets(Vec::new());
     let mvnet = |a: &[&str]| {
@@ -682,29 +693,7 @@ fn report(args: &Args, names: &[String], mut results: Value) {
             .unwrap_or(f64::NAN)
     };
     if !dp.is_null() {
-        table += &format!(
-            "\nDocker plugin: the same dockerd {}, {} interleaved rounds, {} errors (medians, ms; mvnet's network probes nothing: -o probe_ms=0, as Docker's driver)\n\n| operation | -d macvlan (Docker) | -d mvnet | mvnet / Docker |\n|---|---:|---:|---:|\n",
-            "20.10",
-            dp["rounds"],
-            dp["errors"]
-        );
-        for op in ["run", "rm", "connect", "disconnect"] {
-            table += &format!(
-                "| docker {op} | {:.1} | {:.1} | {:.2} |\n",
-                dop("macvlan", op),
-                dop("mvnet", op),
-                dop("mvnet", op) / dop("macvlan", op)
-            );
-        }
-        table += &format!(
-            "\nThe plugin's own time (its log): CreateEndpoint + Join {:.2} ms median, RequestAddress (reservation and link) {:.2} ms median\n",
-            dp["plugin"]["create_endpoint_plus_join_ms"]["median"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            dp["plugin"]["request_address_ms"]["median"]
-                .as_f64()
-                .unwrap_or(f64::NAN)
-        );
+        table += &docker_plugin::table(&dp);
     }
     table += "\n| data plane | container-container Gbit/s | RTT ms | container-LAN peer Gbit/s | RTT ms |\n|---|---:|---:|---:|---:|\n";
     for (k, v) in results["dataplane"]
