@@ -161,6 +161,9 @@ pub struct RunArgs {
     pub ifname: Option<String>,
     #[arg(short = 'h', long)]
     pub hostname: Option<String>,
+    /// A label KEY=VALUE (repeatable); `ps -f label=KEY[=VALUE]` selects by it.
+    #[arg(short = 'l', long)]
+    pub label: Vec<String>,
     /// The command and its arguments (after --).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,

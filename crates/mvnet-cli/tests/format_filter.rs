@@ -12,7 +12,7 @@ fn lines(s: &str) -> Vec<String> {
 fn templates_and_filters_work_as_in_docker() {
     let lab = TestLab::new();
     lab.two_networks("base", "other", &["--label", "env=lab"]);
-    lab.container("web", "base", &[]);
+    lab.container("web", "base", &["--label", "tier=front", "-l", "team"]);
     lab.ok(&["run", "--network", "other", "--name", "done", "--", "true"]);
 
     // network ls
@@ -86,6 +86,40 @@ fn templates_and_filters_work_as_in_docker() {
         lines(&lab.ok(&["ps", "-a", "-f", "network=other", "--format", "{{.Names}}"])),
         ["done"]
     );
+    // Container labels, as in Docker: label=KEY or label=KEY=VALUE.
+    for (f, want) in [
+        ("label=tier", vec!["web"]),
+        ("label=tier=front", vec!["web"]),
+        ("label=team", vec!["web"]),
+        ("label=tier=back", vec![]),
+    ] {
+        assert_eq!(
+            lines(&lab.ok(&["ps", "-a", "-f", f, "--format", "{{.Names}}"])),
+            want,
+            "{f}"
+        );
+    }
+    assert_eq!(
+        lab.ok(&["inspect", "-f", "{{json .Config.Labels}}", "web"])
+            .trim(),
+        r#"{"team":"","tier":"front"}"#
+    );
+    assert_eq!(
+        lines(&lab.ok(&["ps", "--format", "{{.Labels}}"])),
+        ["team=,tier=front"]
+    );
+    let e = lab.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "base",
+        "--label",
+        "=x",
+        "--",
+        "sleep",
+        "1",
+    ]);
+    assert!(e.contains("--label"), "{e}");
     let key = lab.ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "web"]);
     assert!(key.trim().starts_with("/run/netns/mvnet-"), "{key}");
 

@@ -31,6 +31,8 @@ pub struct RunRequest {
     pub hostname: Option<String>,
     pub command: Vec<String>,
     pub auto_remove: bool,
+    /// `--label KEY=VALUE`.
+    pub labels: Vec<String>,
 }
 
 /// Creates the container: store row, namespaces, network attachment. All or nothing.
@@ -61,6 +63,7 @@ pub fn create(engine: &mut Engine, req: &RunRequest) -> Result<Container> {
             ));
         }
     }
+    let labels = crate::model::network::parse_labels(&req.labels)?;
     clean_up_abandoned(engine);
     let id = crate::ids::new_id();
     let short = crate::ids::short(&id).to_string();
@@ -85,6 +88,7 @@ pub fn create(engine: &mut Engine, req: &RunRequest) -> Result<Container> {
         log_path: Some(paths.log.display().to_string()),
         creator_pid: me,
         creator_start: process_start_time(me).unwrap_or(0),
+        labels,
     };
     engine.store().create_container(&c)?;
     let built = (|| -> Result<()> {
@@ -617,6 +621,7 @@ pub fn remove(engine: &mut Engine, name: &str, force: bool) -> Result<Container>
                     log_path: None,
                     creator_pid: 0,
                     creator_start: 0,
+                    labels: Default::default(),
                 });
             }
             return Err(e);

@@ -160,7 +160,7 @@ pub fn container_inspect(c: &Container, attached: &[(Endpoint, Network)]) -> Val
         "Name": format!("/{}", c.name),
         "LogPath": c.log_path.clone().unwrap_or_default(),
         "HostConfig": { "AutoRemove": c.auto_remove },
-        "Config": { "Hostname": c.hostname, "Cmd": c.command },
+        "Config": { "Hostname": c.hostname, "Cmd": c.command, "Labels": c.labels },
         "NetworkSettings": {
             "SandboxKey": c.netns,
             "Networks": networks,
@@ -178,6 +178,12 @@ pub fn container_row(c: &Container, networks: &[String]) -> Value {
         "State": c.status.to_string(),
         "Status": status_text(c),
         "Networks": networks.join(","),
+        "Labels": c
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
     })
 }
 
@@ -281,6 +287,7 @@ mod tests {
             log_path: None,
             creator_pid: 0,
             creator_start: 0,
+            labels: Default::default(),
         };
         let v = container_inspect(&c, &[(ep.clone(), net.clone())]);
         let n = &v["NetworkSettings"]["Networks"]["my-macvlan-net"];

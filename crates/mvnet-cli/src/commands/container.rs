@@ -22,6 +22,7 @@ pub fn run(engine: &mut Engine, a: RunArgs) -> Result<u8> {
         hostname: a.hostname,
         command: a.command,
         auto_remove: a.rm,
+        labels: a.label,
     };
     let c = runtime::create(engine, &req)?;
     if a.detach {
@@ -81,8 +82,7 @@ pub fn ps(
             "id" => c.id.starts_with(v),
             "network" => att.iter().any(|(_, n)| n.name == v || n.id.starts_with(v)),
             "status" => c.status.to_string() == v,
-            // mvnet containers carry no labels yet: a label filter matches none.
-            "label" => false,
+            "label" => crate::filter::label_matches(&c.labels, v),
             _ => false,
         });
         if !pass {

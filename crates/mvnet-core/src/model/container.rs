@@ -30,6 +30,9 @@ pub struct Container {
     pub creator_pid: u32,
     #[serde(default)]
     pub creator_start: u64,
+    /// `--label KEY=VALUE` (Docker's `Config.Labels`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -412,6 +412,22 @@ pub struct CreateNetworkRequest {
     pub host_access_ip: Option<String>,
 }
 
+/// `--label KEY=VALUE` (or `KEY`, an empty value), as Docker takes them.
+pub fn parse_labels(given: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    for l in given {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        if k.is_empty() {
+            return Err(invalid!(
+                "invalid --label {}: expected key=value",
+                crate::quote(l)
+            ));
+        }
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(labels)
+}
+
 /// The validated parts of a request that need no kernel: driver, pools, labels, options.
 #[derive(Debug, Clone)]
 pub struct ValidatedRequest {
@@ -521,14 +537,7 @@ impl CreateNetworkRequest {
                 ));
             }
         }
-        let mut labels = BTreeMap::new();
-        for l in &self.labels {
-            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-            if k.is_empty() {
-                return Err(invalid!("invalid --label '{l}': expected key=value"));
-            }
-            labels.insert(k.to_string(), v.to_string());
-        }
+        let labels = parse_labels(&self.labels)?;
         let mut options = NetworkOptions::parse_for(&self.options, driver)?;
         if self.host_access_ip.is_some() && !self.host_access {
             return Err(invalid!("--host-access-ip needs --host-access"));
