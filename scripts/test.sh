@@ -9,3 +9,5 @@ cargo test --workspace -- --test-threads=8
 bash scripts/vm-tests.sh
 # The VM must also work for a checkout under /tmp (its /tmp is a fresh tmpfs).
 bash scripts/vm-tmp-checkout-test.sh
+# The Debian package, installed into a clean root and used from the installed paths.
+bash scripts/package-test.sh
