@@ -1,6 +1,8 @@
 //! Docker-shaped JSON for `inspect`, `ls --format json` and `ps --format json`, built from
 //! the model alone (pure, so its shape is unit-tested without root).
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Map, Value};
 
 use crate::ids::short;
@@ -66,6 +68,9 @@ pub fn network_inspect(net: &Network, endpoints: &[Endpoint], conflicts: &[LanCo
         "IPAM": { "Driver": "default", "Options": {}, "Config": config },
         "Internal": net.internal,
         "Attachable": true,
+        "Ingress": false,
+        "ConfigFrom": { "Network": "" },
+        "ConfigOnly": false,
         "Containers": containers,
         "Options": net.options.to_map(net.driver),
         "HostAccess": host.map(|h| json!({"Interface": h.ifname, "IPv4Address": cidr(&h.ipv4), "MacAddress": h.mac.to_string()})),
@@ -156,13 +161,53 @@ pub fn container_inspect(c: &Container, attached: &[(Endpoint, Network)]) -> Val
             "ExitCode": c.exit_code.unwrap_or(0),
             "StartedAt": c.started_at.clone().unwrap_or_default(),
             "FinishedAt": c.finished_at.clone().unwrap_or_default(),
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Dead": false,
+            "Error": "",
         },
         "Name": format!("/{}", c.name),
+        "RestartCount": 0,
         "LogPath": c.log_path.clone().unwrap_or_default(),
-        "HostConfig": { "AutoRemove": c.auto_remove },
-        "Config": { "Hostname": c.hostname, "Cmd": c.command, "Labels": c.labels },
+        "HostConfig": {
+            "AutoRemove": c.auto_remove,
+            "NetworkMode": attached.first().map(|(_, n)| n.name.clone()).unwrap_or_default(),
+        },
+        "Config": {
+            "Hostname": c.hostname,
+            "Domainname": "",
+            "User": "",
+            "AttachStdin": false,
+            "AttachStdout": false,
+            "AttachStderr": false,
+            "Tty": false,
+            "OpenStdin": false,
+            "StdinOnce": false,
+            "Cmd": c.command,
+            "WorkingDir": "",
+            "Labels": c.labels,
+        },
+        // The top-level address fields are the default bridge network's in Docker, so
+        // empty for a container on macvlan networks, there as here.
         "NetworkSettings": {
+            "Bridge": "",
+            "SandboxID": c.id,
+            "HairpinMode": false,
+            "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0,
+            "Ports": {},
             "SandboxKey": c.netns,
+            "SecondaryIPAddresses": null,
+            "SecondaryIPv6Addresses": null,
+            "EndpointID": "",
+            "Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "IPAddress": "",
+            "IPPrefixLen": 0,
+            "IPv6Gateway": "",
+            "MacAddress": "",
             "Networks": networks,
         },
     })
@@ -303,5 +348,79 @@ mod tests {
             ni["Containers"]["bb4d75902a4e0000"]["IPv4Address"],
             "10.103.19.2/24"
         );
+    }
+}
+
+/// The shape of a JSON document: every path with the JSON type found there, for comparing
+/// mvnet's output with Docker's field by field (keys and types, not values). Array
+/// elements are `[]`; the keys of maps whose keys are data (container ids, network names,
+/// labels, options) are `*`.
+pub fn json_shape(v: &Value) -> BTreeMap<String, String> {
+    fn kind(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+    /// Maps keyed by data rather than by field names.
+    const DATA_KEYED: &[&str] = &[
+        "Containers",
+        "Networks",
+        "Options",
+        "Labels",
+        "AuxiliaryAddresses",
+        "Ports",
+        "ExposedPorts",
+        "Volumes",
+        "DriverOpts",
+        "Sysctls",
+    ];
+    fn walk(path: &str, v: &Value, out: &mut BTreeMap<String, String>) {
+        let k = kind(v);
+        // null and a typed value seen at one path: keep the typed one.
+        let e = out.entry(path.to_string()).or_insert_with(|| k.to_string());
+        if e == "null" {
+            *e = k.to_string();
+        }
+        match v {
+            Value::Array(items) => {
+                for i in items {
+                    walk(&format!("{path}[]"), i, out);
+                }
+            }
+            Value::Object(m) => {
+                let keyed = DATA_KEYED.iter().any(|d| path.ends_with(&format!(".{d}")));
+                for (key, val) in m {
+                    let key = if keyed { "*" } else { key.as_str() };
+                    walk(&format!("{path}.{key}"), val, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", v, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn shapes_list_paths_and_types_and_fold_data_keys() {
+        let v = json!([{"Name": "n", "Containers": {"abc": {"IPv4Address": "x"}, "def": {"IPv4Address": null}},
+                        "IPAM": {"Config": [{"Subnet": "s"}]}, "Internal": false}]);
+        let s = json_shape(&v);
+        assert_eq!(s[""], "array");
+        assert_eq!(s["[].Name"], "string");
+        assert_eq!(s["[].Containers.*.IPv4Address"], "string");
+        assert_eq!(s["[].IPAM.Config[].Subnet"], "string");
+        assert_eq!(s["[].Internal"], "bool");
+        assert!(!s.keys().any(|k| k.contains("abc")));
     }
 }
