@@ -56,6 +56,13 @@ pub fn info(engine: &mut Engine, format: &str) -> Result<u8> {
         },
         "Plugins": {
             "cni": plugin("/usr/lib/cni/mvnet-cni") || plugin("/opt/cni/bin/mvnet-cni"),
+            "docker": {
+                "installed": plugin("/usr/bin/mvnet-docker") || plugin("/usr/local/bin/mvnet-docker"),
+                // Connecting (and hanging up) is how Docker itself finds a live plugin.
+                "listening": std::os::unix::net::UnixStream::connect(DOCKER_PLUGIN_SOCKET).is_ok(),
+                "socket": DOCKER_PLUGIN_SOCKET,
+                "networks": nets.iter().filter(|n| n.docker_owned()).count(),
+            },
         },
     });
     match Format::parse(format) {
@@ -82,11 +89,26 @@ pub fn info(engine: &mut Engine, format: &str) -> Result<u8> {
                 on(&k["macvtap"])
             );
             println!("CNI plugin installed: {}", on(&v["Plugins"]["cni"]));
+            let d = &v["Plugins"]["docker"];
+            println!(
+                "Docker plugin: {} ({} Docker networks)",
+                if d["listening"] == true {
+                    format!("listening on {DOCKER_PLUGIN_SOCKET}")
+                } else if d["installed"] == true {
+                    "installed, not running (systemctl start mvnet-docker)".to_string()
+                } else {
+                    "not installed".to_string()
+                },
+                d["networks"]
+            );
         }
         fmt => crate::format::print(&fmt, &[v], &[])?,
     }
     Ok(0)
 }
+
+/// Where dockerd looks for the mvnet plugin (`mvnet-docker --socket`'s default).
+const DOCKER_PLUGIN_SOCKET: &str = "/run/docker/plugins/mvnet.sock";
 
 /// Removes stopped containers, then networks without endpoints, as `docker system prune`
 /// does for containers and networks.
