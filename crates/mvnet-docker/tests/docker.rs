@@ -81,6 +81,11 @@ fn seed_scenario_through_docker() {
     );
     let inspect = lab.mvnet(&["network", "inspect", &id[..12]]);
     assert!(inspect.stdout.contains("10.103.19.2"), "{}", inspect.stdout);
+    // mvnet info sees the plugin (in the lab's private /run/docker/plugins).
+    let info: serde_json::Value =
+        serde_json::from_str(&lab.mvnet(&["info", "--format", "json"]).stdout).unwrap();
+    assert_eq!(info["Plugins"]["docker"]["listening"], true, "{info}");
+    assert_eq!(info["Plugins"]["docker"]["networks"], 1, "{info}");
     // Docker moved the link into the container: nothing of it is left on the host.
     assert!(lab.links_in("host", "mvd").is_empty());
     lab.docker_ok(&["rm", "-f", "web"]);
