@@ -7,4 +7,4 @@ apt-get install -y --no-install-recommends \
   iproute2 iputils-ping jq procps tar python3 util-linux \
   qemu-system-x86 linux-image-amd64 busybox-static cpio \
   containernetworking-plugins podman runc netavark iperf3 \
-  docker.io
+  docker.io dnsmasq-base

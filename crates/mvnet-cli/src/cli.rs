@@ -267,6 +267,10 @@ pub struct CreateArgs {
     /// Reserved addresses, name=IP.
     #[arg(long)]
     pub aux_address: Vec<String>,
+    /// Where addresses come from: default (mvnet's address book, from --subnet) or dhcp
+    /// (the LAN's DHCP server; no --subnet).
+    #[arg(long, default_value = "default")]
+    pub ipam_driver: String,
     /// Enable IPv6 (an IPv6 --subnet enables it too).
     #[arg(long)]
     pub ipv6: bool,

@@ -221,6 +221,7 @@ pub fn network_record(conf: &NetConf, master: &str, pools: Vec<PoolSpec>) -> Cni
         internal: false,
         ipv6,
         ipv4_disabled: false,
+        dhcp: false,
         labels: [("mvnet.cni".to_string(), "true".to_string())].into(),
         options: NetworkOptions {
             parent: master.to_string(),
@@ -241,6 +242,7 @@ pub fn network_record(conf: &NetConf, master: &str, pools: Vec<PoolSpec>) -> Cni
             // Probing is per ADD (the config's "probe"), not a property of the record.
             probe_ms: None,
             lan: None,
+            dhcp_timeout: None,
         },
     })
 }

@@ -86,6 +86,7 @@ fn main() {
         internal: false,
         ipv6: false,
         ipv4_disabled: false,
+        dhcp: false,
         labels: v.labels,
         options: v.options,
     };

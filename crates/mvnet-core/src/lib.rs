@@ -9,6 +9,7 @@ pub mod store;
 
 pub use error::{Error, Result};
 pub mod announce;
+pub mod dhcp;
 pub mod doctor;
 pub mod driver;
 pub mod engine;

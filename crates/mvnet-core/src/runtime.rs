@@ -579,6 +579,9 @@ pub fn remove_many(engine: &mut Engine, names: &[String], force: bool) -> Vec<Re
         .filter(|c| !c.id.is_empty())
         .cloned()
         .collect();
+    for c in &doomed {
+        release_leases(engine, c);
+    }
     kill_processes(&doomed);
     found
         .into_iter()
@@ -643,8 +646,17 @@ pub fn remove(engine: &mut Engine, name: &str, force: bool) -> Result<Container>
 /// our back. Deleting the netns deletes its macvlan links with it, in the kernel's own
 /// batched cleanup, which is far cheaper than one RTM_DELLINK each.
 fn destroy(engine: &mut Engine, c: &Container) -> Result<()> {
+    release_leases(engine, c);
     kill_process(c);
     destroy_killed(engine, c)
+}
+
+/// Releases the container's DHCP leases (DHCPRELEASE from its address), before its
+/// processes are killed: the lease agent's client for it lives in its namespace too.
+fn release_leases(engine: &mut Engine, c: &Container) {
+    for ep in engine.endpoints_of_container(&c.id).unwrap_or_default() {
+        engine.release_lease(&ep);
+    }
 }
 
 /// `destroy` once the container's processes are gone.

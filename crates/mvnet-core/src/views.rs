@@ -65,7 +65,11 @@ pub fn network_inspect(net: &Network, endpoints: &[Endpoint], conflicts: &[LanCo
         "Driver": net.driver.to_string(),
         "EnableIPv4": net.ipv4_enabled(),
         "EnableIPv6": net.ipv6,
-        "IPAM": { "Driver": "default", "Options": {}, "Config": config },
+        "IPAM": {
+            "Driver": if net.dhcp { "dhcp" } else { "default" },
+            "Options": {},
+            "Config": config,
+        },
         "Internal": net.internal,
         "Attachable": true,
         "Ingress": false,
@@ -125,7 +129,11 @@ pub fn container_inspect(c: &Container, attached: &[(Endpoint, Network)]) -> Val
     let networks: Map<String, Value> = attached
         .iter()
         .map(|(e, n)| {
-            let gw4 = e.ipv4.and_then(|(ip, _)| crate::driver::gateway_for(n, ip));
+            let gw4 = e
+                .lease
+                .as_ref()
+                .and_then(|l| l.gateway.map(std::net::IpAddr::V4))
+                .or_else(|| e.ipv4.and_then(|(ip, _)| crate::driver::gateway_for(n, ip)));
             let gw6 = e.ipv6.and_then(|(ip, _)| crate::driver::gateway_for(n, ip));
             (
                 n.name.clone(),
@@ -144,6 +152,15 @@ pub fn container_inspect(c: &Container, attached: &[(Endpoint, Network)]) -> Val
                     "MacAddress": e.mac.to_string(),
                     "DriverOpts": null,
                     "InterfaceName": e.ifname,
+                    "DHCP": e.lease.as_ref().map(|l| json!({
+                        "Server": l.server.to_string(),
+                        "LeaseSeconds": l.lease_secs,
+                        "Obtained": l.obtained,
+                        "Expires": l.expires,
+                        "DNS": l.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                        "ClientID": l.client_id,
+                        "Hostname": l.hostname,
+                    })),
                 }),
             )
         })
@@ -268,6 +285,7 @@ mod tests {
             internal: false,
             ipv6: false,
             ipv4_disabled: false,
+            dhcp: false,
             labels: v.labels,
             options: v.options,
         }
@@ -313,6 +331,7 @@ mod tests {
             state: EndpointState::Active,
             owner_pid: 1,
             frontend: Default::default(),
+            lease: None,
         };
         let c = Container {
             id: "bb4d75902a4e0000".into(),

@@ -53,6 +53,7 @@ fn make_network(root: &Path, subnet: &str) -> Network {
         internal: false,
         ipv6: false,
         ipv4_disabled: false,
+        dhcp: false,
         labels: v.labels,
         options: v.options,
     };

@@ -286,6 +286,8 @@ impl Engine {
             }
         }
         match &req.addressing {
+            // The LAN's DHCP server is the network's address book.
+            Addressing::Managed if net.dhcp => self.attach_dhcp(net, req, &ns, &parent, parent_ns),
             Addressing::Managed => self.attach_managed(net, req, &ns, &parent, parent_ns),
             Addressing::Given {
                 addresses,
@@ -354,7 +356,7 @@ impl Engine {
     }
 
     /// The link plan of one attachment: the network's settings, then the front end's.
-    fn plan(
+    pub(super) fn plan(
         &self,
         net: &Network,
         req: &AttachRequest,
@@ -382,6 +384,7 @@ impl Engine {
             state: crate::model::EndpointState::Creating,
             owner_pid: 0,
             frontend: req.options.frontend,
+            lease: None,
         };
         let mut plan = LinkPlan::for_endpoint(net, &ep, parent.index);
         // Every address, not only the first of each family (a Given IPAM result may
@@ -448,6 +451,7 @@ impl Engine {
             owner_pid: std::process::id(),
             frontend: opts.frontend,
             host_addresses,
+            leased_ipv4: None,
         };
         let mut ep = self.store.reserve_endpoint(net, &reservation)?;
         self.delete_reclaimed_links();
@@ -611,6 +615,8 @@ impl Engine {
     /// that the next disconnect or rm still finds). Only the macvlan/ipvlan with the
     /// recorded MAC is deleted: the row is data, and a name alone could be another link's.
     pub fn disconnect(&mut self, ep: &Endpoint) -> Result<()> {
+        // DHCPRELEASE goes out of the link, so before it goes.
+        self.release_lease(ep);
         driver::delete_endpoint_link(self.os.as_mut(), &ep.netns, &ep.ifname, Some(ep.mac))?;
         self.release_endpoint(ep)
     }

@@ -8,6 +8,7 @@
 //! - `hostaccess.rs`: the host-side shim that lets the host reach its containers.
 
 mod attach;
+mod dhcp;
 mod handover;
 pub mod hostaccess;
 #[cfg(test)]
@@ -142,6 +143,7 @@ impl Engine {
             internal: req.internal,
             ipv6: v.ipv6,
             ipv4_disabled: v.ipv4_disabled,
+            dhcp: v.dhcp,
             labels: v.labels,
             options,
         };
@@ -254,6 +256,7 @@ impl Engine {
                         internal: false,
                         ipv6: false,
                         ipv4_disabled: false,
+                        dhcp: false,
                         labels: Default::default(),
                         options: Default::default(),
                     });
@@ -439,6 +442,7 @@ mod tests {
             internal: false,
             ipv6: false,
             ipv4_disabled: false,
+            dhcp: false,
             labels: Default::default(),
             options: NetworkOptions {
                 parent: parent.into(),
@@ -451,6 +455,7 @@ mod tests {
                 ipvlan_flag: Default::default(),
                 probe_ms: None,
                 lan: None,
+                dhcp_timeout: None,
             },
         }
     }

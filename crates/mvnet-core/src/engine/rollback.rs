@@ -427,6 +427,7 @@ fn rollback_of_an_ensured_network_takes_the_new_record_away() {
         internal: false,
         ipv6: false,
         ipv4_disabled: false,
+        dhcp: false,
         labels: Default::default(),
         options: v.options,
     };

@@ -10,5 +10,5 @@ pub use container::{Container, ContainerStatus};
 pub use mac::MacAddr;
 pub use network::{
     CreateNetworkRequest, Driver, Endpoint, EndpointState, Frontend, IpvlanMode, LanConflict,
-    MacvlanMode, Network, NetworkOptions, PoolSpec, DOCKER_LABEL,
+    Lease, MacvlanMode, Network, NetworkOptions, PoolSpec, DOCKER_LABEL,
 };

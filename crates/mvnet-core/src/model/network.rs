@@ -144,16 +144,42 @@ pub struct NetworkOptions {
     /// address book) the network shares. Found by mvnet, not an option a user sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lan: Option<String>,
+    /// `-o dhcp_timeout=S` (networks with `--ipam-driver dhcp`): how long an attach waits
+    /// for the LAN's DHCP server before it fails (default 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_timeout: Option<u32>,
 }
 
 impl NetworkOptions {
-    pub const KEYS: [&'static str; 5] = ["parent", "macvlan_mode", "mtu", "vlan", "probe_ms"];
-    pub const IPVLAN_KEYS: [&'static str; 5] =
-        ["parent", "ipvlan_mode", "ipvlan_flag", "mtu", "vlan"];
+    pub const KEYS: [&'static str; 6] = [
+        "parent",
+        "macvlan_mode",
+        "mtu",
+        "vlan",
+        "probe_ms",
+        "dhcp_timeout",
+    ];
+    pub const IPVLAN_KEYS: [&'static str; 6] = [
+        "parent",
+        "ipvlan_mode",
+        "ipvlan_flag",
+        "mtu",
+        "vlan",
+        "dhcp_timeout",
+    ];
+    /// How long a DHCP attach waits for a lease when `-o dhcp_timeout` is not given.
+    pub const DEFAULT_DHCP_TIMEOUT_S: u32 = 10;
     /// The conflict-probe window when `-o probe_ms` is not given.
     pub const DEFAULT_PROBE_MS: u32 = 30;
     /// Longest allowed probe window: attach waits this long for every address it tries.
     pub const MAX_PROBE_MS: u32 = 5000;
+
+    /// How long an attach waits for a DHCP lease.
+    pub fn dhcp_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.dhcp_timeout.unwrap_or(Self::DEFAULT_DHCP_TIMEOUT_S) as u64
+        )
+    }
 
     /// The probe window for this network's endpoints (`None`: probing is off).
     pub fn probe_window(&self) -> Option<std::time::Duration> {
@@ -217,6 +243,16 @@ impl NetworkOptions {
                         ));
                     }
                     o.probe_ms = Some(ms);
+                }
+                "dhcp_timeout" => {
+                    let t: u32 = v
+                        .parse()
+                        .ok()
+                        .filter(|t| (1..=600).contains(t))
+                        .ok_or_else(|| {
+                            invalid!("invalid -o dhcp_timeout={v}: expected seconds from 1 to 600")
+                        })?;
+                    o.dhcp_timeout = Some(t);
                 }
                 "mtu" => {
                     let mtu: u32 = v.parse().map_err(|_| {
@@ -363,6 +399,10 @@ pub struct Network {
     /// False for an IPv6-only network (`--ipv4=false`). Stored only when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ipv4_disabled: bool,
+    /// `--ipam-driver dhcp`: endpoints lease their IPv4 address from the LAN's DHCP server
+    /// (the network has no pools of its own). Stored only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp: bool,
     pub labels: BTreeMap<String, String>,
     pub options: NetworkOptions,
 }
@@ -410,6 +450,8 @@ pub struct CreateNetworkRequest {
     pub options: Vec<String>,
     pub host_access: bool,
     pub host_access_ip: Option<String>,
+    /// `--ipam-driver`: "" or "default" (mvnet's store), or "dhcp" (the LAN's server).
+    pub ipam_driver: String,
 }
 
 /// `--label KEY=VALUE` (or `KEY`, an empty value), as Docker takes them.
@@ -437,6 +479,8 @@ pub struct ValidatedRequest {
     pub options: NetworkOptions,
     pub ipv6: bool,
     pub ipv4_disabled: bool,
+    /// `--ipam-driver dhcp`.
+    pub dhcp: bool,
     /// Things to tell the user that do not stop the create (an unusual subnet, say).
     pub warnings: Vec<String>,
 }
@@ -450,9 +494,22 @@ impl CreateNetworkRequest {
         } else {
             self.driver.parse()?
         };
+        let dhcp = match self.ipam_driver.as_str() {
+            "" | "default" => false,
+            "dhcp" => true,
+            other => {
+                return Err(invalid!(
+                    "unknown --ipam-driver {}; mvnet has default (its own address book) and dhcp (the LAN's DHCP server)",
+                    crate::quote(other)
+                ))
+            }
+        };
+        if dhcp {
+            return self.validate_dhcp(driver);
+        }
         if self.subnets.is_empty() {
             return Err(invalid!(
-                "a macvlan network needs the LAN's subnet: add --subnet (and --gateway), e.g. --subnet=10.103.19.0/24 --gateway=10.103.19.1"
+                "a macvlan network needs the LAN's subnet: add --subnet (and --gateway), e.g. --subnet=10.103.19.0/24 --gateway=10.103.19.1, or let the LAN's DHCP server give addresses: --ipam-driver dhcp"
             ));
         }
         let subnets: Vec<IpNet> = self
@@ -564,7 +621,43 @@ impl CreateNetworkRequest {
             options,
             ipv6,
             ipv4_disabled: self.ipv4_disabled,
+            dhcp: false,
             warnings,
+        })
+    }
+}
+
+impl CreateNetworkRequest {
+    /// `--ipam-driver dhcp`: addresses, gateway and subnet all come from the LAN's server.
+    fn validate_dhcp(&self, driver: Driver) -> Result<ValidatedRequest> {
+        let given = [
+            (!self.subnets.is_empty(), "--subnet"),
+            (!self.gateways.is_empty(), "--gateway"),
+            (!self.ip_ranges.is_empty(), "--ip-range"),
+            (!self.aux_addresses.is_empty(), "--aux-address"),
+            (self.host_access, "--host-access"),
+        ];
+        if let Some((_, flag)) = given.iter().find(|(g, _)| *g) {
+            return Err(invalid!(
+                "{flag} does not go with --ipam-driver dhcp: the LAN's DHCP server gives the subnet, the gateway and the addresses; remove {flag}"
+            ));
+        }
+        if self.ipv6 || self.ipv4_disabled {
+            return Err(invalid!(
+                "--ipam-driver dhcp leases IPv4 addresses (DHCPv4); remove --ipv6 / --ipv4=false"
+            ));
+        }
+        let labels = parse_labels(&self.labels)?;
+        let options = NetworkOptions::parse_for(&self.options, driver)?;
+        Ok(ValidatedRequest {
+            driver,
+            pools: Vec::new(),
+            labels,
+            options,
+            ipv6: false,
+            ipv4_disabled: false,
+            dhcp: true,
+            warnings: Vec::new(),
         })
     }
 }
@@ -725,6 +818,32 @@ pub struct Endpoint {
     /// Rows written before mvnet recorded it read as `Unrecorded`.
     #[serde(default = "Frontend::unrecorded")]
     pub frontend: Frontend,
+    /// The DHCP lease its IPv4 address comes from (networks with `--ipam-driver dhcp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+}
+
+/// A DHCP lease as mvnet records it on the endpoint: enough to show it, to renew it after
+/// the lease agent restarts (INIT-REBOOT, no new DORA), and to release it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub ip: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    pub dns: Vec<std::net::Ipv4Addr>,
+    /// The server that granted it (option 54).
+    pub server: std::net::Ipv4Addr,
+    pub lease_secs: u32,
+    pub t1_secs: u32,
+    pub t2_secs: u32,
+    /// When it was granted or last renewed, and when it runs out (RFC 3339).
+    pub obtained: String,
+    pub expires: String,
+    /// The client identifier sent (option 61), hex: the same network and container name
+    /// give the same one, so the server gives the same address back.
+    pub client_id: String,
+    pub hostname: String,
 }
 
 /// The front end that made an endpoint. Each one manages only its own endpoints.
@@ -779,6 +898,7 @@ mod tests {
             internal: false,
             ipv6: false,
             ipv4_disabled: false,
+            dhcp: false,
             labels: Default::default(),
             options: v.options,
         };

@@ -128,6 +128,35 @@ impl MemoryStore {
         })
     }
 
+    /// Records a DHCP-leased address (see the SQLite store's `record_leased`).
+    fn take_leased(
+        &mut self,
+        net: &Network,
+        ip: IpAddr,
+        endpoint_id: &str,
+        host_addresses: &[(IpAddr, String)],
+    ) -> Result<()> {
+        let domain = net.address_domain().to_string();
+        if let Some((_, ifname)) = host_addresses.iter().find(|(a, _)| *a == ip) {
+            return Err(super::leased_taken(ip, &format!("this host ({ifname})")));
+        }
+        match self.allocations.get(&(domain.clone(), ip)) {
+            Some((_, h)) if h.is_empty() => self.forget_conflict(&domain, ip),
+            Some((_, h)) => {
+                let who = self
+                    .endpoints
+                    .iter()
+                    .find(|e| &e.id == h)
+                    .map_or("another endpoint".to_string(), |e| e.container_name.clone());
+                return Err(super::leased_taken(ip, &who));
+            }
+            None => {}
+        }
+        self.allocations
+            .insert((domain, ip), (net.id.clone(), endpoint_id.to_string()));
+        Ok(())
+    }
+
     fn release(&mut self, endpoint_id: &str) {
         self.allocations.retain(|_, (_, h)| h != endpoint_id);
     }
@@ -325,7 +354,13 @@ impl Store for MemoryStore {
         self.write("reserve_endpoint")?;
         let id = crate::ids::new_id();
         let taken = (|| -> Result<_> {
-            let ipv4 = self.take_in(net, &v4, req.static_ipv4, &id, &req.host_addresses)?;
+            let ipv4 = match req.leased_ipv4 {
+                Some((ip, len)) => {
+                    self.take_leased(net, ip, &id, &req.host_addresses)?;
+                    Some((ip, len))
+                }
+                None => self.take_in(net, &v4, req.static_ipv4, &id, &req.host_addresses)?,
+            };
             let ipv6 = self.take_in(net, &v6, req.static_ipv6, &id, &req.host_addresses)?;
             Ok((ipv4, ipv6))
         })();

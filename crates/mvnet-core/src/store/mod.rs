@@ -33,6 +33,9 @@ pub struct EndpointRequest {
     /// holds them: never handed out (a probe cannot see the host's own addresses), and
     /// refused by name when asked for.
     pub host_addresses: Vec<(IpAddr, String)>,
+    /// An IPv4 address the LAN's DHCP server leased (networks with `--ipam-driver dhcp`):
+    /// recorded in the LAN's address book as it is, without a pool.
+    pub leased_ipv4: Option<(IpAddr, u8)>,
 }
 
 impl EndpointRequest {
@@ -111,8 +114,16 @@ impl EndpointRequest {
             state: crate::model::EndpointState::Creating,
             owner_pid: self.owner_pid,
             frontend: self.frontend,
+            lease: None,
         }
     }
+}
+
+/// Why a leased address cannot be recorded: the host's own, or an endpoint's.
+pub(crate) fn leased_taken(ip: IpAddr, holder: &str) -> crate::Error {
+    crate::conflict!(
+        "the LAN's DHCP server leased {ip}, which {holder} already has; keep the DHCP server's range apart from the ranges of mvnet's own networks on this LAN"
+    )
 }
 
 /// Whether the process that reserved an endpoint still lives (a `creating` row of a dead

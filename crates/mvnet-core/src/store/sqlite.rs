@@ -573,6 +573,47 @@ fn allocate(
     Ok((ip, spec.subnet.prefix_len()))
 }
 
+/// Records an address the LAN's DHCP server leased to `endpoint_id` (no pool: the server
+/// chose it), unless the host or another endpoint holds it.
+fn record_leased(
+    tx: &Transaction,
+    net: &Network,
+    ip: IpAddr,
+    endpoint_id: &str,
+    host_addresses: &[(IpAddr, String)],
+) -> Result<()> {
+    let domain = net.address_domain();
+    if let Some((_, ifname)) = host_addresses.iter().find(|(a, _)| *a == ip) {
+        return Err(super::leased_taken(ip, &format!("this host ({ifname})")));
+    }
+    let holder: Option<String> = tx
+        .query_row(
+            "SELECT endpoint_id FROM allocations WHERE domain = ?1 AND ip = ?2",
+            params![domain, &ip_key(ip)[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match holder.as_deref() {
+        None => {}
+        // A device answered for it once; the server knows better now.
+        Some(LAN_HOLDER) => forget_lan_conflict(tx, domain, ip)?,
+        Some(other) => {
+            let who: Option<String> = tx
+                .query_row(
+                    "SELECT json_extract(body, '$.container_name') FROM endpoints WHERE id = ?1",
+                    [other],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            return Err(super::leased_taken(
+                ip,
+                &who.unwrap_or_else(|| "another endpoint".into()),
+            ));
+        }
+    }
+    insert_allocation(tx, domain, ip, &net.id, endpoint_id)
+}
+
 /// `allocate` over the pools of one family (see `store::take_over_pools`).
 fn allocate_in(
     tx: &Transaction,
@@ -905,14 +946,20 @@ impl Store for SqliteStore {
         let ifname = req.choose_ifname(&taken)?;
         let id = crate::ids::new_id();
         let (v4_pools, v6_pools) = req.family_pools(net)?;
-        let ipv4 = allocate_in(
-            &tx,
-            net,
-            &v4_pools,
-            req.static_ipv4,
-            &id,
-            &req.host_addresses,
-        )?;
+        let ipv4 = match req.leased_ipv4 {
+            Some((ip, len)) => {
+                record_leased(&tx, net, ip, &id, &req.host_addresses)?;
+                Some((ip, len))
+            }
+            None => allocate_in(
+                &tx,
+                net,
+                &v4_pools,
+                req.static_ipv4,
+                &id,
+                &req.host_addresses,
+            )?,
+        };
         let ipv6 = allocate_in(
             &tx,
             net,

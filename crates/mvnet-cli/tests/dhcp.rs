@@ -1,0 +1,371 @@
+//! Networks whose addresses come from the LAN's own DHCP server (`--ipam-driver dhcp`),
+//! against a real server: dnsmasq (Debian's dnsmasq-base) on the lab's gateway, with
+//! its own lease file and log, stopped even when a test fails. Root.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestLab;
+
+/// dnsmasq serving 10.103.19.100-150 on the lab's LAN, stopped (and the lease agent of
+/// the lab's state root with it) on drop.
+struct Dhcpd<'a> {
+    lab: &'a TestLab,
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl<'a> Dhcpd<'a> {
+    fn start(lab: &'a TestLab, lease: &str) -> Dhcpd<'a> {
+        let dir = std::env::temp_dir().join(format!("mvnet-dnsmasq-{}", lab.name()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let arg = |k: &str, p: &str| format!("--{k}={}", dir.join(p).display());
+        let mut c = mvnet_core::netns::command_in(&lab.guard.lab.netns_path("gw"), "dnsmasq")
+            .expect("dnsmasq (install dnsmasq-base)");
+        c.args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=eth0",
+            "--bind-interfaces",
+            "--dhcp-authoritative",
+            "--log-dhcp",
+            // dnsmasq pings each address before offering it, for 3 s, one client at a
+            // time: 20 clients at once would wait a minute.
+            "--no-ping",
+            &format!("--dhcp-range=10.103.19.100,10.103.19.150,255.255.255.0,{lease}"),
+            "--dhcp-option=option:router,10.103.19.1",
+            "--dhcp-option=option:dns-server,10.103.19.1",
+        ])
+        .arg(arg("dhcp-leasefile", "leases"))
+        .arg(arg("pid-file", "pid"))
+        .arg(arg("log-facility", "log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let child = c.spawn().expect("start dnsmasq");
+        let d = Dhcpd { lab, child, dir };
+        let started = Instant::now();
+        while !d.log().contains("DHCP, IP range") {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "dnsmasq did not start: {}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    fn leases(&self) -> String {
+        std::fs::read_to_string(self.dir.join("leases")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dhcpd<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let tail = |s: String| {
+                s.lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            eprintln!("--- dnsmasq log:\n{}", tail(self.log()));
+            let agent =
+                std::fs::read_to_string(self.lab.root().join("dhcp/agent.log")).unwrap_or_default();
+            eprintln!("--- lease agent log:\n{}", tail(agent));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        stop_agent(self.lab);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The lease agent of the lab's state root (it outlives the CLI that started it).
+fn agent_pid(lab: &TestLab) -> Option<i32> {
+    let lock = lab.root().join("dhcp/agent.lock");
+    let pid: i32 = std::fs::read_to_string(lock).ok()?.trim().parse().ok()?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
+}
+
+fn stop_agent(lab: &TestLab) {
+    if let Some(pid) = agent_pid(lab) {
+        // SAFETY: kill(2) only sends a signal.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+fn dhcp_network(lab: &TestLab, name: &str, extra: &[&str]) {
+    let mut args = vec![
+        "network",
+        "create",
+        "--ipam-driver",
+        "dhcp",
+        "-o",
+        "parent=eth0",
+    ];
+    args.extend_from_slice(extra);
+    args.push(name);
+    lab.ok(&args);
+}
+
+fn ip_in_range(ip: &str) -> bool {
+    ip.strip_prefix("10.103.19.")
+        .and_then(|o| o.parse::<u8>().ok())
+        .is_some_and(|o| (100..=150).contains(&o))
+}
+
+/// The scenario: a container leases its address from the LAN's server, reaches
+/// the gateway and the outside, the server's lease file lists its MAC, client id and
+/// hostname, inspect shows the lease, and `rm` releases it.
+#[test]
+fn a_container_leases_its_address_from_the_lans_server() {
+    let lab = TestLab::new();
+    let dhcpd = Dhcpd::start(&lab, "2m");
+    dhcp_network(&lab, "lan", &[]);
+    lab.container("printer-spooler", "lan", &[]);
+    let c = lab.inspect("printer-spooler");
+    let n = &c["NetworkSettings"]["Networks"]["lan"];
+    let ip = n["IPAddress"].as_str().unwrap().to_string();
+    assert!(ip_in_range(&ip), "{n}");
+    assert_eq!(n["IPPrefixLen"], 24);
+    assert_eq!(n["Gateway"], "10.103.19.1");
+    assert_eq!(n["DHCP"]["Server"], "10.103.19.1");
+    assert_eq!(n["DHCP"]["LeaseSeconds"], 120);
+    let mac = n["MacAddress"].as_str().unwrap().to_string();
+    assert!(mac.starts_with("02:6d:"), "{mac}");
+    let route = lab.ok(&["exec", "printer-spooler", "--", "ip", "route"]);
+    assert!(route.contains("default via 10.103.19.1"), "{route}");
+    lab.ok(&[
+        "exec",
+        "printer-spooler",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "10.103.19.1",
+    ]);
+    lab.ok(&[
+        "exec",
+        "printer-spooler",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "198.51.100.10",
+    ]);
+    let leases = dhcpd.leases();
+    let line = leases
+        .lines()
+        .find(|l| l.contains(&ip))
+        .unwrap_or_else(|| panic!("{leases}"));
+    assert!(line.contains(&mac), "{line}");
+    assert!(
+        line.contains("printer-spooler"),
+        "the hostname (option 12): {line}"
+    );
+    // dnsmasq prints the client id as colon-separated hex: type 0, then "mvnet/lan/...".
+    assert!(line.contains("00:6d:76:6e:65:74:2f:6c:61:6e:2f"), "{line}");
+    // mvnet's address book holds the leased address: a static --ip of it is refused.
+    lab.ok(&[
+        "network",
+        "create",
+        "--subnet=10.103.19.0/24",
+        "--ip-range=10.103.19.0/26",
+        "-o",
+        "parent=eth0",
+        "static",
+    ]);
+    let e = lab.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "static",
+        "--ip",
+        &ip,
+        "--name",
+        "thief",
+        "--",
+        "sleep",
+        "100",
+    ]);
+    assert!(e.contains("printer-spooler"), "{e}");
+    let o = lab.mvnet(&["rm", "-f", "printer-spooler"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.is_empty(), "rm: {}", o.stderr);
+    assert!(
+        !dhcpd.leases().contains(&ip),
+        "DHCPRELEASE must remove the lease: {}",
+        dhcpd.leases()
+    );
+    assert!(dhcpd.log().contains("DHCPRELEASE"), "{}", dhcpd.log());
+}
+
+/// A container re-created under the same name gets the same address back (its client
+/// id and MAC come from the network and the name).
+#[test]
+fn the_same_name_gets_the_same_address_back() {
+    let lab = TestLab::new();
+    let _dhcpd = Dhcpd::start(&lab, "2m");
+    dhcp_network(&lab, "lan", &[]);
+    lab.container("web", "lan", &[]);
+    let first = lab.ip_of("web", "lan");
+    lab.container("other", "lan", &[]);
+    lab.ok(&["rm", "-f", "web"]);
+    lab.container("web", "lan", &[]);
+    assert_eq!(lab.ip_of("web", "lan"), first);
+    assert_ne!(lab.ip_of("other", "lan"), first);
+}
+
+/// No DHCP server: `run` fails after the network's timeout with a message that says so,
+/// and leaves nothing behind.
+#[test]
+fn without_a_server_run_fails_in_time_and_leaves_nothing() {
+    let lab = TestLab::new();
+    dhcp_network(&lab, "lan", &["-o", "dhcp_timeout=2"]);
+    let started = Instant::now();
+    let e = lab.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "lan",
+        "--name",
+        "lonely",
+        "--",
+        "sleep",
+        "100",
+    ]);
+    let took = started.elapsed();
+    assert!(e.contains("no DHCP server answered"), "{e}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(lab.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    let v: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["network", "inspect", "lan"])).unwrap();
+    assert_eq!(v[0]["Containers"], serde_json::json!({}));
+    stop_agent(&lab);
+}
+
+/// 20 containers started at once each get their own lease.
+#[test]
+fn twenty_parallel_runs_get_twenty_leases() {
+    let lab = TestLab::new();
+    let dhcpd = Dhcpd::start(&lab, "2m");
+    dhcp_network(&lab, "lan", &[]);
+    std::thread::scope(|s| {
+        for i in 0..20 {
+            let lab = &lab;
+            s.spawn(move || lab.container(&format!("p{i}"), "lan", &[]));
+        }
+    });
+    let mut ips: Vec<String> = (0..20)
+        .map(|i| lab.ip_of(&format!("p{i}"), "lan"))
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 20, "{ips:?}");
+    assert!(ips.iter().all(|ip| ip_in_range(ip)), "{ips:?}");
+    assert_eq!(dhcpd.leases().lines().count(), 20, "{}", dhcpd.leases());
+}
+
+/// Renewal for real, across a `kill -9` of the lease agent: the restarted agent resumes the
+/// recorded lease (a DHCPREQUEST, no DISCOVER), and after T1 (60 s of a 2 min lease) the
+/// container renews it by a DHCPREQUEST from its own address; the lease's expiry moves
+/// forward. Runs about 75 s.
+#[test]
+fn leases_renew_at_t1_and_survive_an_agent_restart() {
+    let lab = TestLab::new();
+    let dhcpd = Dhcpd::start(&lab, "2m");
+    dhcp_network(&lab, "lan", &[]);
+    lab.container("long", "lan", &[]);
+    let ip = lab.ip_of("long", "lan");
+    let expiry = |leases: &str| -> u64 {
+        leases
+            .lines()
+            .find(|l| l.contains(&ip))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    };
+    let first_expiry = expiry(&dhcpd.leases());
+    assert!(first_expiry > 0, "{}", dhcpd.leases());
+    let discovers = dhcpd.log().matches("DHCPDISCOVER").count();
+    // kill -9 the agent, start a new one: it resumes the lease from the store.
+    let pid = agent_pid(&lab).expect("the agent runs");
+    // SAFETY: kill(2) only sends a signal.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    let agent = std::path::Path::new(env!("CARGO_BIN_EXE_mvnet")).with_file_name("mvnet-dhcp");
+    let mut c = mvnet_core::netns::command_in(&lab.guard.lab.host_netns(), agent.to_str().unwrap())
+        .unwrap();
+    c.arg("--root")
+        .arg(lab.root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut restarted = c.spawn().expect("restart the agent");
+    let started = Instant::now();
+    let requests = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("DHCPREQUEST") && l.contains(&ip))
+            .count()
+    };
+    let before = requests(&dhcpd.log());
+    // The resumed lease is verified at once (INIT-REBOOT)...
+    while requests(&dhcpd.log()) == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no DHCPREQUEST after the restart: {}",
+            dhcpd.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let verified = Instant::now();
+    let after_verify = requests(&dhcpd.log());
+    // ... and renewed at T1 (60 s after that ACK), before T2 (105 s).
+    while requests(&dhcpd.log()) == after_verify {
+        assert!(
+            verified.elapsed() < Duration::from_secs(100),
+            "no renewal before T2: {}",
+            dhcpd.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let renewed_after = verified.elapsed();
+    assert!(
+        renewed_after > Duration::from_secs(50),
+        "the renewal came at {renewed_after:?}, before T1"
+    );
+    assert_eq!(
+        dhcpd.log().matches("DHCPDISCOVER").count(),
+        discovers,
+        "no new DORA: {}",
+        dhcpd.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(expiry(&dhcpd.leases()) > first_expiry, "{}", dhcpd.leases());
+    // The renewal is recorded on the endpoint.
+    let c = lab.inspect("long");
+    assert_eq!(
+        c["NetworkSettings"]["Networks"]["lan"]["IPAddress"],
+        ip.as_str()
+    );
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+}

@@ -1,0 +1,284 @@
+//! DHCP for networks made with `--ipam-driver dhcp`: the front ends' side of the lease
+//! agent (`mvnet-dhcp`, one per state root), and the pure rules for a stable identity.
+//!
+//! The agent runs each lease's DHCP client inside the container's own network namespace,
+//! on the container's interface: renewals then go out as RFC 2131 wants (unicast from the
+//! leased address at T1, broadcast at T2), which a client on the host's parent cannot do
+//! (it does not own the leased address). The agent keeps renewing after the attach that
+//! asked for the lease has returned, and records every lease on its endpoint in the store,
+//! so a restarted agent resumes them (INIT-REBOOT, no new DORA).
+//!
+//! Front ends talk to it over `<root>/dhcp/agent.sock`, one JSON object per line; the
+//! agent is started on demand.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Lease, MacAddr};
+use crate::{Error, Result};
+
+/// What a front end asks the agent for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    /// Lease an address for the interface `ifname` in `netns` (it exists and is up) and
+    /// keep renewing it until released.
+    Acquire {
+        key: String,
+        netns: String,
+        ifname: String,
+        client_id: String,
+        hostname: String,
+        timeout_secs: u32,
+    },
+    /// Send DHCPRELEASE and stop renewing.
+    Release { key: String },
+    /// Whether the agent answers.
+    Ping,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The key of an endpoint's lease at the agent: its container and network.
+pub fn lease_key(container_id: &str, network_id: &str) -> String {
+    format!("{container_id}/{network_id}")
+}
+
+/// The client identifier (option 61, type 0) for a container on a network: from the
+/// network's and the container's *names*, so a container re-created under the same name
+/// asks for, and gets, the same address.
+pub fn client_id(network: &str, container_name: &str) -> Vec<u8> {
+    let mut id = vec![0u8];
+    id.extend_from_slice(format!("mvnet/{network}/{container_name}").as_bytes());
+    id
+}
+
+/// A stable MAC for a DHCP endpoint (the 02:42 + IPv4 rule needs the address, which only
+/// the server knows): 02:6d (locally administered, apart from 02:42) and four bytes of a
+/// hash of the network id and the container name.
+pub fn stable_mac(network_id: &str, container_name: &str) -> MacAddr {
+    // FNV-1a: small, and the same on every build (std's hasher makes no such promise).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in network_id
+        .bytes()
+        .chain(std::iter::once(b'/'))
+        .chain(container_name.bytes())
+    {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    MacAddr([0x02, 0x6d, b[0], b[1], b[2], b[3]])
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+pub fn agent_dir(root: &Path) -> PathBuf {
+    root.join("dhcp")
+}
+
+pub fn agent_socket(root: &Path) -> PathBuf {
+    agent_dir(root).join("agent.sock")
+}
+
+/// Asks the agent for a lease, starting the agent if none answers. Waits up to the
+/// request's timeout (plus a margin for the agent itself).
+pub fn acquire(root: &Path, req: &Request) -> Result<Lease> {
+    let timeout = match req {
+        Request::Acquire { timeout_secs, .. } => Duration::from_secs(*timeout_secs as u64 + 5),
+        _ => Duration::from_secs(5),
+    };
+    let reply = call(root, req, timeout)?;
+    match (reply.lease, reply.error) {
+        (Some(l), None) => Ok(l),
+        (_, Some(e)) => Err(Error::Conflict(e)),
+        (None, None) => Err(Error::Internal("the DHCP agent sent an empty reply".into())),
+    }
+}
+
+/// Releases the lease of `key` (DHCPRELEASE) and stops renewing it. Unknown keys are fine.
+pub fn release(root: &Path, key: &str) -> Result<()> {
+    if UnixStream::connect(agent_socket(root)).is_err() {
+        // No agent, so nothing renews this lease: the server's record runs out by itself
+        // (and a started agent would only resume it to release it).
+        return Ok(());
+    }
+    let reply = call(
+        root,
+        &Request::Release {
+            key: key.to_string(),
+        },
+        Duration::from_secs(10),
+    )?;
+    match reply.error {
+        Some(e) => Err(Error::Conflict(e)),
+        None => Ok(()),
+    }
+}
+
+fn call(root: &Path, req: &Request, timeout: Duration) -> Result<Reply> {
+    let mut stream = connect_or_start(root)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| Error::io("set a timeout on the DHCP agent's socket", e))?;
+    let mut line = serde_json::to_string(req).expect("requests serialize");
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| Error::io("talk to the DHCP agent", e))?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .map_err(|e| Error::io("read the DHCP agent's answer", e))?;
+    if answer.trim().is_empty() {
+        return Err(Error::Internal(format!(
+            "the DHCP agent hung up without an answer; see {}",
+            agent_dir(root).join("agent.log").display()
+        )));
+    }
+    serde_json::from_str(&answer)
+        .map_err(|e| Error::Internal(format!("the DHCP agent's answer does not parse: {e}")))
+}
+
+fn connect_or_start(root: &Path) -> Result<UnixStream> {
+    let sock = agent_socket(root);
+    if let Ok(s) = UnixStream::connect(&sock) {
+        return Ok(s);
+    }
+    start_agent(root)?;
+    let started = Instant::now();
+    loop {
+        match UnixStream::connect(&sock) {
+            Ok(s) => return Ok(s),
+            Err(e) if started.elapsed() > Duration::from_secs(5) => {
+                return Err(Error::io(
+                    format!(
+                        "the DHCP agent did not come up (see {})",
+                        agent_dir(root).join("agent.log").display()
+                    ),
+                    e,
+                ))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// The agent binary: `MVNET_DHCP_AGENT`, else `mvnet-dhcp` beside this executable, else in
+/// PATH.
+fn agent_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MVNET_DHCP_AGENT") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        for candidate in [dir.join("mvnet-dhcp"), dir.join("../mvnet-dhcp")] {
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join("mvnet-dhcp");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(crate::not_found!(
+        "the DHCP lease agent mvnet-dhcp is not installed; install it beside mvnet (or set MVNET_DHCP_AGENT)"
+    ))
+}
+
+/// Starts the agent for `root`, detached (its own session, output to agent.log). Two
+/// starts at once are fine: the second agent finds the first one's lock and leaves.
+pub fn start_agent(root: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let dir = agent_dir(root);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("agent.log"))
+        .map_err(|e| Error::io("open the DHCP agent's log", e))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| Error::io("open the DHCP agent's log", e))?;
+    let mut cmd = std::process::Command::new(agent_binary()?);
+    cmd.arg("--root")
+        .arg(root)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    // SAFETY: only setsid runs between fork and exec; it is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io("start the DHCP agent mvnet-dhcp", e))?;
+    // Reap it in the background if it leaves early (a second agent does).
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_stable_and_per_name() {
+        assert_eq!(stable_mac("net1", "web"), stable_mac("net1", "web"));
+        assert_ne!(stable_mac("net1", "web"), stable_mac("net1", "db"));
+        assert_ne!(stable_mac("net1", "web"), stable_mac("net2", "web"));
+        let m = stable_mac("net1", "web");
+        assert_eq!(&m.0[..2], &[0x02, 0x6d]);
+        assert_eq!(client_id("lan", "web"), b"\0mvnet/lan/web".to_vec());
+        assert_eq!(
+            unhex(&hex(&client_id("lan", "web"))).unwrap(),
+            client_id("lan", "web")
+        );
+        assert!(unhex("abc").is_none());
+        assert_eq!(lease_key("c", "n"), "c/n");
+    }
+
+    #[test]
+    fn requests_are_one_json_object_each() {
+        let r = Request::Release { key: "c/n".into() };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"op":"release","key":"c/n"}"#
+        );
+        let back: Request = serde_json::from_str(r#"{"op":"ping"}"#).unwrap();
+        assert!(matches!(back, Request::Ping));
+    }
+}
