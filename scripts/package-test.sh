@@ -25,7 +25,8 @@ mkdir -p "$root/var/lib/dpkg/updates" "$root/var/lib/dpkg/info"
 touch "$root/var/lib/dpkg/status"
 
 dpkg_root -i "$deb"
-for f in usr/bin/mvnet usr/bin/mvnet-docker usr/lib/cni/mvnet-cni \
+for f in usr/bin/mvnet usr/bin/mvnet-docker usr/bin/mvnet-dhcp usr/lib/cni/mvnet-cni \
+         lib/systemd/system/mvnet-dhcp.service \
          lib/systemd/system/mvnet-docker.service lib/systemd/system/mvnet-restore.service \
          usr/share/man/man1/mvnet.1 usr/share/man/man1/mvnet-network-create.1 \
          usr/share/bash-completion/completions/mvnet usr/share/zsh/vendor-completions/_mvnet \

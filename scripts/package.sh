@@ -9,7 +9,7 @@ if ! command -v cargo-deb >/dev/null && [ ! -x "$tools/bin/cargo-deb" ]; then
   cargo install cargo-deb --version "~3.8" --locked --root "$tools"
 fi
 export PATH=$tools/bin:$PATH
-cargo build --release -p mvnet-cli -p mvnet-cni -p mvnet-docker
+cargo build --release -p mvnet-cli -p mvnet-cni -p mvnet-docker -p mvnet-dhcp
 assets=target/release/package-assets
 rm -rf "$assets"
 mkdir -p "$assets"/{man,completions,systemd,cni}

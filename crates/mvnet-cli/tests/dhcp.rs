@@ -369,3 +369,50 @@ fn leases_renew_at_t1_and_survive_an_agent_restart() {
     let _ = restarted.kill();
     let _ = restarted.wait();
 }
+
+/// The CNI plugin with `"ipam": {"type": "mvnet", "dhcp": true}`: ADD leases (the result
+/// carries the address, the gateway's default route and the name servers), CHECK passes,
+/// DEL releases.
+#[test]
+fn cni_add_check_del_with_dhcp() {
+    let lab = TestLab::new();
+    let dhcpd = Dhcpd::start(&lab, "2m");
+    let ns = lab.bare_netns("cnidhcp");
+    let conf = r#"{"cniVersion":"1.1.0","name":"dhcpnet","type":"mvnet-cni","master":"eth0",
+        "ipam":{"type":"mvnet","dhcp":true}}"#;
+    let o = lab.cni_with(
+        "ADD",
+        &ns.path,
+        "eth0",
+        "pod-1",
+        conf,
+        &[("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web-0")],
+    );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let addr = v["ips"][0]["address"].as_str().unwrap().to_string();
+    let ip = addr.split('/').next().unwrap().to_string();
+    assert!(ip_in_range(&ip), "{v}");
+    assert_eq!(v["ips"][0]["gateway"], "10.103.19.1", "{v}");
+    assert!(v["routes"].to_string().contains("0.0.0.0/0"), "{v}");
+    assert_eq!(v["dns"]["nameservers"][0], "10.103.19.1", "{v}");
+    let line = dhcpd.leases();
+    assert!(line.contains(&ip) && line.contains("web-0"), "{line}");
+    // CHECK with the ADD's result as prevResult.
+    let check_conf = format!(
+        r#"{{"cniVersion":"1.1.0","name":"dhcpnet","type":"mvnet-cni","master":"eth0",
+        "ipam":{{"type":"mvnet","dhcp":true}},"prevResult":{}}}"#,
+        o.stdout.trim()
+    );
+    let c = lab.cni("CHECK", &ns.path, "eth0", "pod-1", &check_conf);
+    assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
+    let d = lab.cni("DEL", &ns.path, "eth0", "pod-1", conf);
+    assert_eq!(d.code, 0, "{}{}", d.stdout, d.stderr);
+    assert!(
+        !dhcpd.leases().contains(&ip),
+        "DEL must release: {}",
+        dhcpd.leases()
+    );
+    let d = lab.cni("DEL", &ns.path, "eth0", "pod-1", conf);
+    assert_eq!(d.code, 0, "DEL is idempotent: {}{}", d.stdout, d.stderr);
+}

@@ -135,6 +135,10 @@ impl Env {
 pub struct CniArgs {
     pub mac: Option<String>,
     pub ip: Option<String>,
+    /// `K8S_POD_NAME` (Kubernetes, Podman): the name a DHCP client id is made from, so a
+    /// pod re-created under the same name gets its address back. Still an unknown key
+    /// for the `IgnoreUnknown` rule, as for the reference plugin.
+    pub pod_name: Option<String>,
 }
 
 pub fn parse_args(s: &str) -> CniResult<CniArgs> {
@@ -153,6 +157,10 @@ pub fn parse_args(s: &str) -> CniResult<CniArgs> {
             "IP" => out.ip = Some(v.to_string()),
             "IgnoreUnknown" => {
                 ignore_unknown = matches!(v.to_ascii_lowercase().as_str(), "1" | "true")
+            }
+            "K8S_POD_NAME" => {
+                out.pod_name = Some(v.to_string());
+                unknown.push(k.to_string());
             }
             _ => unknown.push(k.to_string()),
         }
@@ -601,6 +609,7 @@ mod tests {
         let args = CniArgs {
             mac: Some("c2:00:00:00:00:02".into()),
             ip: None,
+            pod_name: None,
         };
         assert_eq!(
             c.requested_mac(&args).unwrap().unwrap().to_string(),

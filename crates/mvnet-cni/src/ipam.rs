@@ -126,6 +126,9 @@ pub struct BuiltinConf {
     routes: Vec<RouteConf>,
     #[serde(rename = "dataDir", default)]
     pub data_dir: Option<PathBuf>,
+    /// mvnet addition: lease the address from the LAN's DHCP server (no subnet needed).
+    #[serde(default)]
+    pub dhcp: bool,
 }
 
 impl BuiltinConf {
@@ -139,7 +142,17 @@ impl BuiltinConf {
     }
 
     /// The pools, host-local style: the gateway defaults to the subnet's first address.
+    /// None with `"dhcp": true` (the server has the pool).
     pub fn pools(&self) -> CniResult<Vec<PoolSpec>> {
+        if self.dhcp {
+            if self.single.subnet.is_some() || !self.ranges.is_empty() {
+                return Err(CniError::new(
+                    code::INVALID_CONFIG,
+                    "\"dhcp\": true takes the subnet from the LAN's DHCP server: remove \"subnet\"/\"ranges\"",
+                ));
+            }
+            return Ok(Vec::new());
+        }
         let mut sets: Vec<&RangeConf> = Vec::new();
         if self.single.subnet.is_some() {
             sets.push(&self.single);
@@ -271,7 +284,12 @@ pub fn endpoint_ips(net: &Network, ep: &Endpoint) -> Vec<IpConfig> {
         .chain(ep.ipv6.iter())
         .map(|(ip, p)| IpConfig {
             address: IpNet::new(*ip, *p).expect("valid prefix"),
-            gateway: mvnet_core::driver::gateway_for(net, *ip),
+            gateway: ep
+                .lease
+                .as_ref()
+                .and_then(|l| l.gateway.map(IpAddr::V4))
+                .filter(|_| ip.is_ipv4())
+                .or_else(|| mvnet_core::driver::gateway_for(net, *ip)),
             interface: Some(0),
         })
         .collect()

@@ -217,7 +217,16 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
             None
         }
         (_, Some(b)) => {
-            request.network = NetworkSpec::Ensure(ipam::network_record(conf, &master, b.pools()?)?);
+            let mut record = ipam::network_record(conf, &master, b.pools()?)?;
+            record.dhcp = b.dhcp;
+            if b.dhcp {
+                // The client id comes from the container's name where the runtime gives
+                // one (Kubernetes and Podman do), so a re-created pod keeps its address.
+                if let Some(name) = &args.pod_name {
+                    request.target.container_name = name.clone();
+                }
+            }
+            request.network = NetworkSpec::Ensure(record);
             let routes = b.routes();
             request.link.routes = Some(routes.iter().map(|r| (r.dst, r.gw)).collect());
             result.routes = routes;
@@ -256,6 +265,20 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
         }
     };
     phases.mark("attach");
+    if let Some(lease) = attached.endpoint.as_ref().and_then(|e| e.lease.as_ref()) {
+        // The lease's gateway and name servers, as the CNI dhcp plugin reports them.
+        if let Some(gw) = lease.gateway {
+            result.routes.push(crate::result::Route {
+                dst: "0.0.0.0/0".parse().expect("a valid net"),
+                gw: Some(IpAddr::V4(gw)),
+            });
+        }
+        if !lease.dns.is_empty() {
+            result.dns = serde_json::json!({
+                "nameservers": lease.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+            });
+        }
+    }
     result.ips = attached
         .addresses
         .iter()

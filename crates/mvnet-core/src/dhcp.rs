@@ -202,6 +202,11 @@ fn agent_binary() -> Result<PathBuf> {
             }
         }
     }
+    // Installed by the package; a CNI runtime's PATH can be nearly empty.
+    let packaged = Path::new("/usr/bin/mvnet-dhcp");
+    if packaged.is_file() {
+        return Ok(packaged.to_path_buf());
+    }
     for dir in std::env::var("PATH").unwrap_or_default().split(':') {
         let p = Path::new(dir).join("mvnet-dhcp");
         if p.is_file() {
