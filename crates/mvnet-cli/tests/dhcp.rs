@@ -110,6 +110,7 @@ fn stop_agent(lab: &TestLab) {
 }
 
 fn dhcp_network(lab: &TestLab, name: &str, extra: &[&str]) {
+    // One network per test: the lab's parent, the LAN's server.
     let mut args = vec![
         "network",
         "create",
@@ -415,4 +416,31 @@ fn cni_add_check_del_with_dhcp() {
     );
     let d = lab.cni("DEL", &ns.path, "eth0", "pod-1", conf);
     assert_eq!(d.code, 0, "DEL is idempotent: {}{}", d.stdout, d.stderr);
+}
+
+/// Measures the lease time to first address: `mvnet run -d` on a DHCP network, 20 runs,
+/// with the conflict probe on (30 ms) and off. A measurement for the README, not a test
+/// of speed: `cargo test -p mvnet-cli --test dhcp measure -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; run by hand"]
+fn measure_lease_time_to_first_address() {
+    let lab = TestLab::new();
+    let _dhcpd = Dhcpd::start(&lab, "2m");
+    dhcp_network(&lab, "probed", &[]);
+    dhcp_network(&lab, "unprobed", &["-o", "probe_ms=0"]);
+    for net in ["probed", "unprobed"] {
+        let mut ms = Vec::new();
+        for i in 0..20 {
+            let name = format!("{net}{i}");
+            let t = Instant::now();
+            lab.container(&name, net, &[]);
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            lab.ok(&["rm", "-f", &name]);
+        }
+        ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        eprintln!(
+            "{net}: median {:.1} ms, min {:.1}, max {:.1}",
+            ms[10], ms[0], ms[19]
+        );
+    }
 }

@@ -647,6 +647,11 @@ impl CreateNetworkRequest {
                 "--ipam-driver dhcp leases IPv4 addresses (DHCPv4); remove --ipv6 / --ipv4=false"
             ));
         }
+        if driver == Driver::Ipvlan {
+            return Err(invalid!(
+                "--ipam-driver dhcp works with macvlan networks only for now: ipvlan ports share the parent's MAC, so the server's answers need the broadcast flag, which mvnet's DHCP client does not set yet; use -d macvlan"
+            ));
+        }
         let labels = parse_labels(&self.labels)?;
         let options = NetworkOptions::parse_for(&self.options, driver)?;
         Ok(ValidatedRequest {
@@ -1123,5 +1128,44 @@ mod tests {
         assert!(check_name("-x", "network").is_err());
         assert!(check_name("a/b", "network").is_err());
         assert!(check_name("", "network").is_err());
+    }
+
+    #[test]
+    fn dhcp_networks_take_no_subnet_and_say_what_to_remove() {
+        let dhcp = |extra: &dyn Fn(&mut CreateNetworkRequest)| {
+            let mut r = CreateNetworkRequest {
+                name: "lan".into(),
+                ipam_driver: "dhcp".into(),
+                options: vec!["parent=eth0".into(), "dhcp_timeout=5".into()],
+                ..Default::default()
+            };
+            extra(&mut r);
+            r.validate()
+        };
+        let v = dhcp(&|_| {}).unwrap();
+        assert!(v.dhcp && v.pools.is_empty());
+        assert_eq!(v.options.dhcp_wait(), std::time::Duration::from_secs(5));
+        let e = dhcp(&|r| r.subnets = vec!["10.0.0.0/24".into()]).unwrap_err();
+        assert!(e.to_string().contains("remove --subnet"), "{e}");
+        let e = dhcp(&|r| r.ipv6 = true).unwrap_err();
+        assert!(e.to_string().contains("DHCPv4"), "{e}");
+        let e = dhcp(&|r| r.driver = "ipvlan".into()).unwrap_err();
+        assert!(e.to_string().contains("macvlan networks only"), "{e}");
+        let e = dhcp(&|r| r.options.push("dhcp_timeout=0".into())).unwrap_err();
+        assert!(e.to_string().contains("dhcp_timeout"), "{e}");
+        let e = dhcp(&|r| r.ipam_driver = "etcd".into()).unwrap_err();
+        assert!(e.to_string().contains("--ipam-driver"), "{e}");
+        // Without it, a subnet is still required, and the message offers DHCP.
+        let mut r = CreateNetworkRequest {
+            name: "n".into(),
+            options: vec!["parent=eth0".into()],
+            ..Default::default()
+        };
+        r.ipam_driver = String::new();
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--ipam-driver dhcp"));
     }
 }
