@@ -46,6 +46,10 @@ const ADDED_ON_PURPOSE: &[(&str, &str)] = &[
         "[].NetworkSettings.Networks.*.InterfaceName",
         "--ifname (the interface in the container)",
     ),
+    (
+        "[].NetworkSettings.Networks.*.DHCP",
+        "the DHCP lease (networks with --ipam-driver dhcp; null otherwise)",
+    ),
 ];
 
 fn shapes(v: &serde_json::Value) -> BTreeMap<String, String> {
