@@ -12,7 +12,8 @@ deb=$(ls -1t target/debian/mvnet_*.deb | head -1)
 root=$(mktemp -d /tmp/mvnet-pkgroot.XXXXXX)
 lab="pk$$"
 cleanup() {
-  "$root/usr/bin/mvnet" lab down --name "$lab" >/dev/null 2>&1 || true
+  # The packaged binary may be gone already (remove/purge): the built one takes it down.
+  target/release/mvnet lab down --name "$lab" >/dev/null 2>&1 || true
   rm -rf "$root"
 }
 trap cleanup EXIT
@@ -58,6 +59,7 @@ man -l "$root/usr/share/man/man1/mvnet-network-create.1" 2>/dev/null | grep -q -
 words=$("$root/usr/bin/mvnet" lab exec --name "$lab" -- bash -c \
   "export PATH=$root/usr/bin:\$PATH; source $root/usr/share/bash-completion/completions/mvnet; COMP_WORDS=(mvnet network inspect ba); COMP_CWORD=3; _mvnet_with_networks; echo \"\${COMPREPLY[*]}\"")
 [ "$words" = backbone ] || fail "bash completion of network names gave '$words'"
+"$root/usr/bin/mvnet" lab down --name "$lab" >/dev/null || fail "mvnet lab down"
 
 # Upgrade (a reinstall runs the same maintainer scripts) keeps state; remove keeps it;
 # purge deletes it.
