@@ -19,6 +19,10 @@ struct Dhcpd<'a> {
 
 impl<'a> Dhcpd<'a> {
     fn start(lab: &'a TestLab, lease: &str) -> Dhcpd<'a> {
+        Dhcpd::start_range(lab, lease, "10.103.19.100,10.103.19.150")
+    }
+
+    fn start_range(lab: &'a TestLab, lease: &str, range: &str) -> Dhcpd<'a> {
         let dir = std::env::temp_dir().join(format!("mvnet-dnsmasq-{}", lab.name()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -36,7 +40,7 @@ impl<'a> Dhcpd<'a> {
             // dnsmasq pings each address before offering it, for 3 s, one client at a
             // time: 20 clients at once would wait a minute.
             "--no-ping",
-            &format!("--dhcp-range=10.103.19.100,10.103.19.150,255.255.255.0,{lease}"),
+            &format!("--dhcp-range={range},255.255.255.0,{lease}"),
             "--dhcp-option=option:router,10.103.19.1",
             "--dhcp-option=option:dns-server,10.103.19.1",
         ])
@@ -529,4 +533,60 @@ fn measure_lease_time_to_first_address() {
             ms[10], ms[0], ms[19]
         );
     }
+}
+
+/// The server restarted with an empty lease file and another range: the container gets a
+/// new address without user action (the resumed lease is refused, the client starts over),
+/// on its interface and in mvnet's address book.
+#[test]
+fn a_new_server_address_reaches_the_container_and_the_store() {
+    let lab = TestLab::new();
+    let old_ip;
+    {
+        let _first = Dhcpd::start(&lab, "2m");
+        dhcp_network(&lab, "lan", &[]);
+        lab.container("mover", "lan", &[]);
+        old_ip = lab.ip_of("mover", "lan");
+    } // the server goes (and the agent with it)
+    let dhcpd = Dhcpd::start_range(&lab, "2m", "10.103.19.160,10.103.19.170");
+    // A front end's call starts the agent again; it resumes the recorded lease.
+    lab.ok(&[
+        "network",
+        "create",
+        "--ipam-driver",
+        "dhcp",
+        "-o",
+        "parent=eth0",
+        "other",
+    ]);
+    lab.container("trigger", "other", &[]);
+    let started = Instant::now();
+    let moved = loop {
+        let ip = lab.ip_of("mover", "lan");
+        if ip != old_ip {
+            break ip;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the container kept {old_ip}: {}",
+            dhcpd.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let octet: u8 = moved.rsplit('.').next().unwrap().parse().unwrap();
+    assert!((160..=170).contains(&octet), "{moved}");
+    let addr = lab.ok(&["exec", "mover", "--", "ip", "-o", "addr", "show", "eth0"]);
+    assert!(addr.contains(&format!("{moved}/24")), "{addr}");
+    assert!(!addr.contains(&format!("{old_ip}/")), "{addr}");
+    lab.ok(&[
+        "exec",
+        "mover",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "10.103.19.1",
+    ]);
 }

@@ -164,7 +164,7 @@ async fn renew_forever(spec: Spec) -> i32 {
                     } else {
                         let moved = current.as_ref().is_some_and(|c| c.ip != lease.ip);
                         if moved {
-                            let old = current.as_ref().map(|c| c.ip);
+                            let old = current.as_ref().map(|c| (c.ip, c.prefix));
                             if let Err(e) = readdress(&spec, old, &lease) {
                                 log(&spec.key, &format!("cannot move to {}: {e}", lease.ip));
                             }
@@ -242,22 +242,11 @@ fn prefix_mask(prefix: u8) -> Ipv4Addr {
     Ipv4Addr::from(bits)
 }
 
-/// Writes a renewed lease onto its endpoint's row.
+/// Writes a renewed lease onto its endpoint's row (and a new address into the LAN's
+/// address book).
 fn record(spec: &Spec, lease: &Lease) {
     let (container, network) = spec.owner();
-    let done = Engine::open(&spec.root).and_then(|mut e| {
-        if let Some(mut ep) = e
-            .endpoints_of_container(container)?
-            .into_iter()
-            .find(|ep| ep.network_id == network)
-        {
-            if ep.ipv4.map(|(ip, _)| ip) == Some(IpAddr::V4(lease.ip)) {
-                ep.lease = Some(lease.clone());
-                e.update_endpoint(&ep)?;
-            }
-        }
-        Ok(())
-    });
+    let done = Engine::open(&spec.root).and_then(|mut e| e.record_lease(container, network, lease));
     if let Err(e) = done {
         log(&spec.key, &format!("cannot record the renewal: {e}"));
     }
@@ -266,17 +255,19 @@ fn record(spec: &Spec, lease: &Lease) {
 /// The server gave another address: put it on the interface in place of the old one,
 /// with the default route through the lease's gateway. (This thread is in the
 /// container's namespace, so its netlink socket is too.)
-fn readdress(spec: &Spec, old: Option<Ipv4Addr>, lease: &Lease) -> Result<(), String> {
+fn readdress(spec: &Spec, old: Option<(Ipv4Addr, u8)>, lease: &Lease) -> Result<(), String> {
     let mut nl = mvnet_core::netlink::Netlink::new().map_err(|e| e.to_string())?;
     let link = nl
         .link_by_name(&spec.ifname)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{} is gone", spec.ifname))?;
+    // The old one first: deleting a primary address takes the secondaries of its subnet
+    // with it, and the new one would be one of them.
+    if let Some((old, prefix)) = old {
+        let _ = nl.del_address(link.index, IpAddr::V4(old), prefix);
+    }
     nl.add_address(link.index, IpAddr::V4(lease.ip), lease.prefix)
         .map_err(|e| e.to_string())?;
-    if let Some(old) = old {
-        let _ = nl.del_address(link.index, IpAddr::V4(old), lease.prefix);
-    }
     if let Some(gw) = lease.gateway {
         let _ = nl.add_route(None, Some(IpAddr::V4(gw)), link.index);
     }

@@ -190,6 +190,31 @@ impl Engine {
             .collect())
     }
 
+    /// Records a renewed lease on the endpoint of `container_id` on `network_id`; when the
+    /// server gave another address, the address book follows (the old address goes back).
+    pub fn record_lease(
+        &mut self,
+        container_id: &str,
+        network_id: &str,
+        lease: &crate::model::Lease,
+    ) -> Result<()> {
+        let Some(mut ep) = self
+            .store
+            .endpoints_of_container(container_id)?
+            .into_iter()
+            .find(|e| e.network_id == network_id)
+        else {
+            return Ok(()); // detached meanwhile
+        };
+        if ep.ipv4.map(|(ip, _)| ip) == Some(IpAddr::V4(lease.ip)) {
+            ep.lease = Some(lease.clone());
+            return self.store.update_endpoint(&ep);
+        }
+        let net = self.store.network(network_id)?;
+        self.store.move_leased_address(&net, &ep.id, lease)?;
+        Ok(())
+    }
+
     /// Releases the DHCP lease of an endpoint that has one (DHCPRELEASE from inside its
     /// namespace, so before the link goes). Failing to reach the agent is only logged:
     /// the server's record then runs out by itself.

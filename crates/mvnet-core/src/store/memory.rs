@@ -461,6 +461,28 @@ impl Store for MemoryStore {
         Ok(ep)
     }
 
+    fn move_leased_address(
+        &mut self,
+        net: &Network,
+        endpoint_id: &str,
+        lease: &crate::model::Lease,
+    ) -> Result<Endpoint> {
+        self.write("move_leased_address")?;
+        let Some(pos) = self.endpoints.iter().position(|e| e.id == endpoint_id) else {
+            return Err(not_found!("endpoint {endpoint_id} not found"));
+        };
+        let domain = net.address_domain().to_string();
+        if let Some((old, _)) = self.endpoints[pos].ipv4 {
+            self.allocations.remove(&(domain, old));
+        }
+        let new = IpAddr::V4(lease.ip);
+        self.take_leased(net, new, endpoint_id, &[])?;
+        let ep = &mut self.endpoints[pos];
+        ep.ipv4 = Some((new, lease.prefix));
+        ep.lease = Some(lease.clone());
+        Ok(ep.clone())
+    }
+
     fn record_lan_conflict(
         &mut self,
         net: &Network,
@@ -608,6 +630,15 @@ impl Store for std::rc::Rc<std::cell::RefCell<MemoryStore>> {
     ) -> Result<Endpoint> {
         self.borrow_mut()
             .replace_conflicting_address(net, endpoint_id, ip, holder)
+    }
+    fn move_leased_address(
+        &mut self,
+        net: &Network,
+        endpoint_id: &str,
+        lease: &crate::model::Lease,
+    ) -> Result<Endpoint> {
+        self.borrow_mut()
+            .move_leased_address(net, endpoint_id, lease)
     }
     fn record_lan_conflict(
         &mut self,

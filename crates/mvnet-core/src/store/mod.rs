@@ -227,6 +227,14 @@ pub trait Store {
         ip: IpAddr,
         holder: Option<MacAddr>,
     ) -> Result<Endpoint>;
+    /// The LAN's DHCP server gave endpoint `endpoint_id` another IPv4 address (with this
+    /// lease): the old one goes back, the new one is recorded in the address book.
+    fn move_leased_address(
+        &mut self,
+        net: &Network,
+        endpoint_id: &str,
+        lease: &crate::model::Lease,
+    ) -> Result<Endpoint>;
     /// Records that `ip`, which no endpoint holds, is taken on the LAN by `holder`.
     fn record_lan_conflict(
         &mut self,

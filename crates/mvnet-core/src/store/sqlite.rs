@@ -1091,6 +1091,37 @@ impl Store for SqliteStore {
         Ok(ep)
     }
 
+    fn move_leased_address(
+        &mut self,
+        net: &Network,
+        endpoint_id: &str,
+        lease: &crate::model::Lease,
+    ) -> Result<Endpoint> {
+        let (tx, _lock) = self.write()?;
+        let body: Option<String> = tx
+            .query_row(
+                "SELECT body FROM endpoints WHERE id = ?1",
+                [endpoint_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let mut ep: Endpoint =
+            from_json(&body.ok_or_else(|| not_found!("endpoint {endpoint_id} not found"))?)?;
+        if let Some((old, _)) = ep.ipv4 {
+            delete_allocation(&tx, net.address_domain(), old, endpoint_id)?;
+        }
+        let new = IpAddr::V4(lease.ip);
+        record_leased(&tx, net, new, endpoint_id, &[])?;
+        ep.ipv4 = Some((new, lease.prefix));
+        ep.lease = Some(lease.clone());
+        tx.execute(
+            "UPDATE endpoints SET body = ?2 WHERE id = ?1",
+            params![endpoint_id, to_json(&ep)],
+        )?;
+        tx.commit()?;
+        Ok(ep)
+    }
+
     fn record_lan_conflict(
         &mut self,
         net: &Network,
