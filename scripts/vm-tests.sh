@@ -16,6 +16,9 @@ mapfile -t bins < <(cargo test --workspace --no-run --message-format=json 2>/dev
   | jq -r --argjson w "$wanted" 'select(.reason=="compiler-artifact" and .profile.test==true
         and (.target.kind|index("test")) and (.target.name as $n | $w | index($n)))
         | .executable')
+# The Docker cases last: a stopped dockerd's containerd and shims wind down for a while,
+# and would slow the timing-sensitive tests after them.
+mapfile -t bins < <(printf '%s\n' "${bins[@]}" | grep -v '/docker_fullkernel-'; printf '%s\n' "${bins[@]}" | grep '/docker_fullkernel-')
 [ "${#bins[@]}" -ge 12 ] || { echo "vm-tests: expected 12 test binaries, found ${#bins[@]}" >&2; exit 1; }
 # dockerd needs the cgroup file system, which the VM's minimal init does not mount.
 cmd="mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup"
