@@ -5,7 +5,6 @@
 mod common;
 use common::TestLab;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,72 +13,17 @@ type Seen = (Instant, [u8; 6], u16, Vec<u8>);
 
 /// Collects every frame arriving on the peer's eth0 until `stop` is set.
 fn listen(lab: &TestLab, stop: &AtomicBool) -> Vec<Seen> {
-    let ns = mvnet_core::netns::Netns::open(lab.guard.lab.netns_path("peer")).unwrap();
-    let ifindex = mvnet_core::netlink::Netlink::in_netns(&ns)
-        .unwrap()
-        .link_by_name("eth0")
-        .unwrap()
-        .unwrap()
-        .index;
-    let all = 0x0003u16.to_be();
-    // SAFETY: socket(2) takes no pointers; the returned fd is checked and owned below.
-    let fd = mvnet_core::netns::run_in(&ns, || unsafe {
-        libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, all as i32)
-    })
-    .unwrap();
-    assert!(fd >= 0);
-    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = all;
-    sll.sll_ifindex = ifindex as i32;
-    let size = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-    // SAFETY: the address is a live, fully initialised struct of the size given.
-    let bound = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            &sll as *const _ as *const libc::sockaddr,
-            size,
-        )
-    };
-    assert_eq!(bound, 0);
-    let tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 100_000,
-    };
-    // SAFETY: the option value is a live c_int and its size is given.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
+    let sniffer =
+        mvnet_lab::testkit::Sniffer::open(&lab.guard.lab.netns_path("peer"), "eth0", 0x0003);
     let mut seen = Vec::new();
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
-        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut len = size;
-        let n = unsafe {
-            libc::recvfrom(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-                &mut from as *mut _ as *mut libc::sockaddr,
-                &mut len,
-            )
-        };
-        if n > 0 {
+        if let Some((n, from)) = sniffer.recv(&mut buf) {
             seen.push((
                 Instant::now(),
                 from.sll_addr[..6].try_into().unwrap(),
                 u16::from_be(from.sll_protocol),
-                buf[..n as usize].to_vec(),
+                buf[..n].to_vec(),
             ));
         }
     }

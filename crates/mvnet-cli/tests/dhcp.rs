@@ -297,66 +297,23 @@ fn unicast_requests(
     from: std::net::Ipv4Addr,
     stop: &std::sync::atomic::AtomicBool,
 ) -> usize {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let ns = mvnet_core::netns::Netns::open(lab.guard.lab.netns_path("gw")).unwrap();
-    let ifindex = mvnet_core::netlink::Netlink::in_netns(&ns)
-        .unwrap()
-        .link_by_name("eth0")
-        .unwrap()
-        .unwrap()
-        .index;
-    let ip = 0x0800u16.to_be();
-    // SAFETY: socket(2) takes no pointers; the fd is checked and owned below.
-    let fd = mvnet_core::netns::run_in(&ns, || unsafe {
-        libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, ip as i32)
-    })
-    .unwrap();
-    assert!(fd >= 0);
-    // SAFETY: fd was just opened and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: a plain C struct, for which all-zero bytes are valid.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = ip;
-    sll.sll_ifindex = ifindex as i32;
-    // SAFETY: the address is a live struct of the size given.
-    let bound = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            &sll as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    assert_eq!(bound, 0);
-    let tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 200_000,
-    };
-    // SAFETY: the option value is a live timeval and its size is given.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
+    let sniffer =
+        mvnet_lab::testkit::Sniffer::open(&lab.guard.lab.netns_path("gw"), "eth0", 0x0800);
     let server = std::net::Ipv4Addr::new(10, 103, 19, 1);
     let mut seen = 0;
     let mut buf = [0u8; 1500];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        // SAFETY: buf is live and its length is given.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let Some((n, _)) = sniffer.recv(&mut buf) else {
+            continue;
+        };
         if n < 28 {
             continue;
         }
         let ihl = ((buf[0] & 0x0f) as usize) * 4;
         let src = std::net::Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
         let dst = std::net::Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19]);
-        let udp_to_67 = buf[9] == 17
-            && (n as usize) > ihl + 4
-            && u16::from_be_bytes([buf[ihl + 2], buf[ihl + 3]]) == 67;
+        let udp_to_67 =
+            buf[9] == 17 && n > ihl + 4 && u16::from_be_bytes([buf[ihl + 2], buf[ihl + 3]]) == 67;
         if udp_to_67 && src == from && dst == server {
             seen += 1;
         }

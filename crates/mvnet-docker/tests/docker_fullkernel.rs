@@ -5,48 +5,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{DockerLab, IMAGE};
-
-fn kernel_has(kind: &str) -> bool {
-    let ns = format!("kp-{}", &mvnet_core::ids::new_id()[..10]);
-    let ip = |args: &[&str]| {
-        Command::new("ip")
-            .args(args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    assert!(ip(&["netns", "add", &ns]), "ip netns add");
-    let ok = ip(&[
-        "-n", &ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1",
-    ]) && match kind {
-        "vlan" => ip(&[
-            "-n", &ns, "link", "add", "link", "p0", "name", "p0.5", "type", "vlan", "id", "5",
-        ]),
-        other => ip(&[
-            "-n", &ns, "link", "add", "link", "p0", "name", "x0", "type", other,
-        ]),
-    };
-    ip(&["netns", "del", &ns]);
-    ok
-}
 
 fn full_kernel_or_skip(kind: &str, test: &str) -> bool {
     common::require_root();
-    if kernel_has(kind) {
-        return true;
-    }
-    if std::env::var("MVNET_REQUIRE_FULL_KERNEL").as_deref() == Ok("1") {
-        panic!("{test}: this kernel lacks {kind}, but MVNET_REQUIRE_FULL_KERNEL=1");
-    }
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "skipped {test}: this kernel lacks {kind}; scripts/vm-tests.sh runs it under Debian's full kernel"
-    );
-    false
+    mvnet_lab::testkit::full_kernel_or_skip(kind, test)
 }
 
 fn ip_of(lab: &DockerLab, name: &str, net: &str) -> String {

@@ -13,6 +13,8 @@
 //! VLAN 1317 (10.103.17.1) and 1318 (10.103.18.1), and the peer's `ens19` with VLAN 1317
 //! (10.103.17.20 and, to prove L2 separation, 10.103.18.99) plus untagged 10.103.18.98.
 
+pub mod testkit;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 

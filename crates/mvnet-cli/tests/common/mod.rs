@@ -335,49 +335,12 @@ fn orphan_pass() -> Vec<String> {
     candidates
 }
 
-/// Whether the running kernel can create a link of `kind` ("vlan", "ipvlan", ...), checked
-/// with iproute2 in a throw-away namespace: independent of mvnet's own probe.
-pub fn kernel_has(kind: &str) -> bool {
-    let ns = format!("kp-{}", &mvnet_core::ids::new_id()[..10]);
-    let ip = |args: &[&str]| {
-        Command::new("ip")
-            .args(args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    assert!(ip(&["netns", "add", &ns]), "ip netns add");
-    let ok = ip(&[
-        "-n", &ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1",
-    ]) && match kind {
-        "vlan" => ip(&[
-            "-n", &ns, "link", "add", "link", "p0", "name", "p0.5", "type", "vlan", "id", "5",
-        ]),
-        other => ip(&[
-            "-n", &ns, "link", "add", "link", "p0", "name", "x0", "type", other,
-        ]),
-    };
-    ip(&["netns", "del", &ns]);
-    ok
-}
+#[allow(unused_imports)]
+pub use mvnet_lab::testkit::kernel_has;
 
-/// For tests that need a kernel feature this machine may lack (802.1Q, ipvlan): true when
-/// present. When absent, a developer's `cargo test` skips with one line saying why; with
-/// MVNET_REQUIRE_FULL_KERNEL=1 (set by scripts/vm-tests.sh inside the full-kernel VM) the
-/// test fails instead, so CI can never skip it silently.
+/// For tests that need a kernel feature this machine may lack (see
+/// `mvnet_lab::testkit::full_kernel_or_skip`); needs root.
 pub fn full_kernel_or_skip(kind: &str, test: &str) -> bool {
     require_root();
-    if kernel_has(kind) {
-        return true;
-    }
-    if std::env::var("MVNET_REQUIRE_FULL_KERNEL").as_deref() == Ok("1") {
-        panic!("{test}: this kernel lacks {kind}, but MVNET_REQUIRE_FULL_KERNEL=1");
-    }
-    // Straight to fd 2: libtest captures eprintln! of passing tests, and this line must show.
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "skipped {test}: this kernel lacks {kind}; scripts/vm-tests.sh runs it under Debian's full kernel"
-    );
-    false
+    mvnet_lab::testkit::full_kernel_or_skip(kind, test)
 }

@@ -376,57 +376,15 @@ pub fn arp_announcements(
     ip: &str,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Vec<(Instant, [u8; 6])> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let want: std::net::Ipv4Addr = ip.parse().unwrap();
-    let ns = mvnet_core::netns::Netns::open(lab.guard.lab.netns_path("peer")).unwrap();
-    let ifindex = mvnet_core::netlink::Netlink::in_netns(&ns)
-        .unwrap()
-        .link_by_name("eth0")
-        .unwrap()
-        .unwrap()
-        .index;
-    let arp = 0x0806u16.to_be();
-    // SAFETY: socket(2) takes no pointers; the fd is checked and owned below.
-    let fd = mvnet_core::netns::run_in(&ns, || unsafe {
-        libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, arp as i32)
-    })
-    .unwrap();
-    assert!(fd >= 0);
-    // SAFETY: fd was just opened and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: a plain C struct, for which all-zero bytes are valid.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = arp;
-    sll.sll_ifindex = ifindex as i32;
-    // SAFETY: the address is a live struct of the size given.
-    let bound = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            &sll as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    assert_eq!(bound, 0);
-    let tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 100_000,
-    };
-    // SAFETY: the option value is a live timeval and its size is given.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
+    let sniffer =
+        mvnet_lab::testkit::Sniffer::open(&lab.guard.lab.netns_path("peer"), "eth0", 0x0806);
     let mut out = Vec::new();
     let mut buf = [0u8; 128];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        // SAFETY: buf is live and its length is given.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let Some((n, _)) = sniffer.recv(&mut buf) else {
+            continue;
+        };
         if n < 28 {
             continue;
         }

@@ -1,0 +1,133 @@
+//! Helpers the real-kernel tests of several crates share: what the running kernel can do,
+//! and a packet socket that watches a lab machine's interface.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Command;
+
+/// Whether the running kernel can create a link of `kind` ("vlan", "ipvlan", ...), checked
+/// with iproute2 in a throw-away namespace: independent of mvnet's own probe.
+pub fn kernel_has(kind: &str) -> bool {
+    let ns = format!("kp-{}", &mvnet_core::ids::new_id()[..10]);
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    assert!(ip(&["netns", "add", &ns]), "ip netns add");
+    let ok = ip(&[
+        "-n", &ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1",
+    ]) && match kind {
+        "vlan" => ip(&[
+            "-n", &ns, "link", "add", "link", "p0", "name", "p0.5", "type", "vlan", "id", "5",
+        ]),
+        other => ip(&[
+            "-n", &ns, "link", "add", "link", "p0", "name", "x0", "type", other,
+        ]),
+    };
+    ip(&["netns", "del", &ns]);
+    ok
+}
+
+/// For tests that need a kernel feature this machine may lack (802.1Q, ipvlan): true when
+/// present. When absent, a developer's `cargo test` skips with one line saying why; with
+/// MVNET_REQUIRE_FULL_KERNEL=1 (set by scripts/vm-tests.sh inside the full-kernel VM) the
+/// test fails instead, so CI can never skip it silently.
+pub fn full_kernel_or_skip(kind: &str, test: &str) -> bool {
+    if kernel_has(kind) {
+        return true;
+    }
+    if std::env::var("MVNET_REQUIRE_FULL_KERNEL").as_deref() == Ok("1") {
+        panic!("{test}: this kernel lacks {kind}, but MVNET_REQUIRE_FULL_KERNEL=1");
+    }
+    // Straight to fd 2: libtest captures eprintln! of passing tests, and this line must show.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "skipped {test}: this kernel lacks {kind}; scripts/vm-tests.sh runs it under Debian's full kernel"
+    );
+    false
+}
+
+/// A packet socket on one interface of one namespace, receiving frames of one ethertype
+/// (`ETH_P_ALL` for all) without their Ethernet header, with a 100 ms receive timeout so a
+/// watcher can check its stop flag.
+pub struct Sniffer {
+    fd: OwnedFd,
+}
+
+impl Sniffer {
+    pub fn open(netns: &Path, ifname: &str, ethertype: u16) -> Sniffer {
+        let ns = mvnet_core::netns::Netns::open(netns).expect("open the namespace");
+        let ifindex = mvnet_core::netlink::Netlink::in_netns(&ns)
+            .expect("netlink")
+            .link_by_name(ifname)
+            .expect("look up the interface")
+            .expect("the interface exists")
+            .index;
+        let proto = ethertype.to_be();
+        // SAFETY: socket(2) takes no pointers; the fd is checked and owned below.
+        let fd = mvnet_core::netns::run_in(&ns, || unsafe {
+            libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, proto as i32)
+        })
+        .expect("enter the namespace");
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: fd was just opened and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: the address is a live, fully initialised struct of the size given.
+        let bound = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &sll as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: the option value is a live timeval and its size is given.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        Sniffer { fd }
+    }
+
+    /// The next frame (payload length, with the sender's link address and ethertype in the
+    /// `sockaddr_ll`), or `None` after the timeout.
+    pub fn recv(&self, buf: &mut [u8]) -> Option<(usize, libc::sockaddr_ll)> {
+        // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        // SAFETY: buf and from are live for the call, and their sizes are given.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+                &mut from as *mut _ as *mut libc::sockaddr,
+                &mut len,
+            )
+        };
+        (n > 0).then_some((n as usize, from))
+    }
+}
