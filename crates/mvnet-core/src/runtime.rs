@@ -579,8 +579,9 @@ pub fn remove_many(engine: &mut Engine, names: &[String], force: bool) -> Vec<Re
         .filter(|c| !c.id.is_empty())
         .cloned()
         .collect();
+    let dhcp = dhcp_in_use(engine);
     for c in &doomed {
-        release_leases(engine, c);
+        release_leases(engine, c, dhcp);
     }
     kill_processes(&doomed);
     found
@@ -646,17 +647,31 @@ pub fn remove(engine: &mut Engine, name: &str, force: bool) -> Result<Container>
 /// our back. Deleting the netns deletes its macvlan links with it, in the kernel's own
 /// batched cleanup, which is far cheaper than one RTM_DELLINK each.
 fn destroy(engine: &mut Engine, c: &Container) -> Result<()> {
-    release_leases(engine, c);
+    let dhcp = dhcp_in_use(engine);
+    release_leases(engine, c, dhcp);
     kill_process(c);
     destroy_killed(engine, c)
 }
 
 /// Releases the container's DHCP leases (DHCPRELEASE from its address), before its
 /// processes are killed: the lease agent's client for it lives in its namespace too.
-fn release_leases(engine: &mut Engine, c: &Container) {
+/// Without a DHCP network (`dhcp_in_use` false) this costs nothing.
+fn release_leases(engine: &mut Engine, c: &Container, dhcp_in_use: bool) {
+    if !dhcp_in_use {
+        return;
+    }
     for ep in engine.endpoints_of_container(&c.id).unwrap_or_default() {
         engine.release_lease(&ep);
     }
+}
+
+/// Whether any network leases from a DHCP server: one look at the networks per `rm`,
+/// instead of one endpoint query per container removed.
+fn dhcp_in_use(engine: &mut Engine) -> bool {
+    engine
+        .networks()
+        .map(|nets| nets.iter().any(|n| n.dhcp))
+        .unwrap_or(true)
 }
 
 /// `destroy` once the container's processes are gone.

@@ -578,11 +578,21 @@ impl Engine {
         net: &Network,
         named: &[Option<IpAddr>],
     ) -> Result<Vec<(IpAddr, String)>> {
+        let subnets: Vec<IpNet> = net.pools.iter().map(|p| p.subnet).collect();
+        self.host_addresses_where(&subnets, named)
+    }
+
+    /// The host's addresses inside `subnets`, named by interface when in `named`.
+    pub(super) fn host_addresses_where(
+        &mut self,
+        subnets: &[IpNet],
+        named: &[Option<IpAddr>],
+    ) -> Result<Vec<(IpAddr, String)>> {
         let nl = self.netlink()?;
         let addrs = nl.addresses(None).kernel("list the host's addresses")?;
         let mut out = Vec::new();
         for (index, ip, _) in addrs {
-            if net.pools.iter().any(|p| p.subnet.contains(&ip)) {
+            if subnets.iter().any(|s| s.contains(&ip)) {
                 let name = if named.contains(&Some(ip)) {
                     nl.link_by_index(index).ok().flatten().map(|l| l.name)
                 } else {

@@ -179,15 +179,7 @@ impl Engine {
         let subnet = ipnet::IpNet::new(ip, prefix)
             .map(|n| n.trunc())
             .map_err(|_| Error::Internal(format!("a lease with prefix /{prefix}")))?;
-        let nl = self.netlink()?;
-        let addrs = nl
-            .addresses(None)
-            .map_err(|e| Error::kernel("list the host's addresses", e))?;
-        Ok(addrs
-            .into_iter()
-            .filter(|(_, a, _)| subnet.contains(a))
-            .map(|(index, a, _)| (a, format!("interface {index}")))
-            .collect())
+        self.host_addresses_where(&[subnet], &[Some(ip)])
     }
 
     /// Records a renewed lease on the endpoint of `container_id` on `network_id`; when the
