@@ -547,3 +547,83 @@ fn a_new_server_address_reaches_the_container_and_the_store() {
         "10.103.19.1",
     ]);
 }
+
+/// RFC 2131's ARP check: the server offers an address a LAN device answers for (the peer
+/// holds .100, and dnsmasq is told not to ping); mvnet's probe finds it, sends DHCPDECLINE
+/// (the server's log shows it) and takes the next offer, which works.
+#[test]
+fn an_address_in_use_on_the_lan_is_declined() {
+    let lab = TestLab::new();
+    let dhcpd = Dhcpd::start_range(&lab, "2m", "10.103.19.100,10.103.19.101");
+    lab.on(
+        "peer",
+        &["ip", "addr", "add", "10.103.19.100/24", "dev", "eth0"],
+    );
+    lab.on(
+        "peer",
+        &["ip", "addr", "add", "10.103.19.101/24", "dev", "eth0"],
+    );
+    dhcp_network(&lab, "lan", &["-o", "probe_ms=300"]);
+    // Both addresses are taken: each offer is declined, then run fails and says why.
+    let e = lab.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "lan",
+        "--name",
+        "unlucky",
+        "--",
+        "sleep",
+        "100",
+    ]);
+    assert!(e.contains("declined"), "{e}");
+    assert!(e.contains("10.103.19.10"), "{e}");
+    assert!(dhcpd.log().contains("DHCPDECLINE"), "{}", dhcpd.log());
+    assert!(lab.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    // One address freed on the LAN: the next run declines the taken one (if offered)
+    // and ends up with the free one.
+    lab.on(
+        "peer",
+        &["ip", "addr", "del", "10.103.19.101/24", "dev", "eth0"],
+    );
+    lab.container("lucky", "lan", &[]);
+    assert_eq!(lab.ip_of("lucky", "lan"), "10.103.19.101");
+    lab.ok(&[
+        "exec",
+        "lucky",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "10.103.19.1",
+    ]);
+}
+
+/// `network disconnect` of a DHCP network releases the lease (the server's lease file
+/// forgets it), and the container keeps its other networks.
+#[test]
+fn disconnect_releases_the_lease() {
+    let lab = TestLab::new();
+    let dhcpd = Dhcpd::start(&lab, "2m");
+    dhcp_network(&lab, "lan", &[]);
+    lab.seed_network("static", &[]);
+    lab.container("two", "static", &[]);
+    lab.ok(&["network", "connect", "lan", "two"]);
+    let ip = lab.ip_of("two", "lan");
+    assert!(ip_in_range(&ip), "{ip}");
+    assert!(dhcpd.leases().contains(&ip), "{}", dhcpd.leases());
+    lab.ok(&["network", "disconnect", "lan", "two"]);
+    let started = Instant::now();
+    while dhcpd.leases().contains(&ip) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still leased: {}",
+            dhcpd.leases()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(dhcpd.log().contains("DHCPRELEASE"), "{}", dhcpd.log());
+    assert!(lab.container_reaches("two", "10.103.19.1"));
+}

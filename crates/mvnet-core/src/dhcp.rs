@@ -37,6 +37,21 @@ pub enum Request {
     },
     /// Send DHCPRELEASE and stop renewing.
     Release { key: String },
+    /// The conflict probe found the leased address in use on the LAN: send DHCPDECLINE
+    /// (RFC 2131 3.1.5) and stop, without a release.
+    Decline { key: String },
+    /// The runtime moved the interface (Docker's `Join` moves the link it was leased on
+    /// into the container): go on renewing `lease` from `netns`/`ifname` under `new_key`,
+    /// without a new DORA. The lease process of `key`, if any, stops without a release.
+    Move {
+        key: String,
+        new_key: String,
+        netns: String,
+        ifname: String,
+        hostname: String,
+        lease: Lease,
+        timeout_secs: u32,
+    },
     /// Whether the agent answers.
     Ping,
 }
@@ -61,6 +76,73 @@ pub fn client_id(network: &str, container_name: &str) -> Vec<u8> {
     let mut id = vec![0u8];
     id.extend_from_slice(format!("mvnet/{network}/{container_name}").as_bytes());
     id
+}
+
+/// The client identifier (option 61, type 1 = Ethernet) of an endpoint whose container
+/// has no name yet when it leases (Docker names none before the address is fixed): the
+/// MAC, so a container started again with the same `--mac-address` gets the same address.
+pub fn client_id_of_mac(mac: MacAddr) -> Vec<u8> {
+    let mut id = vec![1u8];
+    id.extend_from_slice(&mac.0);
+    id
+}
+
+/// A DHCPDECLINE (message type 4) as an IPv4 packet, broadcast from 0.0.0.0 as RFC 2131
+/// 4.4.4 wants: the address (option 50), the server (option 54) and the client identifier
+/// (option 61). For a packet socket of type `SOCK_DGRAM` (the kernel adds the Ethernet
+/// header, from the interface's MAC to the broadcast MAC).
+pub fn decline_packet(
+    mac: MacAddr,
+    client_id: &[u8],
+    ip: std::net::Ipv4Addr,
+    server: std::net::Ipv4Addr,
+    xid: u32,
+) -> Vec<u8> {
+    let mut dhcp = vec![0u8; 236];
+    dhcp[0] = 1; // BOOTREQUEST
+    dhcp[1] = 1; // Ethernet
+    dhcp[2] = 6;
+    dhcp[4..8].copy_from_slice(&xid.to_be_bytes());
+    dhcp[28..34].copy_from_slice(&mac.0);
+    dhcp.extend_from_slice(&[99, 130, 83, 99]); // magic cookie
+    dhcp.extend_from_slice(&[53, 1, 4]);
+    dhcp.extend_from_slice(&[50, 4]);
+    dhcp.extend_from_slice(&ip.octets());
+    dhcp.extend_from_slice(&[54, 4]);
+    dhcp.extend_from_slice(&server.octets());
+    if !client_id.is_empty() && client_id.len() <= 255 {
+        dhcp.push(61);
+        dhcp.push(client_id.len() as u8);
+        dhcp.extend_from_slice(client_id);
+    }
+    dhcp.push(255);
+    let udp_len = 8 + dhcp.len();
+    let total = 20 + udp_len;
+    let mut p = Vec::with_capacity(total);
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&[0, 0, 0, 0]);
+    p.extend_from_slice(&[255, 255, 255, 255]);
+    let sum = ipv4_checksum(&p[..20]);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p.extend_from_slice(&68u16.to_be_bytes());
+    p.extend_from_slice(&67u16.to_be_bytes());
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+    p.extend_from_slice(&dhcp);
+    p
+}
+
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 /// A stable MAC for a DHCP endpoint (the 02:42 + IPv4 rule needs the address, which only
@@ -132,6 +214,32 @@ pub fn release(root: &Path, key: &str) -> Result<()> {
         },
         Duration::from_secs(10),
     )?;
+    match reply.error {
+        Some(e) => Err(Error::Conflict(e)),
+        None => Ok(()),
+    }
+}
+
+/// Declines the lease of `key` (DHCPDECLINE: the address is in use on the LAN) and stops
+/// its lease process.
+pub fn decline(root: &Path, key: &str) -> Result<()> {
+    let reply = call(
+        root,
+        &Request::Decline {
+            key: key.to_string(),
+        },
+        Duration::from_secs(10),
+    )?;
+    match reply.error {
+        Some(e) => Err(Error::Conflict(e)),
+        None => Ok(()),
+    }
+}
+
+/// Hands a lease over to the interface's new place (see [`Request::Move`]). Returns once
+/// the agent has started renewing it there.
+pub fn move_lease(root: &Path, req: &Request) -> Result<()> {
+    let reply = call(root, req, Duration::from_secs(10))?;
     match reply.error {
         Some(e) => Err(Error::Conflict(e)),
         None => Ok(()),
@@ -274,6 +382,39 @@ mod tests {
         );
         assert!(unhex("abc").is_none());
         assert_eq!(lease_key("c", "n"), "c/n");
+    }
+
+    #[test]
+    fn a_decline_is_a_broadcast_dhcp_message_with_the_address_and_server() {
+        let mac = MacAddr([2, 0x6d, 1, 2, 3, 4]);
+        let ip = std::net::Ipv4Addr::new(10, 103, 19, 120);
+        let server = std::net::Ipv4Addr::new(10, 103, 19, 1);
+        let id = client_id_of_mac(mac);
+        assert_eq!(id, [1, 2, 0x6d, 1, 2, 3, 4]);
+        let p = decline_packet(mac, &id, ip, server, 0xdeadbeef);
+        // IPv4: from 0.0.0.0 to the broadcast address, UDP, a valid header checksum.
+        assert_eq!(p[0], 0x45);
+        assert_eq!(p[9], 17);
+        assert_eq!(&p[12..16], &[0, 0, 0, 0]);
+        assert_eq!(&p[16..20], &[255; 4]);
+        assert_eq!(ipv4_checksum(&p[..20]), 0);
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len());
+        // UDP 68 -> 67.
+        assert_eq!(&p[20..24], &[0, 68, 0, 67]);
+        assert_eq!(u16::from_be_bytes([p[24], p[25]]) as usize, p.len() - 20);
+        let d = &p[28..];
+        assert_eq!((d[0], d[1], d[2]), (1, 1, 6));
+        assert_eq!(&d[4..8], &0xdeadbeefu32.to_be_bytes());
+        assert_eq!(&d[12..16], &[0; 4], "ciaddr must be zero in a DECLINE");
+        assert_eq!(&d[28..34], &mac.0);
+        assert_eq!(&d[236..240], &[99, 130, 83, 99]);
+        let opts = &d[240..];
+        assert_eq!(&opts[..3], &[53, 1, 4]);
+        assert_eq!(&opts[3..9], &[50, 4, 10, 103, 19, 120]);
+        assert_eq!(&opts[9..15], &[54, 4, 10, 103, 19, 1]);
+        assert_eq!(&opts[15..17], &[61, 7]);
+        assert_eq!(&opts[17..24], &id[..]);
+        assert_eq!(opts[24], 255);
     }
 
     #[test]

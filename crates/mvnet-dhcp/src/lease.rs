@@ -13,8 +13,10 @@
 //! restarted agent is the only one renewing.
 //!
 //! The agent and its lease process speak one JSON line at a time: the spec on stdin, then
-//! `release` (send DHCPRELEASE, then exit); the process answers on stdout with the lease
-//! (`{"lease": ...}`) or an error (`{"error": "..."}`), and `{"released": true}`.
+//! `release` (send DHCPRELEASE, then exit) or `decline` (send DHCPDECLINE: the conflict
+//! probe found the address in use; then exit); the process answers on stdout with the
+//! lease (`{"lease": ...}`) or an error (`{"error": "..."}`), and `{"released": true}` or
+//! `{"declined": true}`.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -38,6 +40,10 @@ pub struct Spec {
     pub timeout_secs: u32,
     /// A recorded lease to resume (INIT-REBOOT) instead of a new DORA.
     pub resume: Option<Lease>,
+    /// `netns`/`ifname` are not the endpoint's recorded place (the runtime moved the
+    /// link): every recorded renewal says where the lease lives.
+    #[serde(default)]
+    pub moved: bool,
 }
 
 impl Spec {
@@ -106,7 +112,9 @@ fn enter(netns: &str) -> Result<(), String> {
 
 async fn renew_forever(spec: Spec) -> i32 {
     let mut config = DhcpV4Config::new(&spec.ifname);
-    config.set_host_name(&spec.hostname);
+    if !spec.hostname.is_empty() {
+        config.set_host_name(&spec.hostname);
+    }
     if let Some((kind, id)) = spec.client_id.split_first() {
         config.set_client_id(*kind, id);
     }
@@ -144,6 +152,16 @@ async fn renew_forever(spec: Spec) -> i32 {
                             }
                         }
                         say(serde_json::json!({"released": true}));
+                        return 0;
+                    }
+                    Ok(Some(l)) if l.trim() == "decline" => {
+                        if let Some(l) = current.as_ref() {
+                            match decline(&spec, l) {
+                                Ok(()) => log(&spec.key, &format!("declined {} (in use on the LAN)", l.ip)),
+                                Err(e) => log(&spec.key, &format!("cannot decline {}: {e}", l.ip)),
+                            }
+                        }
+                        say(serde_json::json!({"declined": true}));
                         return 0;
                     }
                     Ok(Some(other)) => log(&spec.key, &format!("unknown order {other:?}")),
@@ -215,7 +233,67 @@ fn from_mozim(l: &DhcpV4Lease, spec: &Spec) -> Lease {
         expires: at(now.as_secs() + l.lease_time_sec as u64),
         client_id: mvnet_core::dhcp::hex(&spec.client_id),
         hostname: spec.hostname.clone(),
+        netns: spec.moved.then(|| spec.netns.clone()),
+        ifname: spec.moved.then(|| spec.ifname.clone()),
     }
+}
+
+/// Sends DHCPDECLINE for `lease` on this namespace's `ifname` (a packet socket: the
+/// message goes from 0.0.0.0, and the interface has no address).
+fn decline(spec: &Spec, lease: &Lease) -> Result<(), String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut nl = mvnet_core::netlink::Netlink::new().map_err(|e| e.to_string())?;
+    let link = nl
+        .link_by_name(&spec.ifname)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} is gone", spec.ifname))?;
+    let mac = link.mac.ok_or("the interface has no MAC")?;
+    let xid = std::process::id()
+        ^ (SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos());
+    let packet =
+        mvnet_core::dhcp::decline_packet(mac, &spec.client_id, lease.ip, lease.server, xid);
+    let eth_p_ip = (libc::ETH_P_IP as u16).to_be();
+    // SAFETY: a new socket, owned at once.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            eth_p_ip as i32,
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: fd is a new, valid descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = eth_p_ip;
+    to.sll_ifindex = link.index as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: packet and address are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&to as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(format!("send: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// A recorded lease, rebuilt for mozim (to verify it after a restart, or release it).
@@ -297,6 +375,7 @@ mod tests {
             hostname: "web".into(),
             timeout_secs: 10,
             resume: None,
+            moved: false,
         };
         let l = Lease {
             ip: Ipv4Addr::new(10, 103, 19, 120),
@@ -311,6 +390,8 @@ mod tests {
             expires: String::new(),
             client_id: "0078".into(),
             hostname: "web".into(),
+            netns: None,
+            ifname: None,
         };
         let m = to_mozim(&l);
         assert_eq!(m.prefix_length(), 24);

@@ -132,14 +132,18 @@ fn resume(root: &Path, leases: &Leases) {
             let Some(recorded) = ep.lease.clone() else {
                 continue;
             };
-            if !Path::new(&ep.netns).exists() {
+            // A lease the runtime moved (Docker) lives where its record says.
+            let moved = recorded.netns.is_some();
+            let netns = recorded.netns.clone().unwrap_or_else(|| ep.netns.clone());
+            if !Path::new(&netns).exists() {
                 continue;
             }
             let spec = lease::Spec {
                 key: mvnet_core::dhcp::lease_key(&ep.container_id, &net.id),
                 root: root.to_path_buf(),
-                netns: ep.netns.clone(),
-                ifname: ep.ifname.clone(),
+                netns,
+                ifname: recorded.ifname.clone().unwrap_or_else(|| ep.ifname.clone()),
+                moved,
                 client_id: mvnet_core::dhcp::unhex(&recorded.client_id).unwrap_or_default(),
                 hostname: recorded.hostname.clone(),
                 timeout_secs: net.options.dhcp_wait().as_secs() as u32,
@@ -277,6 +281,7 @@ fn serve(conn: UnixStream, root: &Path, leases: &Leases) {
                 hostname,
                 timeout_secs,
                 resume: None,
+                moved: false,
             };
             match start(spec, leases) {
                 Err(e) => Reply {
@@ -286,22 +291,52 @@ fn serve(conn: UnixStream, root: &Path, leases: &Leases) {
                 Ok(()) => first_answer(&key, timeout_secs, leases),
             }
         }
-        Ok(Request::Release { key }) => {
-            let running = leases.lock().unwrap().remove(&key);
-            if let Some(mut r) = running {
-                // The process sends DHCPRELEASE from the container's namespace, says so,
-                // and exits; a stuck one is killed after 5 s.
-                match writeln!(r.stdin, "release") {
-                    Ok(()) => {
-                        let answer = r.said.lock().unwrap().recv_timeout(Duration::from_secs(5));
-                        if answer.is_err() {
-                            lease::log(&key, "the lease process did not confirm the release");
-                        }
-                    }
-                    Err(e) => lease::log(&key, &format!("cannot order the release: {e}")),
-                }
-                stop(&mut r);
+        Ok(Request::Move {
+            key,
+            new_key,
+            netns,
+            ifname,
+            hostname,
+            lease,
+            timeout_secs,
+        }) => {
+            if let Some(mut old) = leases.lock().unwrap().remove(&key) {
+                stop(&mut old);
             }
+            let spec = lease::Spec {
+                key: new_key.clone(),
+                root: root.to_path_buf(),
+                netns,
+                ifname,
+                client_id: mvnet_core::dhcp::unhex(&lease.client_id).unwrap_or_default(),
+                hostname,
+                timeout_secs,
+                resume: Some(lease),
+                moved: true,
+            };
+            match start(spec, leases) {
+                Err(e) => Reply {
+                    lease: None,
+                    error: Some(e),
+                },
+                Ok(()) => {
+                    lease::log(&new_key, "moved with its interface");
+                    Reply {
+                        lease: None,
+                        error: None,
+                    }
+                }
+            }
+        }
+        Ok(Request::Release { key }) => {
+            finish(&key, "release", leases);
+            Reply {
+                lease: None,
+                error: None,
+            }
+        }
+        Ok(Request::Decline { key }) => {
+            finish(&key, "decline", leases);
             Reply {
                 lease: None,
                 error: None,
@@ -311,4 +346,26 @@ fn serve(conn: UnixStream, root: &Path, leases: &Leases) {
     let mut out = serde_json::to_string(&reply).expect("replies serialize");
     out.push('\n');
     let _ = (&conn).write_all(out.as_bytes());
+}
+
+/// Ends the lease process of `key` with `order` (`release` or `decline`): it sends the
+/// message from the container's namespace, says so, and exits; a stuck one is killed
+/// after 5 s.
+fn finish(key: &str, order: &str, leases: &Leases) {
+    let running = leases.lock().unwrap().remove(key);
+    if let Some(mut r) = running {
+        match writeln!(r.stdin, "{order}") {
+            Ok(()) => {
+                let answer = r.said.lock().unwrap().recv_timeout(Duration::from_secs(5));
+                if answer.is_err() {
+                    lease::log(
+                        key,
+                        &format!("the lease process did not confirm the {order}"),
+                    );
+                }
+            }
+            Err(e) => lease::log(key, &format!("cannot order the {order}: {e}")),
+        }
+        stop(&mut r);
+    }
 }

@@ -12,6 +12,7 @@ use super::attach::{AttachRequest, Attached};
 use super::Engine;
 use crate::dhcp;
 use crate::driver::{self, LinkKind, OnConflict, ParentNs, RoutePlan};
+use crate::error::KernelContext;
 use crate::model::{Endpoint, MacAddr, Network};
 use crate::netlink::Link;
 use crate::netns::Netns;
@@ -40,10 +41,21 @@ impl Engine {
             LinkKind::Ipvlan(..)
         );
         let name = &req.target.container_name;
+        // Docker names no container before the address is fixed: such an endpoint is
+        // known to the server by its MAC (the user's --mac-address keeps it stable).
+        let by_mac = name.is_empty();
         let mac = if ipvlan {
             parent.mac.unwrap_or_else(MacAddr::random_local)
+        } else if by_mac {
+            opts.mac
+                .unwrap_or_else(|| dhcp::stable_mac(&net.id, &req.target.container_id))
         } else {
             opts.mac.unwrap_or_else(|| dhcp::stable_mac(&net.id, name))
+        };
+        let client_id = if by_mac {
+            dhcp::client_id_of_mac(mac)
+        } else {
+            dhcp::client_id(&net.name, name)
         };
         let taken: Vec<String> = self
             .store
@@ -80,93 +92,143 @@ impl Engine {
                 Some(mac),
             );
         };
-        // 2. The lease.
-        let key = dhcp::lease_key(&req.target.container_id, &net.id);
-        let client_id = dhcp::client_id(&net.name, name);
-        let asked = dhcp::Request::Acquire {
-            key: key.clone(),
-            netns: req.target.netns.clone(),
-            ifname: ifname.clone(),
-            client_id: dhcp::hex(&client_id),
-            hostname: name.clone(),
-            timeout_secs: net.options.dhcp_wait().as_secs() as u32,
-        };
-        let lease = match dhcp::acquire(&self.root, &asked) {
-            Ok(l) => l,
-            Err(e) => {
+        if plan.handover {
+            // A link Docker will move is made down; the DHCP exchange needs it up.
+            if let Err(e) = self.set_link_up(ns, &ifname) {
                 undo_link(self);
                 return Err(e);
             }
-        };
+        }
+        let key = dhcp::lease_key(&req.target.container_id, &net.id);
         let release = |engine: &mut Engine| {
             if let Err(e) = dhcp::release(&engine.root, &key) {
                 tracing::warn!(error = %e, "cannot release the DHCP lease");
             }
         };
-        // 3. The row, with the leased address in the LAN's address book.
-        let ip = IpAddr::V4(lease.ip);
-        let reservation = EndpointRequest {
-            container_id: req.target.container_id.clone(),
-            container_name: name.clone(),
-            netns: req.target.netns.clone(),
-            ifname: Some(ifname.clone()),
-            mac: Some(mac),
-            owner_pid: std::process::id(),
-            frontend: opts.frontend,
-            host_addresses: self.host_addresses_in_subnet(ip, lease.prefix)?,
-            leased_ipv4: Some((ip, lease.prefix)),
-            ..Default::default()
-        };
-        let ep = match self.store.reserve_endpoint(net, &reservation) {
-            Ok(ep) => ep,
-            Err(e) => {
-                release(self);
+        // 2-4, up to three times: an address the conflict probe finds in use is declined
+        // (DHCPDECLINE, so the server stops offering it) and the next offer taken.
+        const OFFERS: usize = 3;
+        let mut declined: Vec<String> = Vec::new();
+        let mut attempts = 0;
+        loop {
+            // 2. The lease.
+            let asked = dhcp::Request::Acquire {
+                key: key.clone(),
+                netns: req.target.netns.clone(),
+                ifname: ifname.clone(),
+                client_id: dhcp::hex(&client_id),
+                hostname: name.clone(),
+                timeout_secs: net.options.dhcp_wait().as_secs() as u32,
+            };
+            let lease = match dhcp::acquire(&self.root, &asked) {
+                Ok(l) => l,
+                Err(e) => {
+                    undo_link(self);
+                    return Err(e);
+                }
+            };
+            // 3. The row, with the leased address in the LAN's address book.
+            let ip = IpAddr::V4(lease.ip);
+            let reservation = EndpointRequest {
+                container_id: req.target.container_id.clone(),
+                container_name: name.clone(),
+                netns: req.target.netns.clone(),
+                ifname: Some(ifname.clone()),
+                mac: Some(mac),
+                owner_pid: std::process::id(),
+                frontend: opts.frontend,
+                host_addresses: self.host_addresses_in_subnet(ip, lease.prefix)?,
+                leased_ipv4: Some((ip, lease.prefix)),
+                ..Default::default()
+            };
+            let ep = match self.store.reserve_endpoint(net, &reservation) {
+                Ok(ep) => ep,
+                Err(e) => {
+                    release(self);
+                    undo_link(self);
+                    return Err(e);
+                }
+            };
+            // 4. Address, routes, probe, announcements (for a link Docker will move: the
+            // probe only; Docker configures the rest).
+            plan.addresses = vec![(ip, lease.prefix)];
+            plan.routes = match lease.gateway {
+                Some(gw) if !net.internal => vec![RoutePlan {
+                    dst: None,
+                    gateway: Some(IpAddr::V4(gw)),
+                }],
+                _ => Vec::new(),
+            };
+            plan.probe = if ipvlan {
+                None
+            } else {
+                net.options.probe_window()
+            };
+            let in_use = std::cell::RefCell::new(None::<String>);
+            let mut on_conflict = |t: &AddressTaken| -> Result<OnConflict> {
+                *in_use.borrow_mut() = Some(t.who());
+                Err(conflict!("{} is in use on the LAN", t.ip))
+            };
+            let configured =
+                driver::attach::configure(self.os.as_mut(), ns, &mut plan, &mut on_conflict)
+                    .and_then(|()| self.store.activate_endpoint(&ep.id));
+            if let Err(e) = configured {
+                let _ = self.store.remove_endpoint(&ep.id);
+                let Some(who) = in_use.into_inner() else {
+                    release(self);
+                    undo_link(self);
+                    return Err(e);
+                };
+                if let Err(e) = dhcp::decline(&self.root, &key) {
+                    tracing::warn!(error = %e, "cannot decline the DHCP lease");
+                }
+                let entry = format!("{} ({who})", lease.ip);
+                tracing::info!(offered = %lease.ip, %who, "declined an address in use on the LAN");
+                attempts += 1;
+                if !declined.contains(&entry) {
+                    declined.push(entry);
+                }
+                if attempts < OFFERS {
+                    continue;
+                }
                 undo_link(self);
-                return Err(e);
+                return Err(conflict!(
+                    "the DHCP server {} offered only addresses in use on the LAN: {}; each was declined (DHCPDECLINE): fix the server's records, or remove the devices that hold them",
+                    lease.server,
+                    declined.join(", ")
+                ));
             }
-        };
-        // 4. Address, routes, probe, announcements.
-        plan.addresses = vec![(ip, lease.prefix)];
-        plan.routes = match lease.gateway {
-            Some(gw) if !net.internal => vec![RoutePlan {
-                dst: None,
-                gateway: Some(IpAddr::V4(gw)),
-            }],
-            _ => Vec::new(),
-        };
-        plan.probe = if ipvlan {
-            None
-        } else {
-            net.options.probe_window()
-        };
-        let server = lease.server;
-        let mut on_conflict = |t: &AddressTaken| -> Result<OnConflict> {
-            Err(conflict!(
-                "the DHCP server {server} leased {}, but {} answers for it on the LAN; the address was released: fix the server's records, or remove the device that holds it",
-                t.ip,
-                t.who()
-            ))
-        };
-        let configured =
-            driver::attach::configure(self.os.as_mut(), ns, &mut plan, &mut on_conflict)
-                .and_then(|()| self.store.activate_endpoint(&ep.id));
-        if let Err(e) = configured {
-            let _ = self.store.remove_endpoint(&ep.id);
-            release(self);
-            undo_link(self);
-            return Err(e);
+            if !declined.is_empty() {
+                crate::warn_user(&format!(
+                    "the DHCP server {} first offered addresses in use on the LAN: {}; declined them (DHCPDECLINE) and took {}",
+                    lease.server,
+                    declined.join(", "),
+                    lease.ip
+                ));
+            }
+            // 5. The lease on the row: inspect shows it, and a restarted agent resumes it.
+            let mut done = ep.clone();
+            done.lease = Some(lease.clone());
+            self.store.update_endpoint(&done)?;
+            return Ok(Attached {
+                ifname: done.ifname.clone(),
+                mac: done.mac,
+                addresses: vec![(ip, lease.prefix, lease.gateway.map(IpAddr::V4))],
+                network: Some(net.clone()),
+                endpoint: Some(done),
+            });
         }
-        // 5. The lease on the row: inspect shows it, and a restarted agent resumes it.
-        let mut done = ep.clone();
-        done.lease = Some(lease.clone());
-        self.store.update_endpoint(&done)?;
-        Ok(Attached {
-            ifname: done.ifname.clone(),
-            mac: done.mac,
-            addresses: vec![(ip, lease.prefix, lease.gateway.map(IpAddr::V4))],
-            network: Some(net.clone()),
-            endpoint: Some(done),
-        })
+    }
+
+    /// Sets `ifname` in `ns` up.
+    fn set_link_up(&mut self, ns: &Netns, ifname: &str) -> Result<()> {
+        let mut nl = self.os.rtnl_in(ns)?;
+        let link = nl
+            .link_by_name(ifname)
+            .kernel(format!("look up {ifname}"))?
+            .ok_or_else(|| Error::Internal(format!("{ifname} vanished right after creation")))?;
+        nl.set_up(link.index, true)
+            .kernel(format!("set {ifname} up"))
     }
 
     /// The host's own addresses inside the leased subnet (a server that hands out the

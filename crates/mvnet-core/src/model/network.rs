@@ -849,6 +849,12 @@ pub struct Lease {
     /// give the same one, so the server gives the same address back.
     pub client_id: String,
     pub hostname: String,
+    /// Where the lease's client runs when the runtime moved the interface away from the
+    /// endpoint's recorded place (Docker: the container's namespace and its `ethN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
 }
 
 /// The front end that made an endpoint. Each one manages only its own endpoints.
