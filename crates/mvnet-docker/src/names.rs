@@ -41,6 +41,28 @@ fn parse_response(raw: &[u8]) -> Result<serde_json::Value, String> {
     serde_json::from_str(body).map_err(|e| format!("bad JSON: {e}"))
 }
 
+/// The hostname of the container that holds `endpoint_id` on network `network_id`, from
+/// Docker's API (empty when Docker does not say; only ever called off Docker's path).
+pub fn container_hostname(docker: &Path, network_id: &str, endpoint_id: &str) -> String {
+    let Ok(net) = get(docker, &format!("/networks/{network_id}")) else {
+        return String::new();
+    };
+    let Some(containers) = net["Containers"].as_object() else {
+        return String::new();
+    };
+    let Some(id) = containers
+        .iter()
+        .find(|(_, c)| c["EndpointID"].as_str() == Some(endpoint_id))
+        .map(|(id, _)| id.clone())
+    else {
+        return String::new();
+    };
+    get(docker, &format!("/containers/{id}/json"))
+        .ok()
+        .and_then(|c| c["Config"]["Hostname"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// Learns the names of the Docker networks in `ids` and records them, retrying for a while
 /// (Docker commits a network only after `CreateNetwork` has been answered).
 pub fn learn_in_background(root: PathBuf, docker: PathBuf, ids: Vec<String>) {

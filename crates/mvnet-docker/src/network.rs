@@ -20,6 +20,10 @@ pub const IPAM_LABEL: &str = "mvnet.docker.ipam";
 const DRIVER_KEY: &str = "driver";
 const HOST_ACCESS_KEY: &str = "host_access";
 const HOST_ACCESS_IP_KEY: &str = "host_access_ip";
+/// `-o dhcp=on`: addresses from the LAN's DHCP server (with `--ipam-driver null`).
+const DHCP_KEY: &str = "dhcp";
+/// The address space of Docker's built-in null IPAM (its one pool is 0.0.0.0/0).
+const NULL_SPACE: &str = "null";
 
 /// The mvnet request for Docker's `CreateNetwork`. `ranges` maps a pool to the
 /// `--ip-range` its `RequestPool` carried (Docker does not repeat it here).
@@ -33,6 +37,7 @@ pub fn request(
     let mut driver = String::new();
     let mut host_access = false;
     let mut host_access_ip = None;
+    let mut dhcp = false;
     let mut options = Vec::new();
     for (k, v) in r.generic_options() {
         match k.as_str() {
@@ -50,6 +55,18 @@ pub fn request(
                 }
             }
             HOST_ACCESS_IP_KEY => host_access_ip = Some(v),
+            DHCP_KEY => {
+                dhcp = match v.as_str() {
+                    "on" | "true" | "1" | "yes" => true,
+                    "off" | "false" | "0" | "no" => false,
+                    _ => {
+                        return Err(format!(
+                            "-o dhcp={} is not on or off; use -o dhcp=on",
+                            mvnet_core::quote(&v)
+                        ))
+                    }
+                }
+            }
             _ => options.push(format!("{k}={v}")),
         }
     }
@@ -73,6 +90,26 @@ pub fn request(
         labels: vec![format!("{DOCKER_LABEL}=")],
         ..Default::default()
     };
+    let null_ipam = r
+        .ipv4_data
+        .iter()
+        .any(|d| d.address_space == NULL_SPACE || d.pool == "0.0.0.0/0");
+    match (null_ipam, dhcp) {
+        (true, true) => {
+            // The LAN's DHCP server hands out the addresses; the driver returns each one
+            // from CreateEndpoint (Docker's null IPAM has none to give).
+            req.ipam_driver = "dhcp".into();
+            req.labels.push(format!("{IPAM_LABEL}=dhcp"));
+            return Ok(req);
+        }
+        (true, false) => {
+            return Err("with --ipam-driver null mvnet has no addresses to give: add -o dhcp=on to lease them from the LAN's DHCP server, or use --ipam-driver mvnet with a --subnet".into())
+        }
+        (false, true) => {
+            return Err("-o dhcp=on needs --ipam-driver null (the addresses come from the LAN's DHCP server, not from an IPAM pool); drop --subnet and --ipam-driver mvnet".into())
+        }
+        (false, false) => {}
+    }
     let ours = r
         .ipv4_data
         .iter()
@@ -178,6 +215,39 @@ mod tests {
         assert_eq!(o, ["macvlan_mode=private", "parent=eth0", "probe_ms=0"]);
         let v = q.validate().unwrap();
         assert!(v.pools[0].aux.contains_key("printer"));
+    }
+
+    #[test]
+    fn dhcp_on_with_the_null_ipam_makes_a_dhcp_network() {
+        let body = |opts: &str, space: &str, pool: &str| {
+            create(&format!(
+                r#"{{"NetworkID":"ab","Options":{{"com.docker.network.generic":{{"parent":"eth0"{opts}}}}},"IPv4Data":[{{"AddressSpace":"{space}","Pool":"{pool}"}}]}}"#
+            ))
+        };
+        let q = request(
+            &body(r#","dhcp":"on""#, "null", "0.0.0.0/0"),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        assert_eq!(q.ipam_driver, "dhcp");
+        assert!(q.subnets.is_empty());
+        assert!(q.labels.contains(&"mvnet.docker.ipam=dhcp".to_string()));
+        let v = q.validate().unwrap();
+        assert!(v.dhcp);
+        let e = request(&body("", "null", "0.0.0.0/0"), &BTreeMap::new()).unwrap_err();
+        assert!(e.contains("-o dhcp=on"), "{e}");
+        let e = request(
+            &body(r#","dhcp":"on""#, "mvnet-local", "10.1.0.0/24"),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(e.contains("--ipam-driver null"), "{e}");
+        let e = request(
+            &body(r#","dhcp":"maybe""#, "null", "0.0.0.0/0"),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(e.contains("-o dhcp=on"), "{e}");
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct Plugin {
     /// Each joined endpoint's container namespace (Join's SandboxKey), where its
     /// addresses are announced once Docker has configured the link.
     sandboxes: Mutex<BTreeMap<String, String>>,
+    /// DHCP endpoints whose lease still runs on the host's side of the link (leased in
+    /// CreateEndpoint, before Docker moved the link): endpoint id -> the lease's key at
+    /// the agent, until the lease moves into the container.
+    staged_leases: Mutex<BTreeMap<String, String>>,
 }
 
 enum Pairing {
@@ -119,6 +123,7 @@ impl Plugin {
             pairing: Mutex::new(BTreeMap::new()),
             paired: Condvar::new(),
             sandboxes: Mutex::new(BTreeMap::new()),
+            staged_leases: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -171,10 +176,7 @@ impl Plugin {
                 parse(body).and_then(|r| self.program_external(&r))
             }
             // Docker moves the link back to the host itself; DeleteEndpoint deletes it.
-            "/NetworkDriver.Leave" => parse::<p::EndpointRef>(body).map(|r| {
-                self.sandboxes.lock().unwrap().remove(&r.endpoint_id);
-                json!({})
-            }),
+            "/NetworkDriver.Leave" => parse(body).and_then(|r| self.leave(&r)),
             "/NetworkDriver.RevokeExternalConnectivity"
             | "/NetworkDriver.DiscoverNew"
             | "/NetworkDriver.DiscoverDelete"
@@ -539,10 +541,17 @@ impl Plugin {
             });
         let mut ep = match staged {
             Some(ep) => ep,
-            // Docker's own IPAM chose the addresses (or none: the null IPAM): build the
-            // endpoint now, with those addresses recorded in mvnet's store.
+            // Docker's own IPAM chose the addresses (or none: the null IPAM; a DHCP
+            // network leases one here): build the endpoint now, with those addresses
+            // recorded in mvnet's store.
             None => self.stage(&mut engine, &net, v4, v6, mac)?,
         };
+        if ep.lease.is_some() {
+            self.staged_leases.lock().unwrap().insert(
+                r.endpoint_id.clone(),
+                mvnet_core::dhcp::lease_key(&ep.container_id, &net.id),
+            );
+        }
         if let Some(m) = mac {
             if m != ep.mac && net.driver != mvnet_core::model::Driver::Ipvlan {
                 ep = engine.set_endpoint_mac(&ep, m).map_err(err)?;
@@ -581,6 +590,13 @@ impl Plugin {
         let gateway = |addr: Option<(IpAddr, u8)>| -> String {
             if net.internal || l3 {
                 return String::new();
+            }
+            if let Some(lease) = ep
+                .lease
+                .as_ref()
+                .filter(|_| addr.is_some_and(|(ip, _)| ip.is_ipv4()))
+            {
+                return lease.gateway.map(|g| g.to_string()).unwrap_or_default();
             }
             addr.and_then(|(ip, _)| {
                 net.pools
@@ -631,6 +647,9 @@ impl Plugin {
         }
         let l3 = net.driver == mvnet_core::model::Driver::Ipvlan
             && net.options.ipvlan_mode != mvnet_core::model::IpvlanMode::L2;
+        let staged_key = self.staged_leases.lock().unwrap().remove(&r.endpoint_id);
+        let docker = self.docker.clone();
+        let (net_id, endpoint_id) = (r.network_id.clone(), r.endpoint_id.clone());
         if !l3 {
             let root = self.root.clone();
             // Docker configures the link from runc's prestart hook, after this call: wait
@@ -645,7 +664,32 @@ impl Plugin {
                         return;
                     }
                 };
+                let mut staged_key = staged_key;
                 while started.elapsed() < Duration::from_secs(10) {
+                    match engine.link_configured_in(&sandbox, &ep) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            std::thread::sleep(Duration::from_millis(25));
+                            continue;
+                        }
+                        Err(e) => {
+                            last = e.to_string();
+                            std::thread::sleep(Duration::from_millis(25));
+                            continue;
+                        }
+                    }
+                    if let Some(key) = staged_key.take() {
+                        // A leased address: the lease goes on from inside the container,
+                        // with the container's hostname (option 12) from Docker's API.
+                        let hostname =
+                            crate::names::container_hostname(&docker, &net_id, &endpoint_id);
+                        if let Err(e) = engine.move_lease_into(&sandbox, &ep, &key, &hostname) {
+                            eprintln!(
+                                "mvnet-docker: warning: the lease of endpoint {} stays on the host's side: {e}",
+                                mvnet_core::ids::short(&ep.id)
+                            );
+                        }
+                    }
                     match engine.announce_in(&sandbox, &ep) {
                         Ok(true) => return,
                         Ok(false) => last = "not configured yet".into(),
@@ -662,6 +706,22 @@ impl Plugin {
         Ok(json!({}))
     }
 
+    /// The container leaves the network. A leased address is released now, while the
+    /// lease's client still runs beside the link (Docker deletes the endpoint next).
+    fn leave(&self, r: &p::EndpointRef) -> Outcome {
+        self.sandboxes.lock().unwrap().remove(&r.endpoint_id);
+        let staged = self.staged_leases.lock().unwrap().remove(&r.endpoint_id);
+        let mut engine = self.engine()?;
+        let net = match engine.network(&r.network_id) {
+            Ok(n) if n.dhcp => n,
+            _ => return Ok(json!({})),
+        };
+        if let Some(ep) = find_endpoint(&mut engine, &net, &r.endpoint_id)? {
+            engine.release_lease_of(&ep, staged.as_deref());
+        }
+        Ok(json!({}))
+    }
+
     fn delete_endpoint(&self, r: &p::EndpointRef) -> Outcome {
         let mut engine = self.engine()?;
         let net = match engine.network(&r.network_id) {
@@ -672,6 +732,10 @@ impl Plugin {
         let Some(mut ep) = find_endpoint(&mut engine, &net, &r.endpoint_id)? else {
             return Ok(json!({}));
         };
+        if let Some(key) = self.staged_leases.lock().unwrap().remove(&r.endpoint_id) {
+            // Never joined: the lease still runs under the key it was leased with.
+            engine.release_lease_of(&ep, Some(&key));
+        }
         if net.labels.get(IPAM_LABEL).map(String::as_str) == Some("mvnet") {
             // The link goes now; the addresses stay reserved for Docker until its
             // ReleaseAddress, so nobody else gets them in between.

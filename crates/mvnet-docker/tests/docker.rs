@@ -1043,3 +1043,152 @@ fn host_access_reaches_docker_containers() {
         "the shim goes with the network"
     );
 }
+
+/// Issue 14's Docker form: `--ipam-driver null -o dhcp=on`. The container's address comes
+/// from the LAN's DHCP server (dnsmasq on the lab's gateway), through CreateEndpoint; the
+/// lease then moves into the container with the link and carries the container's hostname;
+/// `docker rm` releases it; a container started again with the same --mac-address gets
+/// the same address back; bad combinations fail with one line each.
+#[test]
+fn dhcp_network_through_docker() {
+    let lab = DockerLab::up("dhcp");
+    let dnsmasq = common::Dnsmasq::start(&lab);
+    // Bad combinations first: nothing is made.
+    let e = lab.docker(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "null",
+        "-o",
+        "parent=eth0",
+        "bad1",
+    ]);
+    assert!(!e.ok() && e.stderr.contains("-o dhcp=on"), "{}", e.stderr);
+    let e = lab.docker(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "mvnet",
+        "--subnet",
+        "10.103.19.0/24",
+        "-o",
+        "dhcp=on",
+        "-o",
+        "parent=eth0",
+        "bad2",
+    ]);
+    assert!(
+        !e.ok() && e.stderr.contains("--ipam-driver null"),
+        "{}",
+        e.stderr
+    );
+    lab.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "null",
+        "-o",
+        "dhcp=on",
+        "-o",
+        "parent=eth0",
+        "lan",
+    ]);
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "lan",
+        "--name",
+        "printer",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let net = |name: &str, field: &str| {
+        lab.inspect(
+            name,
+            &format!("{{{{(index .NetworkSettings.Networks \"lan\").{field}}}}}"),
+        )
+    };
+    let ip = net("printer", "IPAddress");
+    let octet: u8 = ip
+        .strip_prefix("10.103.19.")
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    assert!((100..=150).contains(&octet), "{ip}");
+    assert_eq!(net("printer", "Gateway"), "10.103.19.1");
+    assert_eq!(net("printer", "IPPrefixLen"), "24");
+    let mac = net("printer", "MacAddress");
+    let addr = lab.docker_ok(&["exec", "printer", "ip", "-o", "addr", "show", "eth0"]);
+    assert!(addr.contains(&format!("{ip}/24")), "{addr}");
+    let route = lab.docker_ok(&["exec", "printer", "ip", "route"]);
+    assert!(route.contains("default via 10.103.19.1"), "{route}");
+    for target in ["10.103.19.1", "198.51.100.10"] {
+        lab.docker_ok(&["exec", "printer", "ping", "-c", "1", "-W", "2", target]);
+    }
+    // The server's lease: this MAC, then (once the lease has moved into the container)
+    // the container's hostname.
+    let hostname = lab.inspect("printer", "{{.Config.Hostname}}");
+    common::wait_for(
+        || {
+            dnsmasq
+                .leases()
+                .lines()
+                .any(|l| l.contains(&ip) && l.contains(&mac) && l.contains(&hostname))
+        },
+        std::time::Duration::from_secs(10),
+        "the lease with the container's hostname",
+    );
+    assert!(
+        lab.plugin_log().contains("DHCP") || dnsmasq.log().contains("DHCPACK"),
+        "{}",
+        dnsmasq.log()
+    );
+    let agent_log = std::fs::read_to_string(lab.root().join("dhcp/agent.log")).unwrap_or_default();
+    assert!(
+        agent_log.contains("moved with its interface"),
+        "{agent_log}"
+    );
+    // mvnet shows the lease on the Docker network.
+    let inspect = lab.mvnet(&["network", "inspect", "lan"]);
+    assert!(inspect.stdout.contains(&ip), "{}", inspect.stdout);
+    // rm releases it.
+    lab.docker_ok(&["rm", "-f", "printer"]);
+    common::wait_for(
+        || !dnsmasq.leases().contains(&ip),
+        std::time::Duration::from_secs(5),
+        "the release on docker rm",
+    );
+    assert!(dnsmasq.log().contains("DHCPRELEASE"), "{}", dnsmasq.log());
+    assert!(lab.links_in("host", "mvd").is_empty());
+    // The same --mac-address, the same address.
+    let run_fixed = || {
+        lab.docker_ok(&[
+            "run",
+            "-d",
+            "--network",
+            "lan",
+            "--mac-address",
+            "02:aa:bb:cc:dd:01",
+            "--name",
+            "fixed",
+            IMAGE,
+            "sleep",
+            "1000",
+        ]);
+        net("fixed", "IPAddress")
+    };
+    let first = run_fixed();
+    lab.docker_ok(&["rm", "-f", "fixed"]);
+    assert_eq!(run_fixed(), first);
+    assert_eq!(net("fixed", "MacAddress"), "02:aa:bb:cc:dd:01");
+    lab.docker_ok(&["rm", "-f", "fixed"]);
+    lab.docker_ok(&["network", "rm", "lan"]);
+}

@@ -269,14 +269,64 @@ impl Engine {
         Ok(())
     }
 
+    /// Hands the lease of `ep` over to its link's new place: the namespace at `netns`, where
+    /// the runtime moved and configured it (Docker's `Join`). The agent stops the client
+    /// that leased on the host's side and goes on renewing from inside the container (an
+    /// INIT-REBOOT, no new DORA), under the key of `ep` as it is now. `staged_key` is the key
+    /// the lease was acquired under. Returns false while the link is not there yet.
+    pub fn move_lease_into(
+        &mut self,
+        netns: &str,
+        ep: &Endpoint,
+        staged_key: &str,
+        hostname: &str,
+    ) -> Result<bool> {
+        let Some(mut lease) = ep.lease.clone() else {
+            return Ok(true);
+        };
+        let Some((_, link)) = self.configured_link_in(netns, ep)? else {
+            return Ok(false);
+        };
+        let net = self.store.network(&ep.network_id)?;
+        lease.netns = Some(netns.to_string());
+        lease.ifname = Some(link.name.clone());
+        if !hostname.is_empty() {
+            lease.hostname = hostname.to_string();
+        }
+        dhcp::move_lease(
+            &self.root,
+            &dhcp::Request::Move {
+                key: staged_key.to_string(),
+                new_key: dhcp::lease_key(&ep.container_id, &ep.network_id),
+                netns: netns.to_string(),
+                ifname: link.name,
+                hostname: lease.hostname.clone(),
+                lease: lease.clone(),
+                timeout_secs: net.options.dhcp_wait().as_secs() as u32,
+            },
+        )?;
+        let mut moved = ep.clone();
+        moved.lease = Some(lease);
+        self.store.update_endpoint(&moved)?;
+        Ok(true)
+    }
+
     /// Releases the DHCP lease of an endpoint that has one (DHCPRELEASE from inside its
     /// namespace, so before the link goes). Failing to reach the agent is only logged:
     /// the server's record then runs out by itself.
     pub(crate) fn release_lease(&mut self, ep: &Endpoint) {
+        self.release_lease_of(ep, None)
+    }
+
+    /// [`Engine::release_lease`], for a lease the agent knows under `key` (by default the
+    /// endpoint's own: its container and network).
+    pub fn release_lease_of(&mut self, ep: &Endpoint, key: Option<&str>) {
         if ep.lease.is_none() {
             return;
         }
-        let key = dhcp::lease_key(&ep.container_id, &ep.network_id);
+        let key = key
+            .map(str::to_string)
+            .unwrap_or_else(|| dhcp::lease_key(&ep.container_id, &ep.network_id));
         if let Err(e) = dhcp::release(&self.root, &key) {
             crate::warn_user(&format!(
                 "could not release the DHCP lease of {} ({e}); the server's record runs out by itself",

@@ -43,24 +43,9 @@ impl Engine {
     /// child, as after an attach of mvnet's own. Returns whether the link was there, up and
     /// configured (so a caller can wait for the runtime to finish).
     pub fn announce_in(&mut self, netns: &str, ep: &Endpoint) -> Result<bool> {
-        let ns = self.os.open_netns(netns)?;
-        let mut nl = self.os.rtnl_in(&ns)?;
-        let link = nl
-            .links()
-            .map_err(|e| Error::kernel(format!("list the links in {netns}"), e))?
-            .into_iter()
-            .find(|l| l.mac == Some(ep.mac) && matches!(l.kind.as_str(), "macvlan" | "ipvlan"));
-        let Some(link) = link else {
+        let Some((ns, link)) = self.configured_link_in(netns, ep)? else {
             return Ok(false);
         };
-        // Only once the runtime has configured it: up, with the endpoint's address.
-        let addresses = nl
-            .addresses(Some(link.index))
-            .map_err(|e| Error::kernel(format!("list the addresses in {netns}"), e))?;
-        let first = ep.ipv4.or(ep.ipv6).map(|(ip, _)| ip);
-        if !link.up || first.is_some_and(|ip| !addresses.iter().any(|(_, a, _)| *a == ip)) {
-            return Ok(false);
-        }
         let v4 = ep.ipv4.and_then(|(ip, _)| match ip {
             std::net::IpAddr::V4(a) => Some(a),
             _ => None,
@@ -95,6 +80,39 @@ impl Engine {
             )?;
         }
         Ok(true)
+    }
+
+    /// Whether the runtime has put the endpoint's link into the namespace at `netns` and
+    /// configured it there (up, with the endpoint's first address).
+    pub fn link_configured_in(&mut self, netns: &str, ep: &Endpoint) -> Result<bool> {
+        Ok(self.configured_link_in(netns, ep)?.is_some())
+    }
+
+    /// The endpoint's link in the namespace at `netns` (found by its MAC), once its runtime
+    /// has configured it there: up, with the endpoint's first address.
+    pub(super) fn configured_link_in(
+        &mut self,
+        netns: &str,
+        ep: &Endpoint,
+    ) -> Result<Option<(crate::netns::Netns, crate::netlink::Link)>> {
+        let ns = self.os.open_netns(netns)?;
+        let mut nl = self.os.rtnl_in(&ns)?;
+        let link = nl
+            .links()
+            .map_err(|e| Error::kernel(format!("list the links in {netns}"), e))?
+            .into_iter()
+            .find(|l| l.mac == Some(ep.mac) && matches!(l.kind.as_str(), "macvlan" | "ipvlan"));
+        let Some(link) = link else {
+            return Ok(None);
+        };
+        let addresses = nl
+            .addresses(Some(link.index))
+            .map_err(|e| Error::kernel(format!("list the addresses in {netns}"), e))?;
+        let first = ep.ipv4.or(ep.ipv6).map(|(ip, _)| ip);
+        if !link.up || first.is_some_and(|ip| !addresses.iter().any(|(_, a, _)| *a == ip)) {
+            return Ok(None);
+        }
+        Ok(Some((ns, link)))
     }
 
     /// Changes the MAC of an endpoint's link (still in its own namespace) and its row.
