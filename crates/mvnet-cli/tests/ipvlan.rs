@@ -298,3 +298,85 @@ fn l3_multi_subnet_networks_use_every_subnet() {
     ]);
     assert_eq!(o.stdout.trim(), "1");
 }
+
+/// `--ipam-driver dhcp` on ipvlan (l2): the ports share the parent's MAC, so each one is
+/// known to the server by its own client identifier; the first exchange runs on the
+/// parent (the OFFER, sent to the shared MAC for an address no port has yet, reaches
+/// the parent only), then the lease moves into the container, where the server's unicast
+/// answers to the leased address reach the port (the INIT-REBOOT after the move shows it).
+/// `rm` releases each lease.
+#[test]
+fn dhcp_leases_one_address_per_ipvlan_port() {
+    if !full_kernel_or_skip("ipvlan", "ipvlan_dhcp") {
+        return;
+    }
+    let lab = TestLab::new();
+    let dhcpd = common::dhcpd::Dhcpd::start(&lab, "2m");
+    lab.ok(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "--ipam-driver",
+        "dhcp",
+        "-o",
+        "parent=eth0",
+        "ipd",
+    ]);
+    lab.container("a", "ipd", &[]);
+    lab.container("b", "ipd", &[]);
+    let (a, b) = (lab.ip_of("a", "ipd"), lab.ip_of("b", "ipd"));
+    assert_ne!(a, b);
+    for ip in [&a, &b] {
+        let octet: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
+        assert!(
+            ip.starts_with("10.103.19.") && (100..=150).contains(&octet),
+            "{ip}"
+        );
+    }
+    let mac = host_mac(&lab);
+    let c = lab.inspect("a");
+    assert_eq!(c["NetworkSettings"]["Networks"]["ipd"]["MacAddress"], mac);
+    assert_eq!(
+        c["NetworkSettings"]["Networks"]["ipd"]["Gateway"],
+        "10.103.19.1"
+    );
+    // The server holds two leases for the one MAC, told apart by client id and name.
+    let leases = dhcpd.leases();
+    let ours: Vec<&str> = leases.lines().filter(|l| l.contains(&mac)).collect();
+    assert_eq!(ours.len(), 2, "{leases}");
+    assert!(
+        ours.iter().any(|l| l.contains(&a) && l.contains(" a ")),
+        "{leases}"
+    );
+    assert!(
+        ours.iter().any(|l| l.contains(&b) && l.contains(" b ")),
+        "{leases}"
+    );
+    assert!(lab.container_reaches("a", "10.103.19.1"));
+    assert!(lab.container_reaches("b", "198.51.100.10"));
+    // Renewed from inside the container after the move.
+    let agent = std::fs::read_to_string(lab.root().join("dhcp/agent.log")).unwrap_or_default();
+    assert_eq!(
+        agent.matches("moved with its interface").count(),
+        2,
+        "{agent}"
+    );
+    let renewed = || {
+        std::fs::read_to_string(lab.root().join("dhcp/agent.log"))
+            .unwrap_or_default()
+            .matches(&format!("renewed {a} "))
+            .count()
+    };
+    let started = std::time::Instant::now();
+    while renewed() == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{agent}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    lab.ok(&["rm", "-f", "a"]);
+    assert!(!dhcpd.leases().contains(&a), "{}", dhcpd.leases());
+    assert!(dhcpd.leases().contains(&b), "{}", dhcpd.leases());
+}

@@ -34,6 +34,10 @@ pub enum Request {
         client_id: String,
         hostname: String,
         timeout_secs: u32,
+        /// Lease from the parent's side instead (see [`Proxy`]); the caller then moves the
+        /// lease into the container once the address is on its interface.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proxy: Option<Proxy>,
     },
     /// Send DHCPRELEASE and stop renewing.
     Release { key: String },
@@ -54,6 +58,21 @@ pub enum Request {
     },
     /// Whether the agent answers.
     Ping,
+}
+
+/// Where an ipvlan endpoint's first DHCP exchange runs. An ipvlan port shares its parent's
+/// MAC and gets unicast frames by destination IP, so a server's OFFER (sent to the MAC,
+/// for an address no port has yet) reaches the parent, never the port. Without a
+/// broadcast flag to ask for (mozim sends none), the exchange runs on the parent itself,
+/// in its namespace (mozim's proxy mode), with the endpoint's own client identifier. Once
+/// the address is on the port, replies to it reach the port, so renewals run inside the
+/// container as for macvlan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proxy {
+    /// The parent's network namespace (a path), its name there, and its MAC.
+    pub netns: String,
+    pub parent: String,
+    pub mac: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

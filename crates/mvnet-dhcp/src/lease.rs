@@ -44,6 +44,10 @@ pub struct Spec {
     /// link): every recorded renewal says where the lease lives.
     #[serde(default)]
     pub moved: bool,
+    /// Lease from the parent's side (ipvlan; see `mvnet_core::dhcp::Proxy`) until the
+    /// agent moves the lease into the container.
+    #[serde(default)]
+    pub proxy: Option<mvnet_core::dhcp::Proxy>,
 }
 
 impl Spec {
@@ -78,7 +82,8 @@ pub fn run_process() -> i32 {
             return 1;
         }
     };
-    if let Err(e) = enter(&spec.netns) {
+    let netns = spec.proxy.as_ref().map_or(&spec.netns, |p| &p.netns);
+    if let Err(e) = enter(netns) {
         log(&spec.key, &e);
         say(serde_json::json!({"error": e}));
         return 1;
@@ -111,7 +116,17 @@ fn enter(netns: &str) -> Result<(), String> {
 }
 
 async fn renew_forever(spec: Spec) -> i32 {
-    let mut config = DhcpV4Config::new(&spec.ifname);
+    let mut config = match &spec.proxy {
+        None => DhcpV4Config::new(&spec.ifname),
+        Some(p) => match DhcpV4Config::new_proxy(&p.parent, &p.mac) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("DHCP client on {}: {e}", p.parent);
+                say(serde_json::json!({"error": msg}));
+                return 1;
+            }
+        },
+    };
     if !spec.hostname.is_empty() {
         config.set_host_name(&spec.hostname);
     }
@@ -376,6 +391,7 @@ mod tests {
             timeout_secs: 10,
             resume: None,
             moved: false,
+            proxy: None,
         };
         let l = Lease {
             ip: Ipv4Addr::new(10, 103, 19, 120),

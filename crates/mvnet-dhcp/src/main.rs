@@ -144,6 +144,7 @@ fn resume(root: &Path, leases: &Leases) {
                 netns,
                 ifname: recorded.ifname.clone().unwrap_or_else(|| ep.ifname.clone()),
                 moved,
+                proxy: None,
                 client_id: mvnet_core::dhcp::unhex(&recorded.client_id).unwrap_or_default(),
                 hostname: recorded.hostname.clone(),
                 timeout_secs: net.options.dhcp_wait().as_secs() as u32,
@@ -270,6 +271,7 @@ fn serve(conn: UnixStream, root: &Path, leases: &Leases) {
             client_id,
             hostname,
             timeout_secs,
+            proxy,
         }) => {
             reap(leases);
             let spec = lease::Spec {
@@ -282,6 +284,7 @@ fn serve(conn: UnixStream, root: &Path, leases: &Leases) {
                 timeout_secs,
                 resume: None,
                 moved: false,
+                proxy,
             };
             match start(spec, leases) {
                 Err(e) => Reply {
@@ -311,8 +314,11 @@ fn serve(conn: UnixStream, root: &Path, leases: &Leases) {
                 client_id: mvnet_core::dhcp::unhex(&lease.client_id).unwrap_or_default(),
                 hostname,
                 timeout_secs,
+                // Recorded as moved only when the lease now lives away from the
+                // endpoint's own interface (Docker); an ipvlan lease moves *to* it.
+                moved: lease.netns.is_some(),
                 resume: Some(lease),
-                moved: true,
+                proxy: None,
             };
             match start(spec, leases) {
                 Err(e) => Reply {

@@ -3,6 +3,8 @@
 //! drop, even when the test fails. Needs root.
 #![allow(dead_code)]
 
+pub mod dhcpd;
+
 use std::process::{Command, Output};
 
 use mvnet_lab::LabGuard;

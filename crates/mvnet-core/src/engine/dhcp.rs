@@ -100,6 +100,20 @@ impl Engine {
             }
         }
         let key = dhcp::lease_key(&req.target.container_id, &net.id);
+        // ipvlan: the first exchange runs on the parent (see `dhcp::Proxy`).
+        let proxy = ipvlan.then(|| dhcp::Proxy {
+            netns: match parent_ns {
+                ParentNs::Target => req.target.netns.clone(),
+                // This thread's namespace: the parent's (the path lives while we wait).
+                ParentNs::Host => format!(
+                    "/proc/{}/task/{}/ns/net",
+                    std::process::id(),
+                    nix::unistd::gettid()
+                ),
+            },
+            parent: parent.name.clone(),
+            mac: mac.to_string(),
+        });
         let release = |engine: &mut Engine| {
             if let Err(e) = dhcp::release(&engine.root, &key) {
                 tracing::warn!(error = %e, "cannot release the DHCP lease");
@@ -119,6 +133,7 @@ impl Engine {
                 client_id: dhcp::hex(&client_id),
                 hostname: name.clone(),
                 timeout_secs: net.options.dhcp_wait().as_secs() as u32,
+                proxy: proxy.clone(),
             };
             let lease = match dhcp::acquire(&self.root, &asked) {
                 Ok(l) => l,
@@ -171,6 +186,22 @@ impl Engine {
             };
             let configured =
                 driver::attach::configure(self.os.as_mut(), ns, &mut plan, &mut on_conflict)
+                    .and_then(|()| match proxy {
+                        // The address is on the port now: renewals go on from inside.
+                        Some(_) => dhcp::move_lease(
+                            &self.root,
+                            &dhcp::Request::Move {
+                                key: key.clone(),
+                                new_key: key.clone(),
+                                netns: req.target.netns.clone(),
+                                ifname: ifname.clone(),
+                                hostname: name.clone(),
+                                lease: lease.clone(),
+                                timeout_secs: net.options.dhcp_wait().as_secs() as u32,
+                            },
+                        ),
+                        None => Ok(()),
+                    })
                     .and_then(|()| self.store.activate_endpoint(&ep.id));
             if let Err(e) = configured {
                 let _ = self.store.remove_endpoint(&ep.id);

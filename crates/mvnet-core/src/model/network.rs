@@ -647,13 +647,13 @@ impl CreateNetworkRequest {
                 "--ipam-driver dhcp leases IPv4 addresses (DHCPv4); remove --ipv6 / --ipv4=false"
             ));
         }
-        if driver == Driver::Ipvlan {
-            return Err(invalid!(
-                "--ipam-driver dhcp works with macvlan networks only for now: ipvlan ports share the parent's MAC, so the server's answers need the broadcast flag, which mvnet's DHCP client does not set yet; use -d macvlan"
-            ));
-        }
         let labels = parse_labels(&self.labels)?;
         let options = NetworkOptions::parse_for(&self.options, driver)?;
+        if driver == Driver::Ipvlan && options.ipvlan_mode != IpvlanMode::L2 {
+            return Err(invalid!(
+                "--ipam-driver dhcp needs ipvlan_mode=l2: in l3 modes the LAN's broadcasts (DHCP's replies among them) do not reach the container; use -o ipvlan_mode=l2"
+            ));
+        }
         Ok(ValidatedRequest {
             driver,
             pools: Vec::new(),
@@ -1155,8 +1155,13 @@ mod tests {
         assert!(e.to_string().contains("remove --subnet"), "{e}");
         let e = dhcp(&|r| r.ipv6 = true).unwrap_err();
         assert!(e.to_string().contains("DHCPv4"), "{e}");
-        let e = dhcp(&|r| r.driver = "ipvlan".into()).unwrap_err();
-        assert!(e.to_string().contains("macvlan networks only"), "{e}");
+        assert!(dhcp(&|r| r.driver = "ipvlan".into()).is_ok());
+        let e = dhcp(&|r| {
+            r.driver = "ipvlan".into();
+            r.options.push("ipvlan_mode=l3".into());
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("ipvlan_mode=l2"), "{e}");
         let e = dhcp(&|r| r.options.push("dhcp_timeout=0".into())).unwrap_err();
         assert!(e.to_string().contains("dhcp_timeout"), "{e}");
         let e = dhcp(&|r| r.ipam_driver = "etcd".into()).unwrap_err();
