@@ -403,6 +403,25 @@ fn a_new_server_address_reaches_the_container_and_the_store() {
         old_ip = lab.ip_of("mover", "lan");
     } // the server goes (and the agent with it)
     let dhcpd = Dhcpd::start_range(&lab, "2m", "10.103.19.160,10.103.19.170");
+    // A LAN peer watches for gratuitous ARPs (sender address = target address).
+    let sniffer =
+        mvnet_lab::testkit::Sniffer::open(&lab.guard.lab.netns_path("peer"), "eth0", 0x0806);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut garps = Vec::new();
+            let mut buf = [0u8; 128];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some((n, _)) = sniffer.recv(&mut buf) {
+                    if n >= 28 && buf[14..18] == buf[24..28] {
+                        garps.push(format!("{}.{}.{}.{}", buf[14], buf[15], buf[16], buf[17]));
+                    }
+                }
+            }
+            garps
+        })
+    };
     // A front end's call starts the agent again; it resumes the recorded lease.
     lab.ok(&[
         "network",
@@ -429,6 +448,12 @@ fn a_new_server_address_reaches_the_container_and_the_store() {
     };
     let octet: u8 = moved.rsplit('.').next().unwrap().parse().unwrap();
     assert!((160..=170).contains(&octet), "{moved}");
+    // The new address was announced on the LAN (3 gratuitous ARPs, 1 s apart).
+    std::thread::sleep(Duration::from_millis(2500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let garps = watcher.join().unwrap();
+    let announced = garps.iter().filter(|ip| **ip == moved).count();
+    assert!(announced >= 3, "{moved}: {garps:?}");
     let addr = lab.ok(&["exec", "mover", "--", "ip", "-o", "addr", "show", "eth0"]);
     assert!(addr.contains(&format!("{moved}/24")), "{addr}");
     assert!(!addr.contains(&format!("{old_ip}/")), "{addr}");

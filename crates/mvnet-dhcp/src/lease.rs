@@ -346,7 +346,7 @@ fn record(spec: &Spec, lease: &Lease) {
 }
 
 /// The server gave another address: put it on the interface in place of the old one,
-/// with the default route through the lease's gateway. (This thread is in the
+/// with the default route through the lease's gateway, and announce it. (This thread is in the
 /// container's namespace, so its netlink socket is too.)
 fn readdress(spec: &Spec, old: Option<(Ipv4Addr, u8)>, lease: &Lease) -> Result<(), String> {
     let mut nl = mvnet_core::netlink::Netlink::new().map_err(|e| e.to_string())?;
@@ -363,6 +363,25 @@ fn readdress(spec: &Spec, old: Option<(Ipv4Addr, u8)>, lease: &Lease) -> Result<
         .map_err(|e| e.to_string())?;
     if let Some(gw) = lease.gateway {
         let _ = nl.add_route(None, Some(IpAddr::V4(gw)), link.index);
+    }
+    // Tell the LAN where the new address lives, as after every attach (3 gratuitous ARPs).
+    if let Some(mac) = link.mac {
+        let sent = mvnet_core::announce::Announcer::open_here(true, false).and_then(|a| {
+            a.announce(
+                &mvnet_core::announce::Announce {
+                    ifindex: link.index,
+                    mac,
+                    ipv4: Some(lease.ip),
+                    ipv6: None,
+                    count: 3,
+                    interval: Duration::from_secs(1),
+                },
+                None,
+            )
+        });
+        if let Err(e) = sent {
+            log(&spec.key, &format!("cannot announce {}: {e}", lease.ip));
+        }
     }
     Ok(())
 }
