@@ -271,6 +271,11 @@ pub struct CreateArgs {
     /// (the LAN's DHCP server; no --subnet).
     #[arg(long, default_value = "default")]
     pub ipam_driver: String,
+    /// IPAM option, repeatable: pool=NAME shares the subnet with every host on the LAN that
+    /// uses the same pool, through etcd=http://HOST:2379[,...] (or MVNET_ETCD);
+    /// grace=SECONDS is how long a silent host keeps its addresses (default 60).
+    #[arg(long = "ipam-opt", value_name = "KEY=VALUE")]
+    pub ipam_opt: Vec<String>,
     /// Enable IPv6 (an IPv6 --subnet enables it too).
     #[arg(long)]
     pub ipv6: bool,

@@ -129,9 +129,34 @@ pub struct BuiltinConf {
     /// mvnet addition: lease the address from the LAN's DHCP server (no subnet needed).
     #[serde(default)]
     pub dhcp: bool,
+    /// mvnet addition: share the subnet with the other hosts on the LAN that use the same
+    /// pool name, through etcd (`"etcd": "http://10.0.0.5:2379,..."`, else `MVNET_ETCD`),
+    /// as `mvnet network create --ipam-opt pool=NAME` does.
+    #[serde(default)]
+    pub pool: Option<String>,
+    #[serde(default)]
+    pub etcd: Option<String>,
+    /// Seconds a silent host keeps its addresses (`--ipam-opt grace=`).
+    #[serde(default)]
+    pub grace: Option<u32>,
 }
 
 impl BuiltinConf {
+    /// The shared pool the config names, if any (the same rules as `--ipam-opt`).
+    pub fn fleet(&self) -> CniResult<Option<mvnet_core::model::FleetPool>> {
+        let mut opts = Vec::new();
+        if let Some(p) = &self.pool {
+            opts.push(format!("pool={p}"));
+        }
+        if let Some(e) = &self.etcd {
+            opts.push(format!("etcd={e}"));
+        }
+        if let Some(g) = self.grace {
+            opts.push(format!("grace={g}"));
+        }
+        mvnet_core::model::FleetPool::from_ipam_options(&opts).map_err(CniError::from)
+    }
+
     pub fn parse(ipam: &Value) -> CniResult<BuiltinConf> {
         serde_json::from_value(ipam.clone()).map_err(|e| {
             CniError::new(
@@ -235,6 +260,7 @@ pub fn network_record(conf: &NetConf, master: &str, pools: Vec<PoolSpec>) -> Cni
         ipv6,
         ipv4_disabled: false,
         dhcp: false,
+        fleet: None,
         labels: [("mvnet.cni".to_string(), "true".to_string())].into(),
         options: NetworkOptions {
             parent: master.to_string(),

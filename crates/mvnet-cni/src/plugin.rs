@@ -219,6 +219,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
         (_, Some(b)) => {
             let mut record = ipam::network_record(conf, &master, b.pools()?)?;
             record.dhcp = b.dhcp;
+            record.fleet = b.fleet()?;
             if b.dhcp {
                 // The client id comes from the container's name where the runtime gives
                 // one (Kubernetes and Podman do), so a re-created pod keeps its address.

@@ -87,6 +87,7 @@ fn main() {
         ipv6: false,
         ipv4_disabled: false,
         dhcp: false,
+        fleet: None,
         labels: v.labels,
         options: v.options,
     };

@@ -286,6 +286,7 @@ mod tests {
             ipv6: false,
             ipv4_disabled: false,
             dhcp: false,
+            fleet: None,
             labels: v.labels,
             options: v.options,
         }

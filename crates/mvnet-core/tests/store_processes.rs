@@ -54,6 +54,7 @@ fn make_network(root: &Path, subnet: &str) -> Network {
         ipv6: false,
         ipv4_disabled: false,
         dhcp: false,
+        fleet: None,
         labels: v.labels,
         options: v.options,
     };

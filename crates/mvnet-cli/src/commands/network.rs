@@ -40,6 +40,7 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
                 host_access: a.host_access,
                 host_access_ip: a.host_access_ip,
                 ipam_driver: a.ipam_driver,
+                ipam_options: a.ipam_opt,
             };
             let (net, notices) = engine.create_network(&req)?;
             for n in notices {

@@ -144,6 +144,7 @@ impl Engine {
             ipv6: v.ipv6,
             ipv4_disabled: v.ipv4_disabled,
             dhcp: v.dhcp,
+            fleet: v.fleet,
             labels: v.labels,
             options,
         };
@@ -257,6 +258,7 @@ impl Engine {
                         ipv6: false,
                         ipv4_disabled: false,
                         dhcp: false,
+                        fleet: None,
                         labels: Default::default(),
                         options: Default::default(),
                     });
@@ -443,6 +445,7 @@ mod tests {
             ipv6: false,
             ipv4_disabled: false,
             dhcp: false,
+            fleet: None,
             labels: Default::default(),
             options: NetworkOptions {
                 parent: parent.into(),

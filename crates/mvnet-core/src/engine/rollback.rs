@@ -428,6 +428,7 @@ fn rollback_of_an_ensured_network_takes_the_new_record_away() {
         ipv6: false,
         ipv4_disabled: false,
         dhcp: false,
+        fleet: None,
         labels: Default::default(),
         options: v.options,
     };

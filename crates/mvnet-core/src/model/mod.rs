@@ -9,6 +9,6 @@ pub mod time;
 pub use container::{Container, ContainerStatus};
 pub use mac::MacAddr;
 pub use network::{
-    CreateNetworkRequest, Driver, Endpoint, EndpointState, Frontend, IpvlanMode, LanConflict,
-    Lease, MacvlanMode, Network, NetworkOptions, PoolSpec, DOCKER_LABEL,
+    CreateNetworkRequest, Driver, Endpoint, EndpointState, FleetPool, Frontend, IpvlanMode,
+    LanConflict, Lease, MacvlanMode, Network, NetworkOptions, PoolSpec, DOCKER_LABEL,
 };

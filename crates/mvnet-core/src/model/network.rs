@@ -403,8 +403,103 @@ pub struct Network {
     /// (the network has no pools of its own). Stored only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dhcp: bool,
+    /// `--ipam-opt pool=NAME`: the network's addresses are shared with every host on the
+    /// LAN that uses the same pool, through etcd (see `crate::fleet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetPool>,
     pub labels: BTreeMap<String, String>,
     pub options: NetworkOptions,
+}
+
+/// A shared address pool: its name (the same on every host), the etcd cluster that
+/// records who holds which address, and how long a silent host keeps its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetPool {
+    pub pool: String,
+    /// etcd client URLs; empty: `MVNET_ETCD` of the process at hand.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub etcd: Vec<String>,
+    /// Seconds after a host was last seen alive before its addresses may be reused (and
+    /// then only those the conflict probe finds silent).
+    pub grace_secs: u32,
+}
+
+/// A host's addresses stay its own this long after it was last seen, by default.
+pub const DEFAULT_FLEET_GRACE_SECS: u32 = 60;
+
+impl FleetPool {
+    /// `--ipam-opt KEY=VALUE` pairs (`pool`, `etcd`, `grace`); `None` without `pool`.
+    pub fn from_ipam_options(given: &[String]) -> Result<Option<FleetPool>> {
+        let mut pool = None;
+        let mut etcd = Vec::new();
+        let mut grace = None;
+        for o in given {
+            let (k, v) = split_kv(o, "--ipam-opt")?;
+            match k {
+                "pool" => {
+                    let ok = !v.is_empty()
+                        && v.len() <= 64
+                        && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                    if !ok {
+                        return Err(invalid!(
+                            "invalid --ipam-opt pool={}: a pool name is 1-64 letters, digits, '.', '_' or '-'",
+                            crate::quote(v)
+                        ));
+                    }
+                    pool = Some(v.to_string());
+                }
+                "etcd" => etcd = parse_etcd_endpoints(v)?,
+                "grace" => {
+                    grace = Some(v.parse::<u32>().ok().filter(|g| (1..=86_400).contains(g)).ok_or_else(
+                        || invalid!("invalid --ipam-opt grace={}: seconds, 1 to 86400", crate::quote(v)),
+                    )?)
+                }
+                other => {
+                    return Err(invalid!(
+                        "unknown --ipam-opt {}; mvnet takes pool=NAME, etcd=URL[,URL...] and grace=SECONDS",
+                        crate::quote(other)
+                    ))
+                }
+            }
+        }
+        match pool {
+            Some(pool) => Ok(Some(FleetPool {
+                pool,
+                etcd,
+                grace_secs: grace.unwrap_or(DEFAULT_FLEET_GRACE_SECS),
+            })),
+            None if !etcd.is_empty() || grace.is_some() => Err(invalid!(
+                "--ipam-opt etcd= and grace= belong to a shared pool: add --ipam-opt pool=NAME (the same name on every host)"
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+/// `http://host:port,host:port`: etcd client URLs (http only: mvnet does not do TLS yet).
+pub fn parse_etcd_endpoints(v: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let hostport = e.strip_prefix("http://").unwrap_or(e);
+        let valid = !e.starts_with("https://")
+            && hostport
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+            && !hostport.contains('/');
+        if !valid {
+            return Err(invalid!(
+                "invalid etcd endpoint {}: expected http://HOST:PORT (several separated by commas)",
+                crate::quote(e)
+            ));
+        }
+        out.push(format!("http://{hostport}"));
+    }
+    if out.is_empty() {
+        return Err(invalid!(
+            "no etcd endpoint given: expected http://HOST:PORT (several separated by commas)"
+        ));
+    }
+    Ok(out)
 }
 
 /// The label of a network the Docker plugin created (its id is Docker's network id); the
@@ -452,6 +547,8 @@ pub struct CreateNetworkRequest {
     pub host_access_ip: Option<String>,
     /// `--ipam-driver`: "" or "default" (mvnet's store), or "dhcp" (the LAN's server).
     pub ipam_driver: String,
+    /// `--ipam-opt KEY=VALUE` (Docker's flag): `pool=NAME`, `etcd=URLS`, `grace=SECONDS`.
+    pub ipam_options: Vec<String>,
 }
 
 /// `--label KEY=VALUE` (or `KEY`, an empty value), as Docker takes them.
@@ -481,6 +578,8 @@ pub struct ValidatedRequest {
     pub ipv4_disabled: bool,
     /// `--ipam-driver dhcp`.
     pub dhcp: bool,
+    /// `--ipam-opt pool=`.
+    pub fleet: Option<FleetPool>,
     /// Things to tell the user that do not stop the create (an unusual subnet, say).
     pub warnings: Vec<String>,
 }
@@ -504,7 +603,13 @@ impl CreateNetworkRequest {
                 ))
             }
         };
+        let fleet = FleetPool::from_ipam_options(&self.ipam_options)?;
         if dhcp {
+            if fleet.is_some() {
+                return Err(invalid!(
+                    "--ipam-opt pool= shares mvnet's own address book through etcd; with --ipam-driver dhcp the LAN's DHCP server shares the addresses already: remove one of them"
+                ));
+            }
             return self.validate_dhcp(driver);
         }
         if self.subnets.is_empty() {
@@ -614,6 +719,7 @@ impl CreateNetworkRequest {
             })?;
             pool.pool().check_static(ip)?;
         }
+        let fleet = fleet.map(|f| check_fleet(f, &pools, ipv6)).transpose()?;
         Ok(ValidatedRequest {
             driver,
             pools,
@@ -622,9 +728,21 @@ impl CreateNetworkRequest {
             ipv6,
             ipv4_disabled: self.ipv4_disabled,
             dhcp: false,
+            fleet,
             warnings,
         })
     }
+}
+
+/// A shared pool has one IPv4 subnet (what every host must agree on) and no IPv6.
+fn check_fleet(f: FleetPool, pools: &[PoolSpec], ipv6: bool) -> Result<FleetPool> {
+    if ipv6 || pools.len() != 1 || pools[0].subnet.network().is_ipv6() {
+        return Err(invalid!(
+            "a shared pool (--ipam-opt pool={}) takes exactly one IPv4 --subnet and no IPv6; give one --subnet",
+            f.pool
+        ));
+    }
+    Ok(f)
 }
 
 impl CreateNetworkRequest {
@@ -662,6 +780,7 @@ impl CreateNetworkRequest {
             ipv6: false,
             ipv4_disabled: false,
             dhcp: true,
+            fleet: None,
             warnings: Vec::new(),
         })
     }
@@ -910,6 +1029,7 @@ mod tests {
             ipv6: false,
             ipv4_disabled: false,
             dhcp: false,
+            fleet: None,
             labels: Default::default(),
             options: v.options,
         };
