@@ -57,6 +57,7 @@ impl From<mvnet_core::Error> for CniError {
                 code::INVALID_CONFIG
             }
             E::Conflict(_) => code::INVALID_CONFIG,
+            E::Unavailable(_) => code::TRY_AGAIN,
             e if e.is_busy() => code::TRY_AGAIN,
             E::Io { .. } => code::IO,
             _ => code::INTERNAL,

@@ -313,36 +313,10 @@ fn connect_or_start(root: &Path) -> Result<UnixStream> {
     }
 }
 
-/// The agent binary: `MVNET_DHCP_AGENT`, else `mvnet-dhcp` beside this executable, else in
-/// PATH.
+/// The agent binary: `MVNET_DHCP_AGENT`, else `mvnet-dhcp` beside this executable, else
+/// installed.
 fn agent_binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("MVNET_DHCP_AGENT") {
-        return Ok(PathBuf::from(p));
-    }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        for candidate in [dir.join("mvnet-dhcp"), dir.join("../mvnet-dhcp")] {
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-    }
-    // Installed by the package; a CNI runtime's PATH can be nearly empty.
-    let packaged = Path::new("/usr/bin/mvnet-dhcp");
-    if packaged.is_file() {
-        return Ok(packaged.to_path_buf());
-    }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = Path::new(dir).join("mvnet-dhcp");
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    Err(crate::not_found!(
-        "the DHCP lease agent mvnet-dhcp is not installed; install it beside mvnet (or set MVNET_DHCP_AGENT)"
-    ))
+    crate::process::find_binary("mvnet-dhcp", "MVNET_DHCP_AGENT")
 }
 
 /// Starts the agent for `root`, detached (its own session, output to agent.log). Two

@@ -14,6 +14,10 @@ pub enum Error {
     /// The request clashes with existing state (duplicate name, address in use, busy parent).
     #[error("{0}")]
     Conflict(String),
+    /// A service mvnet needs did not answer in time (etcd without quorum, say); retrying
+    /// later may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// The running kernel lacks a feature we need.
     #[error("{0}")]
     KernelFeature(String),

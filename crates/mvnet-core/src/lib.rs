@@ -13,6 +13,7 @@ pub mod dhcp;
 pub mod doctor;
 pub mod driver;
 pub mod engine;
+pub mod fleet;
 pub mod kernel;
 pub mod netlink;
 pub mod netns;

@@ -127,3 +127,36 @@ pub fn drop_all_capabilities() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// One of mvnet's own programs (`mvnet`, `mvnet-dhcp`): `$env` if set, else beside this
+/// executable (or one directory up, as cargo lays out test binaries), else `/usr/bin`
+/// (a CNI runtime's PATH can be nearly empty), else in PATH.
+pub fn find_binary(name: &str, env: &str) -> crate::Result<std::path::PathBuf> {
+    use std::path::{Path, PathBuf};
+    if let Some(p) = std::env::var_os(env) {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        for candidate in [dir.join(name), dir.join("..").join(name)] {
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    let packaged = Path::new("/usr/bin").join(name);
+    if packaged.is_file() {
+        return Ok(packaged);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(crate::not_found!(
+        "{name} is not installed; install it beside mvnet (or set {env})"
+    ))
+}

@@ -44,9 +44,12 @@ pub struct Engine {
 impl Engine {
     /// The engine of the state root `root`, on the real kernel.
     pub fn open(root: &Path) -> Result<Engine> {
+        // Shared pools (`--ipam-opt pool=`) claim their addresses in etcd around the local
+        // store; other networks pass straight through.
+        let store = crate::fleet::FleetStore::new(root, Box::new(SqliteStore::open(root)?));
         Ok(Engine::with_parts(
             root,
-            Box::new(SqliteStore::open(root)?),
+            Box::new(store),
             Box::new(RealOs::new()),
         ))
     }

@@ -16,6 +16,9 @@ use crate::{conflict, not_found, Error, Result};
 /// Who holds an address: an endpoint, or (empty) a device on the LAN.
 type Holder = String;
 
+/// See the SQLite store's constant of the same name.
+const FLEET_HOLDER: &str = "\u{1}fleet";
+
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     networks: Vec<Network>,
@@ -77,6 +80,9 @@ impl MemoryStore {
                     Some((_, h)) if h.is_empty() => {
                         // Asked for by name: the probe decides whether the device is there.
                         self.forget_conflict(&domain, ip);
+                    }
+                    Some((_, h)) if h == FLEET_HOLDER => {
+                        self.allocations.remove(&(domain.clone(), ip));
                     }
                     Some((_, h)) => {
                         let who = self
@@ -494,6 +500,22 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn mark_held_elsewhere(&mut self, net: &Network, ip: IpAddr) -> Result<()> {
+        self.write("mark_held_elsewhere")?;
+        self.allocations
+            .entry((net.address_domain().to_string(), ip))
+            .or_insert_with(|| (net.id.clone(), FLEET_HOLDER.to_string()));
+        Ok(())
+    }
+
+    fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize> {
+        self.write("forget_held_elsewhere")?;
+        let before = self.allocations.len();
+        self.allocations
+            .retain(|_, (n, h)| !(n == &net.id && h == FLEET_HOLDER));
+        Ok(before - self.allocations.len())
+    }
+
     fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>> {
         Ok(self
             .conflicts
@@ -647,6 +669,12 @@ impl Store for std::rc::Rc<std::cell::RefCell<MemoryStore>> {
         holder: Option<MacAddr>,
     ) -> Result<()> {
         self.borrow_mut().record_lan_conflict(net, ip, holder)
+    }
+    fn mark_held_elsewhere(&mut self, net: &Network, ip: IpAddr) -> Result<()> {
+        self.borrow_mut().mark_held_elsewhere(net, ip)
+    }
+    fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize> {
+        self.borrow_mut().forget_held_elsewhere(net)
     }
     fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>> {
         self.borrow_mut().lan_conflicts(net)

@@ -242,6 +242,12 @@ pub trait Store {
         ip: IpAddr,
         holder: Option<MacAddr>,
     ) -> Result<()>;
+    /// Marks `ip` as held by another host of `net`'s shared pool (see `crate::fleet`): the
+    /// allocator skips it, and a static request for it drops the mark (etcd decides). An
+    /// address an endpoint here holds is left alone.
+    fn mark_held_elsewhere(&mut self, net: &Network, ip: IpAddr) -> Result<()>;
+    /// Forgets every such mark of `net` (before they are learned again); returns how many.
+    fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize>;
     /// The addresses of `net` that other devices on the LAN hold, oldest first.
     fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>>;
     /// Forgets the LAN conflicts of `net` (the devices went away); returns how many.

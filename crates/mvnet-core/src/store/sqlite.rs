@@ -48,6 +48,8 @@ CREATE INDEX IF NOT EXISTS lan_conflicts_by_network ON lan_conflicts(network_id)
 
 /// The endpoint id of an allocation held by a device on the LAN rather than by an endpoint.
 const LAN_HOLDER: &str = "";
+/// The endpoint id of an allocation another host of a shared pool holds (`crate::fleet`).
+const FLEET_HOLDER: &str = "\u{1}fleet";
 
 pub struct SqliteStore {
     conn: Connection,
@@ -510,6 +512,9 @@ fn allocate(
                 // Asked for by name: the probe that follows decides whether the device that
                 // held it is still there. Until then the address is the endpoint's.
                 forget_lan_conflict(tx, domain, ip)?;
+            } else if holder.as_deref() == Some(FLEET_HOLDER) {
+                // Another host held it when last asked; etcd decides now.
+                delete_allocation(tx, domain, ip, FLEET_HOLDER)?;
             } else if let Some(holder) = holder {
                 let who: Option<String> = tx
                     .query_row(
@@ -1132,6 +1137,44 @@ impl Store for SqliteStore {
         insert_lan_conflict(&tx, net, ip, holder)?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn mark_held_elsewhere(&mut self, net: &Network, ip: IpAddr) -> Result<()> {
+        let (tx, _lock) = self.write()?;
+        let domain = net.address_domain();
+        let held: Option<String> = tx
+            .query_row(
+                "SELECT endpoint_id FROM allocations WHERE domain = ?1 AND ip = ?2",
+                params![domain, &ip_key(ip)[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if held.is_none() {
+            insert_allocation(&tx, domain, ip, &net.id, FLEET_HOLDER)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize> {
+        let (tx, _lock) = self.write()?;
+        let domain = net.address_domain().to_string();
+        let ips: Vec<Vec<u8>> = {
+            let mut st = tx.prepare_cached(
+                "SELECT ip FROM allocations WHERE network_id = ?1 AND endpoint_id = ?2",
+            )?;
+            let rows = st
+                .query_map(params![net.id, FLEET_HOLDER], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            rows
+        };
+        for key in &ips {
+            if let Some(ip) = key_to_ip(key) {
+                delete_allocation(&tx, &domain, ip, FLEET_HOLDER)?;
+            }
+        }
+        tx.commit()?;
+        Ok(ips.len())
     }
 
     fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>> {

@@ -1,0 +1,403 @@
+//! The coordinator: the few key-value operations a fleet needs from etcd, behind a trait,
+//! so the pool logic is tested against an in-memory fake and the real cluster alike.
+//!
+//! Every write is one etcd transaction guarded by a revision: a claim is created only if
+//! the key does not exist (`create_revision == 0`), and a take-over or a release goes
+//! through only if nobody wrote the key since it was read (`mod_revision`). The calls are
+//! synchronous (the engine is); the etcd one drives etcd-client on a small runtime of its
+//! own, and gives up after [`DEADLINE`] with [`Error::Unavailable`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
+
+/// How long one operation may try (over every endpoint) before etcd counts as unreachable:
+/// a `run` that needs a new address fails within 5 s.
+pub const DEADLINE: Duration = Duration::from_millis(4000);
+
+/// The outcome of a create-if-absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The key is ours, written at this revision.
+    Yes(i64),
+    /// Somebody holds it: their value and the revision it was last written at.
+    Held { value: String, mod_revision: i64 },
+}
+
+pub trait Coordinator: Send {
+    /// Creates `key` with `value` unless it exists.
+    fn create(&mut self, key: &str, value: &str) -> Result<Created>;
+    /// Replaces `key` with `value` if it is still at `mod_revision`; the new revision, or
+    /// `None` when somebody wrote it meanwhile.
+    fn swap(&mut self, key: &str, mod_revision: i64, value: &str) -> Result<Option<i64>>;
+    /// Deletes `key` if it is still at `mod_revision`; the revision of the delete, or
+    /// `None` when somebody wrote it meanwhile (or it is gone).
+    fn delete_if(&mut self, key: &str, mod_revision: i64) -> Result<Option<i64>>;
+    /// The value of `key` and the revision it was last written at.
+    fn get(&mut self, key: &str) -> Result<Option<(String, i64)>>;
+    /// Every key under `prefix`: (key, value, mod_revision), in key order.
+    fn list(&mut self, prefix: &str) -> Result<Vec<(String, String, i64)>>;
+}
+
+// ----- in memory ------------------------------------------------------------------------
+
+/// A shared in-memory key space with etcd's revision rules; clones share it, so several
+/// `FleetStore`s (several "hosts") can be tested against one "cluster".
+#[derive(Clone, Default)]
+pub struct MemoryCoordinator {
+    kv: Arc<Mutex<MemKv>>,
+}
+
+#[derive(Default)]
+struct MemKv {
+    revision: i64,
+    keys: BTreeMap<String, (String, i64)>,
+    /// Set by tests: every call fails as an unreachable cluster does.
+    down: bool,
+}
+
+impl MemoryCoordinator {
+    pub fn new() -> MemoryCoordinator {
+        MemoryCoordinator::default()
+    }
+
+    /// Makes every following call fail (`true`) or work again.
+    pub fn set_down(&self, down: bool) {
+        self.kv.lock().unwrap().down = down;
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut MemKv) -> R) -> Result<R> {
+        let mut kv = self.kv.lock().unwrap();
+        if kv.down {
+            return Err(unavailable(
+                &["memory".to_string()],
+                "the test took it down",
+            ));
+        }
+        Ok(f(&mut kv))
+    }
+}
+
+impl Coordinator for MemoryCoordinator {
+    fn create(&mut self, key: &str, value: &str) -> Result<Created> {
+        self.with(|kv| match kv.keys.get(key) {
+            Some((v, rev)) => Created::Held {
+                value: v.clone(),
+                mod_revision: *rev,
+            },
+            None => {
+                kv.revision += 1;
+                let rev = kv.revision;
+                kv.keys.insert(key.to_string(), (value.to_string(), rev));
+                Created::Yes(rev)
+            }
+        })
+    }
+
+    fn swap(&mut self, key: &str, mod_revision: i64, value: &str) -> Result<Option<i64>> {
+        self.with(|kv| match kv.keys.get(key) {
+            Some((_, rev)) if *rev == mod_revision => {
+                kv.revision += 1;
+                let rev = kv.revision;
+                kv.keys.insert(key.to_string(), (value.to_string(), rev));
+                Some(rev)
+            }
+            _ => None,
+        })
+    }
+
+    fn delete_if(&mut self, key: &str, mod_revision: i64) -> Result<Option<i64>> {
+        self.with(|kv| match kv.keys.get(key) {
+            Some((_, rev)) if *rev == mod_revision => {
+                kv.revision += 1;
+                kv.keys.remove(key);
+                Some(kv.revision)
+            }
+            _ => None,
+        })
+    }
+
+    fn get(&mut self, key: &str) -> Result<Option<(String, i64)>> {
+        self.with(|kv| kv.keys.get(key).cloned())
+    }
+
+    fn list(&mut self, prefix: &str) -> Result<Vec<(String, String, i64)>> {
+        self.with(|kv| {
+            kv.keys
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, (v, r))| (k.clone(), v.clone(), *r))
+                .collect()
+        })
+    }
+}
+
+// ----- etcd -----------------------------------------------------------------------------
+
+/// etcd v3 through etcd-client, on a current-thread runtime owned by this value.
+pub struct EtcdCoordinator {
+    endpoints: Vec<String>,
+    rt: tokio::runtime::Runtime,
+    client: Option<etcd_client::Client>,
+}
+
+/// The error for a cluster that did not answer in time (or has no quorum).
+pub fn unavailable(endpoints: &[String], why: &str) -> Error {
+    Error::Unavailable(format!(
+        "etcd at {} did not answer in {} s ({why}): it is down or has no quorum, so no address can be claimed now; containers already running keep working, and releases are queued until it is back (check with: etcdctl --endpoints={} endpoint health)",
+        endpoints.join(","),
+        DEADLINE.as_secs(),
+        endpoints.join(",")
+    ))
+}
+
+impl EtcdCoordinator {
+    /// A coordinator for the cluster at `endpoints`; it connects on first use.
+    pub fn new(endpoints: &[String]) -> Result<EtcdCoordinator> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start the etcd client's runtime", e))?;
+        Ok(EtcdCoordinator {
+            endpoints: endpoints.to_vec(),
+            rt,
+            client: None,
+        })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Runs `op` against the cluster, connecting (again) as needed, retrying until
+    /// [`DEADLINE`]. `op` must be safe to repeat (every write here is guarded).
+    fn run<T, F, Fut>(&mut self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut(etcd_client::Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let started = Instant::now();
+        let mut last = String::from("no answer");
+        while started.elapsed() < DEADLINE {
+            let left = DEADLINE.saturating_sub(started.elapsed());
+            if self.client.is_none() {
+                let opts = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_millis(1000))
+                    .with_timeout(Duration::from_millis(1500));
+                let eps = self.endpoints.clone();
+                let connected = self.rt.block_on(async {
+                    tokio::time::timeout(left, etcd_client::Client::connect(eps, Some(opts))).await
+                });
+                match connected {
+                    Ok(Ok(c)) => self.client = Some(c),
+                    Ok(Err(e)) => {
+                        last = e.to_string();
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                    Err(_) => {
+                        last = "connect timed out".into();
+                        break;
+                    }
+                }
+            }
+            let client = self.client.clone().expect("connected above");
+            let left = DEADLINE.saturating_sub(started.elapsed());
+            match self
+                .rt
+                .block_on(async { tokio::time::timeout(left, op(client)).await })
+            {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    last = e.to_string();
+                    // A member that went away: let the next try pick another one.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(_) => last = format!("{what} timed out"),
+            }
+        }
+        Err(unavailable(&self.endpoints, &last))
+    }
+
+    /// Grants a lease of `ttl` seconds; its id.
+    pub fn grant(&mut self, ttl: i64) -> Result<i64> {
+        self.run("lease grant", |mut c| async move {
+            c.lease_grant(ttl, None).await.map(|r| r.id())
+        })
+    }
+
+    /// Refreshes lease `id`; false when it has run out (a new one is needed).
+    pub fn keep_alive(&mut self, id: i64) -> Result<bool> {
+        self.run("lease keep-alive", |mut c| async move {
+            let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            Ok(stream.message().await?.is_some_and(|r| r.ttl() > 0))
+        })
+    }
+
+    /// Writes `key` (bound to lease `lease` when not 0).
+    pub fn put(&mut self, key: &str, value: &str, lease: i64) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.run("put", |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let opts = (lease != 0).then(|| etcd_client::PutOptions::new().with_lease(lease));
+                c.put(key, value, opts).await.map(|_| ())
+            }
+        })
+    }
+}
+
+impl Coordinator for EtcdCoordinator {
+    fn create(&mut self, key: &str, value: &str) -> Result<Created> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+        let (key, value) = (key.to_string(), value.to_string());
+        self.run("claim", |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.clone(), value, None)])
+                    .or_else([TxnOp::get(key, None)]);
+                let r = c.txn(txn).await?;
+                let revision = r.header().map(|h| h.revision()).unwrap_or(0);
+                if r.succeeded() {
+                    return Ok(Created::Yes(revision));
+                }
+                for op in r.op_responses() {
+                    if let TxnOpResponse::Get(g) = op {
+                        if let Some(kv) = g.kvs().first() {
+                            return Ok(Created::Held {
+                                value: String::from_utf8_lossy(kv.value()).into_owned(),
+                                mod_revision: kv.mod_revision(),
+                            });
+                        }
+                    }
+                }
+                // Deleted between the compare and the get cannot happen inside one txn.
+                Err(etcd_client::Error::InvalidArgs(
+                    "a failed claim without the key".into(),
+                ))
+            }
+        })
+    }
+
+    fn swap(&mut self, key: &str, mod_revision: i64, value: &str) -> Result<Option<i64>> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        let (key, value) = (key.to_string(), value.to_string());
+        self.run("take-over", |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        mod_revision,
+                    )])
+                    .and_then([TxnOp::put(key, value, None)]);
+                let r = c.txn(txn).await?;
+                Ok(r.succeeded()
+                    .then(|| r.header().map(|h| h.revision()).unwrap_or(0)))
+            }
+        })
+    }
+
+    fn delete_if(&mut self, key: &str, mod_revision: i64) -> Result<Option<i64>> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        let key = key.to_string();
+        self.run("release", |mut c| {
+            let key = key.clone();
+            async move {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        mod_revision,
+                    )])
+                    .and_then([TxnOp::delete(key, None)]);
+                let r = c.txn(txn).await?;
+                Ok(r.succeeded()
+                    .then(|| r.header().map(|h| h.revision()).unwrap_or(0)))
+            }
+        })
+    }
+
+    fn get(&mut self, key: &str) -> Result<Option<(String, i64)>> {
+        let key = key.to_string();
+        self.run("get", |mut c| {
+            let key = key.clone();
+            async move {
+                let r = c.get(key, None).await?;
+                Ok(r.kvs().first().map(|kv| {
+                    (
+                        String::from_utf8_lossy(kv.value()).into_owned(),
+                        kv.mod_revision(),
+                    )
+                }))
+            }
+        })
+    }
+
+    fn list(&mut self, prefix: &str) -> Result<Vec<(String, String, i64)>> {
+        let prefix = prefix.to_string();
+        self.run("list", |mut c| {
+            let prefix = prefix.clone();
+            async move {
+                let r = c
+                    .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                    .await?;
+                Ok(r.kvs()
+                    .iter()
+                    .map(|kv| {
+                        (
+                            String::from_utf8_lossy(kv.key()).into_owned(),
+                            String::from_utf8_lossy(kv.value()).into_owned(),
+                            kv.mod_revision(),
+                        )
+                    })
+                    .collect())
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fake_follows_etcds_revision_rules() {
+        let mut a = MemoryCoordinator::new();
+        let mut b = a.clone();
+        let Created::Yes(r1) = a.create("/k", "a").unwrap() else {
+            panic!("first create must win")
+        };
+        assert_eq!(
+            b.create("/k", "b").unwrap(),
+            Created::Held {
+                value: "a".into(),
+                mod_revision: r1
+            }
+        );
+        // A guarded write with a stale revision loses.
+        let r2 = b.swap("/k", r1, "b").unwrap().unwrap();
+        assert!(a.swap("/k", r1, "a again").unwrap().is_none());
+        assert!(a.delete_if("/k", r1).unwrap().is_none());
+        assert!(a.delete_if("/k", r2).unwrap().is_some());
+        assert!(a.get("/k").unwrap().is_none());
+        a.create("/p/1", "x").unwrap();
+        a.create("/p/2", "y").unwrap();
+        a.create("/q", "z").unwrap();
+        let keys: Vec<String> = a
+            .list("/p/")
+            .unwrap()
+            .into_iter()
+            .map(|(k, ..)| k)
+            .collect();
+        assert_eq!(keys, ["/p/1", "/p/2"]);
+        a.set_down(true);
+        assert!(matches!(b.get("/q"), Err(Error::Unavailable(_))));
+    }
+}

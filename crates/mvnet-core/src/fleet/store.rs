@@ -1,0 +1,796 @@
+//! `FleetStore`: the local store, with etcd claims around the writes that give or take an
+//! address of a shared pool. Networks without `--ipam-opt pool=` pass straight through
+//! (no etcd, no cost), so every front end keeps its one engine path.
+//!
+//! Order, so a crash never leaves two hosts with one address: the local row first, then
+//! the claim (a row without a claim is an attach that never got its address: rolled back
+//! locally as any other); the release after the row is gone, and a claim without a row
+//! is released by the keeper.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use super::coord::{Coordinator, Created, EtcdCoordinator, MemoryCoordinator};
+use super::queue::{self, PendingRelease};
+use super::{
+    claim_key, config_key, may_reuse, now_secs, Claim, HolderState, HostIdentity, PoolConfig,
+    Reuse, Seen,
+};
+use crate::model::{Container, Endpoint, FleetPool, LanConflict, Lease, MacAddr, Network};
+use crate::store::{EndpointRequest, NetworkCheck, Store};
+use crate::{conflict, Error, Result};
+
+/// How many held addresses one attach steps over before it gives up.
+const TRIES: usize = 64;
+
+type Connector = Box<dyn FnMut(&[String]) -> Result<Box<dyn Coordinator>>>;
+
+pub struct FleetStore {
+    inner: Box<dyn Store>,
+    root: PathBuf,
+    connect: Connector,
+    /// One coordinator per etcd cluster (its endpoint list).
+    coords: HashMap<Vec<String>, Box<dyn Coordinator>>,
+    host: Option<HostIdentity>,
+    /// Start the host's keeper after the first claim (not in unit tests).
+    start_keeper: bool,
+    keeper_started: bool,
+    /// Each network's pool, by network id (networks are read once per process).
+    pools: HashMap<String, Option<FleetPool>>,
+}
+
+impl FleetStore {
+    /// The store of `root` with etcd pools (connected on first use).
+    pub fn new(root: &Path, inner: Box<dyn Store>) -> FleetStore {
+        FleetStore {
+            inner,
+            root: root.to_path_buf(),
+            connect: Box::new(|eps| {
+                Ok(Box::new(EtcdCoordinator::new(eps)?) as Box<dyn Coordinator>)
+            }),
+            coords: HashMap::new(),
+            host: None,
+            start_keeper: std::env::var_os("MVNET_NO_FLEET_KEEPER").is_none(),
+            keeper_started: false,
+            pools: HashMap::new(),
+        }
+    }
+
+    /// A store whose pools live in `coord` (a fake cluster shared by the tests' "hosts"),
+    /// as host `host`, without a keeper.
+    pub fn with_memory(
+        root: &Path,
+        inner: Box<dyn Store>,
+        coord: MemoryCoordinator,
+        host: HostIdentity,
+    ) -> FleetStore {
+        let mut s = FleetStore::new(root, inner);
+        s.connect = Box::new(move |_| Ok(Box::new(coord.clone()) as Box<dyn Coordinator>));
+        s.host = Some(host);
+        s.start_keeper = false;
+        s
+    }
+
+    fn me(&mut self) -> Result<HostIdentity> {
+        if self.host.is_none() {
+            self.host = Some(super::host_identity(&self.root)?);
+        }
+        Ok(self.host.clone().expect("set above"))
+    }
+
+    fn coord(&mut self, pool: &FleetPool) -> Result<&mut dyn Coordinator> {
+        let eps = super::etcd_endpoints(pool)?;
+        if !self.coords.contains_key(&eps) {
+            let c = (self.connect)(&eps)?;
+            self.coords.insert(eps.clone(), c);
+        }
+        Ok(self.coords.get_mut(&eps).expect("inserted above").as_mut())
+    }
+
+    /// The pool of network `id`, if it has one.
+    fn pool_of(&mut self, network_id: &str) -> Result<Option<FleetPool>> {
+        if let Some(p) = self.pools.get(network_id) {
+            return Ok(p.clone());
+        }
+        let p = match self.inner.network(network_id) {
+            Ok(n) => n.fleet,
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        self.pools.insert(network_id.to_string(), p.clone());
+        Ok(p)
+    }
+
+    /// `MVNET_FLEET_LOG=1`: every claim and release with its etcd revision, in
+    /// `<root>/fleet/claims.log` (the churn test checks that no two owners' intervals of
+    /// one address overlap).
+    fn log(&self, what: &str, revision: i64, ip: IpAddr, endpoint: &str) {
+        log_claim(&self.root, what, revision, ip, endpoint);
+    }
+
+    fn holder_state(&mut self, pool: &FleetPool, claim: &Claim) -> Result<HolderState> {
+        if claim.host == super::LAN_HOST {
+            return Ok(HolderState {
+                alive: false,
+                seen: None,
+            });
+        }
+        let c = self.coord(pool)?;
+        let alive = c.get(&super::alive_key(&claim.host))?.is_some();
+        let seen = c
+            .get(&super::seen_key(&claim.host))?
+            .and_then(|(v, _)| serde_json::from_str::<Seen>(&v).ok())
+            .map(|s| s.at);
+        Ok(HolderState { alive, seen })
+    }
+
+    /// Claims `ip` for endpoint `ep` of `net`: `Ok(true)` when it is ours now, `Ok(false)`
+    /// when another host (or a LAN device) keeps it.
+    fn claim(
+        &mut self,
+        net: &Network,
+        pool: &FleetPool,
+        ep: &Endpoint,
+        ip: IpAddr,
+    ) -> Result<bool> {
+        let me = self.me()?;
+        let claim = Claim {
+            host: me.id.clone(),
+            host_name: me.name.clone(),
+            endpoint: ep.id.clone(),
+            container: ep.container_name.clone(),
+            network: net.name.clone(),
+            since: now_secs(),
+            holder: None,
+        };
+        let key = claim_key(&pool.pool, ip);
+        let value = claim.to_json();
+        let (held, mod_revision) = match self.coord(pool)?.create(&key, &value)? {
+            Created::Yes(rev) => {
+                self.log("claim", rev, ip, &ep.id);
+                return Ok(true);
+            }
+            Created::Held {
+                value,
+                mod_revision,
+            } => (Claim::parse(&value), mod_revision),
+        };
+        let Some(held) = held else {
+            return Ok(false); // not mvnet's record: keep off
+        };
+        if held.host == me.id && held.endpoint == ep.id {
+            // A claim retried after etcd had taken it: ours already.
+            self.log("claim", mod_revision, ip, &ep.id);
+            return Ok(true);
+        }
+        let we_have = held.host == me.id
+            && self
+                .inner
+                .endpoints_of_network(&net.id)?
+                .iter()
+                .any(|e| e.id == held.endpoint);
+        let holder = self.holder_state(pool, &held)?;
+        let probe_on = net.options.probe_window().is_some();
+        let reuse = may_reuse(
+            &held,
+            &me.id,
+            we_have,
+            holder,
+            now_secs(),
+            pool.grace_secs,
+            probe_on,
+        );
+        if reuse == Reuse::No {
+            return Ok(false);
+        }
+        match self.coord(pool)?.swap(&key, mod_revision, &value)? {
+            Some(rev) => {
+                tracing::info!(%ip, from = %held.host_name, ?reuse, "took over a pool address");
+                self.log("claim", rev, ip, &ep.id);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Releases this host's claim of `ip` for `endpoint`; queued when etcd does not answer.
+    fn release(&mut self, pool: &FleetPool, ip: IpAddr, endpoint: &str) {
+        let me = match self.me() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "no host identity: claim left for the keeper");
+                return;
+            }
+        };
+        let done = self
+            .coord(pool)
+            .and_then(|c| super::release_claim(c, &pool.pool, ip, &me.id, endpoint));
+        match done {
+            Ok(Some(rev)) => self.log("release", rev, ip, endpoint),
+            Ok(None) => {}
+            Err(e) => {
+                let queued = super::etcd_endpoints(pool).and_then(|etcd| {
+                    queue::push(
+                        &self.root,
+                        &PendingRelease {
+                            etcd,
+                            pool: pool.pool.clone(),
+                            ip,
+                            host: me.id.clone(),
+                            endpoint: endpoint.to_string(),
+                        },
+                    )
+                });
+                match queued {
+                    Ok(()) => crate::warn_user(&format!(
+                        "the release of {ip} in pool {} waits for etcd ({e}); it is queued and retried",
+                        pool.pool
+                    )),
+                    Err(q) => tracing::warn!(error = %q, "cannot queue a release"),
+                }
+                self.ensure_keeper();
+            }
+        }
+    }
+
+    /// Tries the queued releases of `pool`'s cluster (stops at the first that cannot
+    /// reach it: the attach that follows will say so).
+    fn drain_queue(&mut self, pool: &FleetPool) {
+        if queue::is_empty(&self.root) {
+            return;
+        }
+        let Ok(eps) = super::etcd_endpoints(pool) else {
+            return;
+        };
+        for (path, r) in queue::pending(&self.root) {
+            if r.etcd != eps {
+                continue;
+            }
+            let done = self
+                .coord(pool)
+                .and_then(|c| super::release_claim(c, &r.pool, r.ip, &r.host, &r.endpoint));
+            match done {
+                Ok(rev) => {
+                    if let Some(rev) = rev {
+                        self.log("release", rev, r.ip, &r.endpoint);
+                    }
+                    queue::done(&path);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn ensure_keeper(&mut self) {
+        if self.start_keeper && !self.keeper_started {
+            self.keeper_started = true;
+            super::keeper::ensure_running(&self.root);
+        }
+    }
+
+    /// Learns again which addresses the other hosts hold (the local marks may be stale).
+    fn refresh_marks(&mut self, net: &Network, pool: &FleetPool) -> Result<()> {
+        let me = self.me()?;
+        self.inner.forget_held_elsewhere(net)?;
+        let prefix = super::claims_prefix(&pool.pool);
+        let claims = self.coord(pool)?.list(&prefix)?;
+        for (key, value, _) in claims {
+            let Some(ip) = key
+                .strip_prefix(&prefix)
+                .and_then(|s| s.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            if Claim::parse(&value).is_some_and(|c| c.host != me.id) {
+                self.inner.mark_held_elsewhere(net, ip)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends one line to `<root>/fleet/claims.log` when `MVNET_FLEET_LOG` is set.
+pub(crate) fn log_claim(root: &Path, what: &str, revision: i64, ip: IpAddr, endpoint: &str) {
+    if std::env::var_os("MVNET_FLEET_LOG").is_none() {
+        return;
+    }
+    let path = root.join("fleet").join("claims.log");
+    let _ = crate::store::root::private_dir(&root.join("fleet"));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{what} {revision} {ip} {endpoint}");
+    }
+}
+
+/// Whether an allocation failed for want of a free address.
+fn is_full(e: &Error) -> bool {
+    matches!(e, Error::Conflict(m) if m.starts_with("no free address left"))
+}
+
+impl Store for FleetStore {
+    fn create_network(
+        &mut self,
+        net: &Network,
+        check: NetworkCheck,
+        created_parent: bool,
+    ) -> Result<()> {
+        if let Some(pool) = &net.fleet {
+            // Every host of the pool must mean the same subnet: the first one to create
+            // it records it, the others are checked against it.
+            let spec = &net.pools[0];
+            let ours = PoolConfig {
+                subnet: spec.subnet.to_string(),
+                gateway: spec.gateway.map(|g| g.to_string()),
+                ip_range: spec.ip_range.map(|r| r.to_string()),
+            };
+            let value = serde_json::to_string(&ours).expect("serializes");
+            if let Created::Held { value, .. } =
+                self.coord(pool)?.create(&config_key(&pool.pool), &value)?
+            {
+                let theirs: Option<PoolConfig> = serde_json::from_str(&value).ok();
+                if theirs.as_ref() != Some(&ours) {
+                    return Err(conflict!(
+                        "pool {} is {} on the other hosts, not {}: give every host the same --subnet, --gateway and --ip-range (or another pool name)",
+                        pool.pool,
+                        theirs.map_or_else(|| value.clone(), |t| describe(&t)),
+                        describe(&ours)
+                    ));
+                }
+            }
+        }
+        self.inner.create_network(net, check, created_parent)
+    }
+    fn networks(&mut self) -> Result<Vec<Network>> {
+        self.inner.networks()
+    }
+    fn update_network(&mut self, net: &Network) -> Result<()> {
+        self.pools.remove(&net.id);
+        self.inner.update_network(net)
+    }
+    fn network(&mut self, name_or_id: &str) -> Result<Network> {
+        self.inner.network(name_or_id)
+    }
+    fn remove_network(&mut self, id: &str) -> Result<Option<String>> {
+        self.pools.remove(id);
+        self.inner.remove_network(id)
+    }
+    fn parent_is_owned(&mut self, name: &str) -> Result<bool> {
+        self.inner.parent_is_owned(name)
+    }
+
+    fn reserve_endpoint(&mut self, net: &Network, req: &EndpointRequest) -> Result<Endpoint> {
+        let Some(pool) = net.fleet.clone() else {
+            return self.inner.reserve_endpoint(net, req);
+        };
+        self.drain_queue(&pool);
+        let mut refreshed = false;
+        for _ in 0..TRIES {
+            let ep = match self.inner.reserve_endpoint(net, req) {
+                Ok(ep) => ep,
+                Err(e) if is_full(&e) && !refreshed => {
+                    refreshed = true;
+                    self.refresh_marks(net, &pool)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some((ip, _)) = ep.ipv4 else {
+                return Ok(ep);
+            };
+            match self.claim(net, &pool, &ep, ip) {
+                Ok(true) => {
+                    self.ensure_keeper();
+                    return Ok(ep);
+                }
+                Ok(false) => {
+                    self.inner.remove_endpoint(&ep.id)?;
+                    if req.static_ipv4.is_some() {
+                        return Err(conflict!(
+                            "address {ip} is held by another host of pool {} (mvnet pool inspect {} says which); pick another --ip or leave it out to get a free one",
+                            pool.pool,
+                            pool.pool
+                        ));
+                    }
+                    self.inner.mark_held_elsewhere(net, ip)?;
+                }
+                Err(e) => {
+                    let _ = self.inner.remove_endpoint(&ep.id);
+                    return Err(e);
+                }
+            }
+        }
+        Err(conflict!(
+            "pool {} had no free address in {TRIES} tries: the other hosts hold them (mvnet pool inspect {}); remove containers or widen the pool",
+            pool.pool,
+            pool.pool
+        ))
+    }
+    fn activate_endpoint(&mut self, id: &str) -> Result<()> {
+        self.inner.activate_endpoint(id)
+    }
+    fn update_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
+        self.inner.update_endpoint(ep)
+    }
+    fn remove_endpoint(&mut self, id: &str) -> Result<Option<Endpoint>> {
+        let ep = self.inner.remove_endpoint(id)?;
+        if let Some(ep) = &ep {
+            if let (Some(pool), Some((ip, _))) = (self.pool_of(&ep.network_id)?, ep.ipv4) {
+                self.release(&pool, ip, &ep.id);
+            }
+        }
+        Ok(ep)
+    }
+    fn endpoints_of_network(&mut self, network_id: &str) -> Result<Vec<Endpoint>> {
+        self.inner.endpoints_of_network(network_id)
+    }
+    fn replace_conflicting_address(
+        &mut self,
+        net: &Network,
+        endpoint_id: &str,
+        ip: IpAddr,
+        holder: Option<MacAddr>,
+    ) -> Result<Endpoint> {
+        let Some(pool) = net.fleet.clone() else {
+            return self
+                .inner
+                .replace_conflicting_address(net, endpoint_id, ip, holder);
+        };
+        // The LAN device holds `ip` now: the claim becomes the LAN's, so no host tries it
+        // again before the grace period (and then only through the probe).
+        let me = self.me()?;
+        let key = claim_key(&pool.pool, ip);
+        if let Some((value, rev)) = self.coord(&pool)?.get(&key)? {
+            if Claim::parse(&value).is_some_and(|c| c.host == me.id && c.endpoint == endpoint_id) {
+                let lan = Claim {
+                    host: super::LAN_HOST.into(),
+                    host_name: "a device on the LAN".into(),
+                    endpoint: String::new(),
+                    container: String::new(),
+                    network: net.name.clone(),
+                    since: now_secs(),
+                    holder: holder.map(|m| m.to_string()),
+                };
+                if let Some(r) = self.coord(&pool)?.swap(&key, rev, &lan.to_json())? {
+                    self.log("release", r, ip, endpoint_id);
+                }
+            }
+        }
+        let mut ep = self
+            .inner
+            .replace_conflicting_address(net, endpoint_id, ip, holder)?;
+        for _ in 0..TRIES {
+            let Some((next, _)) = ep.ipv4 else {
+                return Ok(ep);
+            };
+            if self.claim(net, &pool, &ep, next)? {
+                return Ok(ep);
+            }
+            // Another host's: step over it as over a device on the LAN.
+            ep = self
+                .inner
+                .replace_conflicting_address(net, endpoint_id, next, None)?;
+        }
+        Err(conflict!(
+            "pool {} had no free address in {TRIES} tries after a LAN conflict",
+            pool.pool
+        ))
+    }
+    fn move_leased_address(
+        &mut self,
+        net: &Network,
+        endpoint_id: &str,
+        lease: &Lease,
+    ) -> Result<Endpoint> {
+        self.inner.move_leased_address(net, endpoint_id, lease)
+    }
+    fn record_lan_conflict(
+        &mut self,
+        net: &Network,
+        ip: IpAddr,
+        holder: Option<MacAddr>,
+    ) -> Result<()> {
+        self.inner.record_lan_conflict(net, ip, holder)
+    }
+    fn mark_held_elsewhere(&mut self, net: &Network, ip: IpAddr) -> Result<()> {
+        self.inner.mark_held_elsewhere(net, ip)
+    }
+    fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize> {
+        self.inner.forget_held_elsewhere(net)
+    }
+    fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>> {
+        self.inner.lan_conflicts(net)
+    }
+    fn clear_lan_conflicts(&mut self, net: &Network) -> Result<usize> {
+        self.inner.clear_lan_conflicts(net)
+    }
+    fn endpoints_of_container(&mut self, container_id: &str) -> Result<Vec<Endpoint>> {
+        self.inner.endpoints_of_container(container_id)
+    }
+    fn create_container(&mut self, c: &Container) -> Result<()> {
+        self.inner.create_container(c)
+    }
+    fn update_container(&mut self, c: &Container) -> Result<()> {
+        self.inner.update_container(c)
+    }
+    fn containers(&mut self) -> Result<Vec<Container>> {
+        self.inner.containers()
+    }
+    fn container(&mut self, name_or_id: &str) -> Result<Container> {
+        self.inner.container(name_or_id)
+    }
+    fn remove_container(&mut self, id: &str) -> Result<()> {
+        self.inner.remove_container(id)
+    }
+    fn take_reclaimed(&mut self) -> Vec<Endpoint> {
+        let eps = self.inner.take_reclaimed();
+        for ep in &eps {
+            if let (Ok(Some(pool)), Some((ip, _))) = (self.pool_of(&ep.network_id), ep.ipv4) {
+                self.release(&pool, ip, &ep.id);
+            }
+        }
+        eps
+    }
+    fn remove_unreadable_network(&mut self, name_or_id: &str) -> Result<Option<Vec<Endpoint>>> {
+        // Claims of the endpoints of a record that cannot be read go back through the
+        // keeper's reconciliation (their pool is in the record).
+        self.inner.remove_unreadable_network(name_or_id)
+    }
+    fn remove_unreadable_container(&mut self, name_or_id: &str) -> Result<bool> {
+        self.inner.remove_unreadable_container(name_or_id)
+    }
+}
+
+fn describe(c: &PoolConfig) -> String {
+    let mut s = format!("--subnet={}", c.subnet);
+    if let Some(g) = &c.gateway {
+        s.push_str(&format!(" --gateway={g}"));
+    }
+    if let Some(r) = &c.ip_range {
+        s.push_str(&format!(" --ip-range={r}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CreateNetworkRequest;
+    use crate::store::MemoryStore;
+
+    /// 10.103.19.0/29 with .1 the gateway: five addresses, shared as pool "office".
+    fn pooled(probe_ms: u32) -> Network {
+        let req = CreateNetworkRequest {
+            name: "lan".into(),
+            subnets: vec!["10.103.19.0/29".into()],
+            gateways: vec!["10.103.19.1".into()],
+            options: vec!["parent=eth0".into(), format!("probe_ms={probe_ms}")],
+            ipam_options: vec![
+                "pool=office".into(),
+                "etcd=http://10.0.0.5:2379".into(),
+                "grace=60".into(),
+            ],
+            ..Default::default()
+        };
+        let v = req.validate().unwrap();
+        Network {
+            id: "net1".into(),
+            name: "lan".into(),
+            driver: v.driver,
+            created: String::new(),
+            pools: v.pools,
+            internal: false,
+            ipv6: false,
+            ipv4_disabled: false,
+            dhcp: false,
+            fleet: v.fleet,
+            labels: Default::default(),
+            options: v.options,
+        }
+    }
+
+    fn host(coord: &MemoryCoordinator, id: &str, net: &Network) -> FleetStore {
+        let root = std::env::temp_dir().join(format!("mvnet-fleet-{id}-{}", crate::ids::new_id()));
+        crate::store::root::prepare(&root).unwrap();
+        let mut s = FleetStore::with_memory(
+            &root,
+            Box::new(MemoryStore::new()),
+            coord.clone(),
+            HostIdentity {
+                id: id.into(),
+                name: format!("host-{id}"),
+            },
+        );
+        s.create_network(net, &|_| Ok(()), false).unwrap();
+        s
+    }
+
+    fn attach(s: &mut FleetStore, net: &Network, name: &str, ip: Option<&str>) -> Result<Endpoint> {
+        s.reserve_endpoint(
+            net,
+            &EndpointRequest {
+                container_id: format!("id-{name}"),
+                container_name: name.into(),
+                netns: "/run/netns/x".into(),
+                owner_pid: std::process::id(),
+                static_ipv4: ip.map(|i| i.parse().unwrap()),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn ip(ep: &Endpoint) -> String {
+        ep.ipv4.unwrap().0.to_string()
+    }
+
+    #[test]
+    fn two_hosts_never_get_the_same_address() {
+        let coord = MemoryCoordinator::new();
+        let net = pooled(0);
+        let (mut a, mut b) = (host(&coord, "a", &net), host(&coord, "b", &net));
+        let mut got = Vec::new();
+        for i in 0..5 {
+            let s = if i % 2 == 0 { &mut a } else { &mut b };
+            got.push(ip(&attach(s, &net, &format!("c{i}"), None).unwrap()));
+        }
+        let mut unique = got.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 5, "{got:?}");
+        // Full on both hosts, with a message that says where the addresses are.
+        let e = attach(&mut b, &net, "late", None).unwrap_err().to_string();
+        assert!(
+            e.contains("no free address") || e.contains("pool office"),
+            "{e}"
+        );
+        // A release on one host frees the address for the other (which learns it when
+        // its pool looks full).
+        let first = a.endpoints_of_network("net1").unwrap()[0].clone();
+        a.remove_endpoint(&first.id).unwrap();
+        assert_eq!(ip(&attach(&mut b, &net, "late", None).unwrap()), ip(&first));
+    }
+
+    #[test]
+    fn a_static_address_another_host_holds_is_refused_and_nothing_is_left() {
+        let coord = MemoryCoordinator::new();
+        let net = pooled(0);
+        let (mut a, mut b) = (host(&coord, "a", &net), host(&coord, "b", &net));
+        let held = ip(&attach(&mut a, &net, "web", None).unwrap());
+        let e = attach(&mut b, &net, "copy", Some(&held))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("held by another host of pool office"), "{e}");
+        assert!(b.endpoints_of_network("net1").unwrap().is_empty());
+        // The next dynamic attach on b steps over it.
+        assert_ne!(ip(&attach(&mut b, &net, "other", None).unwrap()), held);
+    }
+
+    #[test]
+    fn every_host_must_mean_the_same_subnet() {
+        let coord = MemoryCoordinator::new();
+        let net = pooled(0);
+        let _a = host(&coord, "a", &net);
+        let mut other = net.clone();
+        other.pools[0].gateway = Some("10.103.19.6".parse().unwrap());
+        let root = std::env::temp_dir().join(format!("mvnet-fleet-c-{}", crate::ids::new_id()));
+        let mut c = FleetStore::with_memory(
+            &root,
+            Box::new(MemoryStore::new()),
+            coord.clone(),
+            HostIdentity {
+                id: "c".into(),
+                name: "host-c".into(),
+            },
+        );
+        let e = c
+            .create_network(&other, &|_| Ok(()), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pool office is --subnet=10.103.19.0/29 --gateway=10.103.19.1"),
+            "{e}"
+        );
+        assert!(c.networks().unwrap().is_empty());
+    }
+
+    #[test]
+    fn without_etcd_no_new_address_and_releases_wait_in_the_queue() {
+        let coord = MemoryCoordinator::new();
+        let net = pooled(0);
+        let mut a = host(&coord, "a", &net);
+        let web = attach(&mut a, &net, "web", None).unwrap();
+        coord.set_down(true);
+        let e = attach(&mut a, &net, "new", None).unwrap_err();
+        assert!(matches!(e, Error::Unavailable(_)), "{e}");
+        assert_eq!(
+            a.endpoints_of_network("net1").unwrap().len(),
+            1,
+            "nothing left behind"
+        );
+        // rm works locally; the release waits.
+        a.remove_endpoint(&web.id).unwrap();
+        assert!(a.endpoints_of_network("net1").unwrap().is_empty());
+        assert_eq!(queue::pending(&a.root).len(), 1);
+        let mut check = coord.clone();
+        coord.set_down(false);
+        let key = claim_key("office", web.ipv4.unwrap().0);
+        assert!(
+            check.get(&key).unwrap().is_some(),
+            "still claimed while queued"
+        );
+        // Back: the next attach gets the queued release through first.
+        attach(&mut a, &net, "new", None).unwrap();
+        assert!(queue::pending(&a.root).is_empty());
+        let _ = std::fs::remove_dir_all(&a.root);
+    }
+
+    #[test]
+    fn a_gone_hosts_addresses_come_back_only_after_the_grace_period_and_with_the_probe() {
+        let coord = MemoryCoordinator::new();
+        for (probe, reused) in [(100, true), (0, false)] {
+            let coord = MemoryCoordinator::new();
+            let net = pooled(probe);
+            let (mut a, mut b) = (host(&coord, "a", &net), host(&coord, "b", &net));
+            for i in 0..5 {
+                attach(&mut a, &net, &format!("c{i}"), None).unwrap();
+            }
+            let mut kv = coord.clone();
+            // Host a was last seen 61 s ago and its lease ran out (no alive key).
+            let seen = Seen {
+                name: "host-a".into(),
+                at: now_secs() - 61,
+            };
+            kv.create(
+                &super::super::seen_key("a"),
+                &serde_json::to_string(&seen).unwrap(),
+            )
+            .unwrap();
+            // The claims are older than that too.
+            for (k, v, r) in kv.list(&super::super::claims_prefix("office")).unwrap() {
+                let mut c = Claim::parse(&v).unwrap();
+                c.since -= 120;
+                kv.swap(&k, r, &c.to_json()).unwrap();
+            }
+            let got = attach(&mut b, &net, "new", None);
+            assert_eq!(got.is_ok(), reused, "probe_ms={probe}: {got:?}");
+        }
+        drop(coord);
+        // Still alive (its alive key exists): never.
+        let coord = MemoryCoordinator::new();
+        let net = pooled(100);
+        let (mut a, mut b) = (host(&coord, "a", &net), host(&coord, "b", &net));
+        for i in 0..5 {
+            attach(&mut a, &net, &format!("c{i}"), None).unwrap();
+        }
+        let mut kv = coord.clone();
+        kv.create(&super::super::alive_key("a"), "host-a").unwrap();
+        assert!(attach(&mut b, &net, "new", None).is_err());
+    }
+
+    #[test]
+    fn a_lan_conflict_hands_the_address_to_the_lan_and_claims_the_next() {
+        let coord = MemoryCoordinator::new();
+        let net = pooled(100);
+        let mut a = host(&coord, "a", &net);
+        let ep = attach(&mut a, &net, "web", None).unwrap();
+        let old = ep.ipv4.unwrap().0;
+        let moved = a
+            .replace_conflicting_address(&net, &ep.id, old, Some(MacAddr([2, 0, 0, 0, 0, 9])))
+            .unwrap();
+        let new = moved.ipv4.unwrap().0;
+        assert_ne!(new, old);
+        let mut kv = coord.clone();
+        let lan = Claim::parse(&kv.get(&claim_key("office", old)).unwrap().unwrap().0).unwrap();
+        assert_eq!(lan.host, super::super::LAN_HOST);
+        assert_eq!(lan.holder.as_deref(), Some("02:00:00:00:00:09"));
+        let mine = Claim::parse(&kv.get(&claim_key("office", new)).unwrap().unwrap().0).unwrap();
+        assert_eq!(
+            (mine.host.as_str(), mine.endpoint.as_str()),
+            ("a", ep.id.as_str())
+        );
+    }
+}
