@@ -113,6 +113,17 @@ pub enum Command {
     /// Remove stopped containers and networks without endpoints.
     #[command(subcommand)]
     System(SystemCmd),
+    /// Shared address pools (--ipam-opt pool=NAME): who holds what, per host, from etcd.
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Internal: keeps this host alive in the etcd of its shared pools, retries queued
+    /// releases, reconciles claims (started on demand, or by mvnet-fleet.service).
+    #[command(name = "fleet-keeper", hide = true)]
+    FleetKeeper {
+        /// Keep running without shared pools (for a service manager).
+        #[arg(long)]
+        stay: bool,
+    },
     /// Internal: write the man pages (mvnet.1, mvnet-network-create.1, ...) into DIR.
     #[command(name = "__man", hide = true)]
     Man { dir: std::path::PathBuf },
@@ -300,6 +311,24 @@ pub struct CreateArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum PoolCmd {
+    /// List the shared pools of this host's networks, with what etcd says of each.
+    Ls {
+        /// json, or a Go template ('{{.Name}} {{.Addresses}}').
+        #[arg(long, default_value = "")]
+        format: String,
+    },
+    /// Show a pool from etcd: every address, the host and container that hold it, and the
+    /// hosts (alive or last seen).
+    Inspect {
+        /// A Go template applied to the pool, e.g. '{{range .Addresses}}{{.Address}} {{.Host}}\n{{end}}'.
+        #[arg(short = 'f', long, default_value = "")]
+        format: String,
+        pool: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum SystemCmd {
     /// Remove every stopped container and every network without endpoints.
     Prune {
@@ -315,6 +344,10 @@ pub enum LabCmd {
     Up {
         #[arg(long, default_value = mvnet_lab::DEFAULT_LAB)]
         name: String,
+        /// Docker hosts on the LAN (host, host2, ... at 10.103.19.10, .11, ...), each with
+        /// its own mvnet state: a fleet to try shared pools on.
+        #[arg(long, default_value_t = 1)]
+        hosts: usize,
     },
     /// Remove the lab and everything in it, even after a crash.
     Down {
@@ -325,6 +358,9 @@ pub enum LabCmd {
     Exec {
         #[arg(long, default_value = mvnet_lab::DEFAULT_LAB)]
         name: String,
+        /// Which docker host of a multi-host lab (1, 2, ...).
+        #[arg(long, default_value_t = 1)]
+        host: usize,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },

@@ -8,6 +8,9 @@
 //!   {lab}-peer eth0 10.103.19.20 (another LAN host)                  ──┘
 //! ```
 //!
+//! `up_with_hosts(n)` adds docker hosts `host2`.. at 10.103.19.11.. (each with its own
+//! mvnet state root), and `add_machine` any other machine on the LAN (an etcd member, say).
+//!
 //! Where the kernel has 802.1Q, a second switch (br1) carries a trunk, as in the seed:
 //! the host's `ens19` (left down, like a fresh trunk port), the gateway's `ens19` with
 //! VLAN 1317 (10.103.17.1) and 1318 (10.103.18.1), and the peer's `ens19` with VLAN 1317
@@ -71,6 +74,109 @@ impl Lab {
     /// State of the mvnet running *inside* the lab host: separate from the real host's.
     pub fn state_root(&self) -> PathBuf {
         Path::new("/run/mvnet/lab").join(&self.name)
+    }
+
+    /// The namespace of docker host `n` (1 is `host`; more with `up_with_hosts`).
+    pub fn host_part(n: usize) -> String {
+        if n <= 1 {
+            "host".into()
+        } else {
+            format!("host{n}")
+        }
+    }
+
+    /// The state root of docker host `n`: each host of a multi-host lab is a machine of
+    /// its own, with its own mvnet state (host 1 keeps the lab's root).
+    pub fn host_state_root(&self, n: usize) -> PathBuf {
+        if n <= 1 {
+            self.state_root()
+        } else {
+            self.state_root().join("hosts").join(Lab::host_part(n))
+        }
+    }
+
+    /// The address of docker host `n` on the LAN: 10.103.19.10, .11, ...
+    pub fn host_ip(n: usize) -> IpAddr {
+        let last = 9 + n.max(1) as u8;
+        IpAddr::from([10, 103, 19, last])
+    }
+
+    /// Builds the lab with `hosts` docker hosts on the LAN (host, host2, host3, ...), each
+    /// with its own state root.
+    pub fn up_with_hosts(&self, hosts: usize) -> Result<()> {
+        if !(1..=9).contains(&hosts) {
+            return Err(mvnet_core::invalid!("a lab has 1 to 9 docker hosts, not {hosts}"));
+        }
+        self.up()?;
+        let added = (2..=hosts).try_for_each(|n| {
+            self.add_machine(&Lab::host_part(n), Lab::host_ip(n))?;
+            mvnet_core::store::root::prepare(&self.state_root().join("hosts"))?;
+            mvnet_core::store::root::prepare(&self.host_state_root(n))
+        });
+        if added.is_err() {
+            let _ = self.down();
+        }
+        added
+    }
+
+    /// How many docker hosts the lab has.
+    pub fn host_count(&self) -> usize {
+        1 + (2..=9)
+            .take_while(|&n| self.netns_path(&Lab::host_part(n)).exists())
+            .count()
+    }
+
+    /// Adds a machine to the LAN: namespace `{lab}-{part}` with `eth0` at `ip`/24 (default
+    /// route via the gateway), plugged into the switch. `lab down` removes it with the rest.
+    pub fn add_machine(&self, part: &str, ip: IpAddr) -> Result<()> {
+        if PARTS.contains(&part) || part.len() > 12 {
+            return Err(mvnet_core::invalid!(
+                "a lab machine needs a new name of at most 12 characters, not {part}"
+            ));
+        }
+        mvnet_core::store::root::prepare(&self.state_root())?;
+        self.record_machine(part)?;
+        let machine = netns::create_named(&self.netns_name(part))?;
+        let sw_ns = Netns::open(self.netns_path("sw"))?;
+        let mut sw = Netlink::in_netns(&sw_ns)?;
+        let br = sw
+            .link_by_name("br0")
+            .kernel("find br0")?
+            .ok_or_else(|| Error::Internal("the lab switch has no br0".into()))?;
+        plug(&mut sw, br.index, &format!("p-{part}"), &machine, "eth0")?;
+        configure(
+            &mut Netlink::in_netns(&machine)?,
+            "eth0",
+            ip,
+            24,
+            Some(GATEWAY.parse().unwrap()),
+        )?;
+        let mut lo = Netlink::in_netns(&machine)?;
+        up_link(&mut lo, "lo")?;
+        Ok(())
+    }
+
+    fn machines_file(&self) -> PathBuf {
+        Path::new("/run/mvnet/lab").join(format!("{}.machines", self.name))
+    }
+
+    fn record_machine(&self, part: &str) -> Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.machines_file())
+            .map_err(|e| Error::io("record a lab machine", e))?;
+        writeln!(f, "{part}").map_err(|e| Error::io("record a lab machine", e))
+    }
+
+    /// The machines `add_machine` added.
+    fn machines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.machines_file())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn exists(&self) -> bool {
@@ -215,19 +321,30 @@ impl Lab {
     /// after a crash, twice, or on a lab that never fully came up.
     pub fn down(&self) -> Result<()> {
         let root = self.state_root();
-        if root.join("mvnet.db").exists() {
-            if let Ok(mut engine) = mvnet_core::engine::Engine::open(&root) {
-                for c in engine.containers().unwrap_or_default() {
-                    let _ = mvnet_core::runtime::remove(&mut engine, &c.id, true);
+        let machines = self.machines();
+        let roots = std::iter::once(root.clone()).chain(
+            machines
+                .iter()
+                .filter_map(|m| m.strip_prefix("host")?.parse::<usize>().ok())
+                .map(|n| self.host_state_root(n)),
+        );
+        for r in roots {
+            mvnet_core::fleet::keeper::stop(&r);
+            if r.join("mvnet.db").exists() {
+                if let Ok(mut engine) = mvnet_core::engine::Engine::open_local(&r) {
+                    for c in engine.containers().unwrap_or_default() {
+                        let _ = mvnet_core::runtime::remove(&mut engine, &c.id, true);
+                    }
                 }
             }
         }
         let mut first_err = None;
-        for part in PARTS {
+        for part in PARTS.iter().copied().chain(machines.iter().map(String::as_str)) {
             if let Err(e) = netns::remove_persistent(&self.netns_path(part)) {
                 first_err.get_or_insert(e);
             }
         }
+        let _ = std::fs::remove_file(self.machines_file());
         if root.exists() {
             if let Err(e) = std::fs::remove_dir_all(&root) {
                 first_err.get_or_insert(Error::io(format!("remove {}", root.display()), e));
@@ -316,10 +433,15 @@ pub struct LabGuard {
 
 impl LabGuard {
     pub fn up(name: &str) -> Result<LabGuard> {
+        LabGuard::up_with_hosts(name, 1)
+    }
+
+    /// A lab with `hosts` docker hosts (see [`Lab::up_with_hosts`]).
+    pub fn up_with_hosts(name: &str, hosts: usize) -> Result<LabGuard> {
         let lab = Lab::new(name)?;
         // A previous crashed run may have left it behind.
         let _ = lab.down();
-        lab.up()?;
+        lab.up_with_hosts(hosts)?;
         Ok(LabGuard { lab })
     }
 }
@@ -335,15 +457,33 @@ impl Drop for LabGuard {
 /// A command that runs on the lab's docker host: inside its netns, with the lab's own mvnet
 /// state, and with this mvnet first on PATH.
 pub fn lab_command(lab: &Lab, argv: &[String]) -> Result<std::process::Command> {
+    lab_command_on(lab, 1, argv)
+}
+
+/// [`lab_command`] on docker host `host` (1, 2, ...) of a multi-host lab.
+pub fn lab_command_on(lab: &Lab, host: usize, argv: &[String]) -> Result<std::process::Command> {
     if !lab.exists() {
         return Err(mvnet_core::not_found!(
             "lab {} is not up; start it with: mvnet lab up",
             lab.name
         ));
     }
-    let mut cmd = mvnet_core::netns::command_in(&lab.host_netns(), &argv[0])?;
+    if host > lab.host_count() {
+        return Err(mvnet_core::not_found!(
+            "lab {} has {} docker host(s), not {host}; start it with: mvnet lab up --hosts {host}",
+            lab.name,
+            lab.host_count()
+        ));
+    }
+    let mut cmd = mvnet_core::netns::command_in(&lab.netns_path(&Lab::host_part(host)), &argv[0])?;
     cmd.args(&argv[1..]);
-    cmd.env("MVNET_ROOT", lab.state_root());
+    cmd.env("MVNET_ROOT", lab.host_state_root(host));
+    // Each lab host is a machine of its own: its own name in the fleet.
+    if host > 1 {
+        cmd.env("MVNET_HOST_NAME", format!("{}-{}", lab.name, Lab::host_part(host)));
+    } else {
+        cmd.env("MVNET_HOST_NAME", format!("{}-host", lab.name));
+    }
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
             let path = std::env::var("PATH").unwrap_or_default();

@@ -131,3 +131,144 @@ impl Sniffer {
         (n > 0).then_some((n as usize, from))
     }
 }
+
+/// An etcd cluster on a lab's LAN (Debian's etcd-server): member `i` (1-based) runs in
+/// its own machine `etcd{i}` at 10.103.19.(30+i), with its data on tmpfs. Started and
+/// stopped by the test that needs it; every member is killed (and its data removed) on drop,
+/// even when the test fails.
+pub struct EtcdCluster {
+    lab: crate::Lab,
+    members: Vec<Option<std::process::Child>>,
+    data: std::path::PathBuf,
+}
+
+impl EtcdCluster {
+    pub fn member_ip(i: usize) -> String {
+        format!("10.103.19.{}", 30 + i)
+    }
+
+    /// `members` members on `lab`'s LAN; returns once the cluster answers.
+    pub fn start(lab: &crate::Lab, members: usize) -> EtcdCluster {
+        let data = std::path::PathBuf::from(format!("/dev/shm/mvnet-etcd-{}", lab.name));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).expect("etcd data directory");
+        for i in 1..=members {
+            lab.add_machine(&format!("etcd{i}"), EtcdCluster::member_ip(i).parse().unwrap())
+                .expect("an etcd machine on the lab LAN");
+        }
+        let mut c = EtcdCluster {
+            lab: lab.clone(),
+            members: (0..members).map(|_| None).collect(),
+            data,
+        };
+        for i in 1..=members {
+            c.start_member(i);
+        }
+        c.wait_healthy(std::time::Duration::from_secs(30));
+        c
+    }
+
+    /// The client URLs, comma-separated (for `--ipam-opt etcd=`).
+    pub fn endpoints(&self) -> String {
+        (1..=self.members.len())
+            .map(|i| format!("http://{}:2379", EtcdCluster::member_ip(i)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts member `i` (again: with its data, it rejoins).
+    pub fn start_member(&mut self, i: usize) {
+        let n = self.members.len();
+        let cluster: Vec<String> = (1..=n)
+            .map(|j| format!("m{j}=http://{}:2380", EtcdCluster::member_ip(j)))
+            .collect();
+        let ip = EtcdCluster::member_ip(i);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join(format!("m{i}.log")))
+            .expect("etcd log");
+        let mut cmd = mvnet_core::netns::command_in(
+            &self.lab.netns_path(&format!("etcd{i}")),
+            "etcd",
+        )
+        .expect("etcd (install etcd-server)");
+        cmd.args([
+            "--name",
+            &format!("m{i}"),
+            "--data-dir",
+            &self.data.join(format!("m{i}")).display().to_string(),
+            "--listen-client-urls",
+            &format!("http://{ip}:2379"),
+            "--advertise-client-urls",
+            &format!("http://{ip}:2379"),
+            "--listen-peer-urls",
+            &format!("http://{ip}:2380"),
+            "--initial-advertise-peer-urls",
+            &format!("http://{ip}:2380"),
+            "--initial-cluster",
+            &cluster.join(","),
+            "--initial-cluster-token",
+            &self.lab.name,
+            "--initial-cluster-state",
+            "new",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+        self.members[i - 1] = Some(cmd.spawn().expect("start etcd"));
+    }
+
+    /// Kills member `i` (SIGKILL, as a crash).
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `etcdctl ARGS` against the cluster, from the lab's first docker host.
+    pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = mvnet_core::netns::command_in(&self.lab.host_netns(), "etcdctl")
+            .expect("etcdctl (install etcd-client)");
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoints()))
+            .arg("--dial-timeout=2s")
+            .arg("--command-timeout=3s")
+            .args(args);
+        cmd.output().expect("run etcdctl")
+    }
+
+    /// Waits until a write goes through (a leader and a quorum).
+    pub fn wait_healthy(&self, limit: std::time::Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            let o = self.etcdctl(&["put", "/mvnet-test/health", "ok"]);
+            if o.status.success() {
+                return;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "etcd did not come up: {} {}",
+                String::from_utf8_lossy(&o.stderr),
+                std::fs::read_to_string(self.data.join("m1.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 1..=self.members.len() {
+            self.kill_member(i);
+        }
+        if std::env::var_os("MVNET_KEEP_TEST_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.data);
+        }
+    }
+}

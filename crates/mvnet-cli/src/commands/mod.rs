@@ -1,6 +1,7 @@
 mod container;
 mod lab;
 mod network;
+mod pool;
 mod system;
 
 use mvnet_core::engine::Engine;
@@ -32,6 +33,7 @@ pub fn dispatch(cli: Cli, root_given: bool) -> Result<u8> {
         Command::Lab(cmd) => lab::run(cmd),
         Command::Demo { keep, name } => crate::demo::run(&name, keep),
         other => {
+            let cli_root = cli.root.clone();
             let mut engine = Engine::open(&cli.root)?;
             match other {
                 Command::Network(cmd) => network::run(&mut engine, cmd),
@@ -61,6 +63,18 @@ pub fn dispatch(cli: Cli, root_given: bool) -> Result<u8> {
                     for line in engine.restore()? {
                         println!("{line}");
                     }
+                    // Shared pools: etcd and this host's rows agree again (a pool whose
+                    // etcd does not answer is reported, and the keeper retries).
+                    match engine.fleet_reconcile() {
+                        Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+                        Err(e) => println!("shared pools not reconciled: {e}"),
+                    }
+                    Ok(0)
+                }
+                Command::Pool(cmd) => pool::run(&mut engine, cmd),
+                Command::FleetKeeper { stay } => {
+                    drop(engine);
+                    mvnet_core::fleet::keeper::run(&cli_root, stay)?;
                     Ok(0)
                 }
                 Command::Info { format } => system::info(&mut engine, &format),

@@ -84,10 +84,15 @@ impl TestLab {
     }
 
     pub fn new() -> TestLab {
+        TestLab::with_hosts(1)
+    }
+
+    /// A lab with `hosts` docker hosts on its LAN, each with its own state root.
+    pub fn with_hosts(hosts: usize) -> TestLab {
         require_root();
         let name = format!("t{}", &mvnet_core::ids::new_id()[..10]);
         TestLab {
-            guard: LabGuard::up(&name).expect("lab comes up"),
+            guard: LabGuard::up_with_hosts(&name, hosts).expect("lab comes up"),
         }
     }
 
@@ -101,11 +106,31 @@ impl TestLab {
 
     /// `mvnet ARGS` on the lab's docker host, with the lab's state root.
     pub fn mvnet(&self, args: &[&str]) -> Out {
+        self.mvnet_on(1, args)
+    }
+
+    /// `mvnet ARGS` on docker host `host` of a multi-host lab (its own state root and
+    /// host name).
+    pub fn mvnet_on(&self, host: usize, args: &[&str]) -> Out {
         let mut argv = vec![env!("CARGO_BIN_EXE_mvnet")];
         argv.extend_from_slice(args);
-        let mut cmd = in_netns(&self.guard.lab.host_netns(), &argv);
-        cmd.env("MVNET_ROOT", self.root()).env_remove("MVNET_LOG");
+        let lab = &self.guard.lab;
+        let mut cmd = in_netns(&lab.netns_path(&mvnet_lab::Lab::host_part(host)), &argv);
+        cmd.env("MVNET_ROOT", lab.host_state_root(host))
+            .env("MVNET_HOST_NAME", mvnet_lab::Lab::host_part(host))
+            .env_remove("MVNET_LOG");
         cmd.output().expect("run mvnet").into()
+    }
+
+    /// `mvnet_on` that must succeed; returns stdout.
+    pub fn ok_on(&self, host: usize, args: &[&str]) -> String {
+        let o = self.mvnet_on(host, args);
+        assert_eq!(
+            o.code, 0,
+            "mvnet {args:?} on host {host} failed: {}{}",
+            o.stdout, o.stderr
+        );
+        o.stdout
     }
 
     /// `mvnet-cni` (the workspace's build, next to `mvnet`) on the lab's docker host with the
@@ -124,9 +149,28 @@ impl TestLab {
         conf: &str,
         extra: &[(&str, &str)],
     ) -> Out {
+        self.cni_on(1, command, netns, ifname, id, conf, extra)
+    }
+
+    /// `cni_with` on docker host `host` of a multi-host lab.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cni_on(
+        &self,
+        host: usize,
+        command: &str,
+        netns: &str,
+        ifname: &str,
+        id: &str,
+        conf: &str,
+        extra: &[(&str, &str)],
+    ) -> Out {
         use std::io::Write;
         let plugin = std::path::Path::new(env!("CARGO_BIN_EXE_mvnet")).with_file_name("mvnet-cni");
-        let mut cmd = in_netns(&self.guard.lab.host_netns(), &[plugin.to_str().unwrap()]);
+        let lab = &self.guard.lab;
+        let mut cmd = in_netns(
+            &lab.netns_path(&mvnet_lab::Lab::host_part(host)),
+            &[plugin.to_str().unwrap()],
+        );
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", command)
@@ -134,7 +178,8 @@ impl TestLab {
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", ifname)
             .env("CNI_PATH", "/usr/lib/cni")
-            .env("MVNET_ROOT", self.root())
+            .env("MVNET_ROOT", lab.host_state_root(host))
+            .env("MVNET_HOST_NAME", mvnet_lab::Lab::host_part(host))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());

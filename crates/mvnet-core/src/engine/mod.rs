@@ -54,6 +54,16 @@ impl Engine {
         ))
     }
 
+    /// The engine of `root` without etcd: what a teardown of the whole root uses (a lab
+    /// going away has nobody to hand its shared addresses to).
+    pub fn open_local(root: &Path) -> Result<Engine> {
+        Ok(Engine::with_parts(
+            root,
+            Box::new(SqliteStore::open(root)?),
+            Box::new(RealOs::new()),
+        ))
+    }
+
     /// An engine over any store and OS (unit tests use the in-memory ones).
     pub fn with_parts(root: &Path, store: Box<dyn Store>, os: Box<dyn Os>) -> Engine {
         Engine {
@@ -225,6 +235,66 @@ impl Engine {
 
     pub fn networks(&mut self) -> Result<Vec<Network>> {
         self.store.networks()
+    }
+
+    // ----- shared pools (fleets) --------------------------------------------------------
+
+    /// The shared pools this host's networks use, each with its networks here.
+    pub fn fleet_pools(&mut self) -> Result<Vec<(crate::model::FleetPool, Vec<Network>)>> {
+        let mut out: Vec<(crate::model::FleetPool, Vec<Network>)> = Vec::new();
+        for n in self.store.networks()? {
+            let Some(p) = n.fleet.clone() else { continue };
+            match out.iter_mut().find(|(q, _)| q.pool == p.pool) {
+                Some((_, nets)) => nets.push(n),
+                None => out.push((p, vec![n])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `mvnet pool inspect NAME`, from etcd.
+    pub fn pool_inspect(&mut self, name: &str) -> Result<serde_json::Value> {
+        let (pool, nets) = self
+            .fleet_pools()?
+            .into_iter()
+            .find(|(p, _)| p.pool == name)
+            .ok_or_else(|| {
+                not_found!(
+                    "no network on this host uses pool {}; mvnet pool ls lists the pools here",
+                    crate::quote(name)
+                )
+            })?;
+        let mut coord =
+            crate::fleet::coord::EtcdCoordinator::new(&crate::fleet::etcd_endpoints(&pool)?)?;
+        crate::fleet::view::inspect(&pool, &nets, &mut coord)
+    }
+
+    /// Makes etcd and this host's rows agree for every shared pool (`mvnet restore`; the
+    /// keeper does it every 30 s): stale claims of this host released, lost ones made again.
+    pub fn fleet_reconcile(&mut self) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        let me = crate::fleet::host_identity(&self.root)?;
+        for (pool, nets) in self.fleet_pools()? {
+            let mut coord =
+                crate::fleet::coord::EtcdCoordinator::new(&crate::fleet::etcd_endpoints(&pool)?)?;
+            for net in nets {
+                let (released, claimed) = crate::fleet::keeper::reconcile(
+                    &mut coord,
+                    self.store.as_mut(),
+                    &net,
+                    &me.id,
+                    &me.name,
+                    &self.root,
+                )?;
+                if released + claimed > 0 {
+                    done.push(format!(
+                        "pool {} (network {}): released {released} stale claims, claimed {claimed} again",
+                        pool.pool, net.name
+                    ));
+                }
+            }
+        }
+        Ok(done)
     }
 
     pub fn network(&mut self, name_or_id: &str) -> Result<Network> {

@@ -44,6 +44,17 @@ fn try_lock(root: &Path) -> Result<Option<std::fs::File>> {
     Ok(Some(f))
 }
 
+/// Stops the keeper of `root`, if one runs (its pid is in the lock file).
+pub fn stop(root: &Path) {
+    let pid = std::fs::read_to_string(lock_path(root))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    if let (Some(pid), true) = (pid, is_running(root)) {
+        // SAFETY: kill(2) only sends a signal.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
+
 /// Whether a keeper holds `root`'s lock.
 pub fn is_running(root: &Path) -> bool {
     match try_lock(root) {
@@ -108,13 +119,19 @@ struct Cluster {
 /// The keeper's loop (`mvnet fleet-keeper`). Returns when another keeper holds the lock,
 /// or when the root has had no shared pool for a while (`stay`: never).
 pub fn run(root: &Path, stay: bool) -> Result<()> {
-    let Some(_lock) = try_lock(root)? else {
+    let Some(mut lock) = try_lock(root)? else {
         eprintln!(
             "mvnet fleet-keeper: another keeper serves {}",
             root.display()
         );
         return Ok(());
     };
+    {
+        // Who holds it, for `stop` (and people).
+        use std::io::Write;
+        let _ = lock.set_len(0);
+        let _ = writeln!(lock, "{}", std::process::id());
+    }
     let me = super::host_identity(root)?;
     eprintln!(
         "mvnet fleet-keeper: host {} ({}) for {}",
@@ -126,6 +143,11 @@ pub fn run(root: &Path, stay: bool) -> Result<()> {
     let mut idle_since: Option<Instant> = None;
     let mut last_reconcile: Option<Instant> = None;
     loop {
+        // The root went away (a lab torn down): so does its keeper, without re-creating it.
+        if !root.join("mvnet.db").exists() {
+            eprintln!("mvnet fleet-keeper: {} is gone; leaving", root.display());
+            return Ok(());
+        }
         let mut store = SqliteStore::open(root)?;
         let nets: Vec<_> = store
             .networks()?

@@ -31,12 +31,14 @@
 //! - `store.rs`: the `Store` wrapper that claims and releases around the local store;
 //! - `queue.rs`: releases waiting for etcd;
 //! - `keeper.rs`: the per-host process that keeps the host alive in etcd and drains the
-//!   queue.
+//!   queue;
+//! - `view.rs`: what `mvnet pool ls` and `pool inspect` show.
 
 pub mod coord;
 pub mod keeper;
 pub mod queue;
 mod store;
+pub mod view;
 
 pub use store::FleetStore;
 
