@@ -105,7 +105,9 @@ impl Lab {
     /// with its own state root.
     pub fn up_with_hosts(&self, hosts: usize) -> Result<()> {
         if !(1..=9).contains(&hosts) {
-            return Err(mvnet_core::invalid!("a lab has 1 to 9 docker hosts, not {hosts}"));
+            return Err(mvnet_core::invalid!(
+                "a lab has 1 to 9 docker hosts, not {hosts}"
+            ));
         }
         self.up()?;
         let added = (2..=hosts).try_for_each(|n| {
@@ -339,7 +341,11 @@ impl Lab {
             }
         }
         let mut first_err = None;
-        for part in PARTS.iter().copied().chain(machines.iter().map(String::as_str)) {
+        for part in PARTS
+            .iter()
+            .copied()
+            .chain(machines.iter().map(String::as_str))
+        {
             if let Err(e) = netns::remove_persistent(&self.netns_path(part)) {
                 first_err.get_or_insert(e);
             }
@@ -480,7 +486,10 @@ pub fn lab_command_on(lab: &Lab, host: usize, argv: &[String]) -> Result<std::pr
     cmd.env("MVNET_ROOT", lab.host_state_root(host));
     // Each lab host is a machine of its own: its own name in the fleet.
     if host > 1 {
-        cmd.env("MVNET_HOST_NAME", format!("{}-{}", lab.name, Lab::host_part(host)));
+        cmd.env(
+            "MVNET_HOST_NAME",
+            format!("{}-{}", lab.name, Lab::host_part(host)),
+        );
     } else {
         cmd.env("MVNET_HOST_NAME", format!("{}-host", lab.name));
     }

@@ -153,8 +153,11 @@ impl EtcdCluster {
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).expect("etcd data directory");
         for i in 1..=members {
-            lab.add_machine(&format!("etcd{i}"), EtcdCluster::member_ip(i).parse().unwrap())
-                .expect("an etcd machine on the lab LAN");
+            lab.add_machine(
+                &format!("etcd{i}"),
+                EtcdCluster::member_ip(i).parse().unwrap(),
+            )
+            .expect("an etcd machine on the lab LAN");
         }
         let mut c = EtcdCluster {
             lab: lab.clone(),
@@ -188,11 +191,9 @@ impl EtcdCluster {
             .append(true)
             .open(self.data.join(format!("m{i}.log")))
             .expect("etcd log");
-        let mut cmd = mvnet_core::netns::command_in(
-            &self.lab.netns_path(&format!("etcd{i}")),
-            "etcd",
-        )
-        .expect("etcd (install etcd-server)");
+        let mut cmd =
+            mvnet_core::netns::command_in(&self.lab.netns_path(&format!("etcd{i}")), "etcd")
+                .expect("etcd (install etcd-server)");
         cmd.args([
             "--name",
             &format!("m{i}"),

@@ -39,6 +39,10 @@ pub trait Coordinator: Send {
     fn get(&mut self, key: &str) -> Result<Option<(String, i64)>>;
     /// Every key under `prefix`: (key, value, mod_revision), in key order.
     fn list(&mut self, prefix: &str) -> Result<Vec<(String, String, i64)>>;
+    /// The first write of `key` after revision `after` (from etcd's history): its
+    /// revision, and whether it deleted the key. `None` if there was none. A release whose
+    /// answer was lost (a member died mid-call) learns this way whether it went through.
+    fn first_change_after(&mut self, key: &str, after: i64) -> Result<Option<(i64, bool)>>;
 }
 
 // ----- in memory ------------------------------------------------------------------------
@@ -54,6 +58,8 @@ pub struct MemoryCoordinator {
 struct MemKv {
     revision: i64,
     keys: BTreeMap<String, (String, i64)>,
+    /// Every write: (key, revision, deleted).
+    history: Vec<(String, i64, bool)>,
     /// Set by tests: every call fails as an unreachable cluster does.
     down: bool,
 }
@@ -91,6 +97,7 @@ impl Coordinator for MemoryCoordinator {
                 kv.revision += 1;
                 let rev = kv.revision;
                 kv.keys.insert(key.to_string(), (value.to_string(), rev));
+                kv.history.push((key.to_string(), rev, false));
                 Created::Yes(rev)
             }
         })
@@ -102,6 +109,7 @@ impl Coordinator for MemoryCoordinator {
                 kv.revision += 1;
                 let rev = kv.revision;
                 kv.keys.insert(key.to_string(), (value.to_string(), rev));
+                kv.history.push((key.to_string(), rev, false));
                 Some(rev)
             }
             _ => None,
@@ -113,7 +121,9 @@ impl Coordinator for MemoryCoordinator {
             Some((_, rev)) if *rev == mod_revision => {
                 kv.revision += 1;
                 kv.keys.remove(key);
-                Some(kv.revision)
+                let rev = kv.revision;
+                kv.history.push((key.to_string(), rev, true));
+                Some(rev)
             }
             _ => None,
         })
@@ -130,6 +140,15 @@ impl Coordinator for MemoryCoordinator {
                 .take_while(|(k, _)| k.starts_with(prefix))
                 .map(|(k, (v, r))| (k.clone(), v.clone(), *r))
                 .collect()
+        })
+    }
+
+    fn first_change_after(&mut self, key: &str, after: i64) -> Result<Option<(i64, bool)>> {
+        self.with(|kv| {
+            kv.history
+                .iter()
+                .find(|(k, r, _)| k == key && *r > after)
+                .map(|(_, r, d)| (*r, *d))
         })
     }
 }
@@ -251,6 +270,46 @@ impl EtcdCoordinator {
 }
 
 impl Coordinator for EtcdCoordinator {
+    fn first_change_after(&mut self, key: &str, after: i64) -> Result<Option<(i64, bool)>> {
+        let key = key.to_string();
+        self.run("history", |mut c| {
+            let key = key.clone();
+            async move {
+                // Anything after `after` is history by now, or nothing happened: a watch
+                // from `after + 1` hands the first event over at once, if there is one.
+                let now = c
+                    .get(key.clone(), None)
+                    .await?
+                    .header()
+                    .map(|h| h.revision())
+                    .unwrap_or(0);
+                if now <= after {
+                    return Ok(None);
+                }
+                let opts = etcd_client::WatchOptions::new().with_start_revision(after + 1);
+                let mut stream = c.watch(key, Some(opts)).await?;
+                // The created notice comes first, then the history. (Called only when a
+                // write after `after` must exist; a quiet key ends in the timeout.)
+                while let Ok(msg) =
+                    tokio::time::timeout(Duration::from_millis(1000), stream.message()).await
+                {
+                    let Some(resp) = msg? else { break };
+                    if let Some(ev) = resp.events().first() {
+                        let rev = ev.kv().map(|kv| kv.mod_revision()).unwrap_or(0);
+                        return Ok(Some((
+                            rev,
+                            ev.event_type() == etcd_client::EventType::Delete,
+                        )));
+                    }
+                    if resp.canceled() {
+                        break;
+                    }
+                }
+                Ok(None)
+            }
+        })
+    }
+
     fn create(&mut self, key: &str, value: &str) -> Result<Created> {
         use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
         let (key, value) = (key.to_string(), value.to_string());

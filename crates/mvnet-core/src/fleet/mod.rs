@@ -207,6 +207,11 @@ pub fn release_claim(
         if let Some(r) = coord.delete_if(&key, rev)? {
             return Ok(Some(r));
         }
+        // Written since it was read: by a take-over, or by this very delete when its
+        // answer was lost and it was sent again. etcd's history says which.
+        if let Some((r, true)) = coord.first_change_after(&key, rev)? {
+            return Ok(Some(r));
+        }
     }
     Ok(None)
 }

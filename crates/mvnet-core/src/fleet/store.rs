@@ -103,7 +103,7 @@ impl FleetStore {
         Ok(p)
     }
 
-    /// `MVNET_FLEET_LOG=1`: every claim and release with its etcd revision, in
+    /// `MVNET_FLEET_LOG=1`: every claim and release with its etcd revision and the time, in
     /// `<root>/fleet/claims.log` (the churn test checks that no two owners' intervals of
     /// one address overlap).
     fn log(&self, what: &str, revision: i64, ip: IpAddr, endpoint: &str) {
@@ -188,6 +188,9 @@ impl FleetStore {
         match self.coord(pool)?.swap(&key, mod_revision, &value)? {
             Some(rev) => {
                 tracing::info!(%ip, from = %held.host_name, ?reuse, "took over a pool address");
+                // The previous holder's claim ends here (its own release will find the key
+                // taken and do nothing).
+                self.log("release", rev, ip, &held.endpoint);
                 self.log("claim", rev, ip, &ep.id);
                 Ok(true)
             }
@@ -303,7 +306,14 @@ pub(crate) fn log_claim(root: &Path, what: &str, revision: i64, ip: IpAddr, endp
         .append(true)
         .open(path)
     {
-        let _ = writeln!(f, "{what} {revision} {ip} {endpoint}");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        // One write per line: processes append to the log at once, and a formatted write
+        // would go out in pieces that interleave.
+        let line = format!("{what} {revision} {ip} {endpoint} {nanos}\n");
+        let _ = f.write_all(line.as_bytes());
     }
 }
 
