@@ -452,6 +452,9 @@ impl Engine {
             frontend: opts.frontend,
             host_addresses,
             leased_ipv4: None,
+            probes: !ipvlan
+                && !driver::parent_is_down(parent)
+                && req.link.probe.unwrap_or(net.options.probe_window()).is_some(),
         };
         let mut ep = self.store.reserve_endpoint(net, &reservation)?;
         self.delete_reclaimed_links();

@@ -231,7 +231,9 @@ impl EtcdCoordinator {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => {
                     last = e.to_string();
-                    // A member that went away: let the next try pick another one.
+                    // A member that went away: connect again, and let the next try pick
+                    // another one.
+                    self.client = None;
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(_) => last = format!("{what} timed out"),

@@ -127,13 +127,15 @@ impl FleetStore {
     }
 
     /// Claims `ip` for endpoint `ep` of `net`: `Ok(true)` when it is ours now, `Ok(false)`
-    /// when another host (or a LAN device) keeps it.
+    /// when another host (or a LAN device) keeps it. `probes`: the attach probes the LAN
+    /// before it uses the address (a gone host's address is taken over only then).
     fn claim(
         &mut self,
         net: &Network,
         pool: &FleetPool,
         ep: &Endpoint,
         ip: IpAddr,
+        probes: bool,
     ) -> Result<bool> {
         let me = self.me()?;
         let claim = Claim {
@@ -172,7 +174,6 @@ impl FleetStore {
                 .iter()
                 .any(|e| e.id == held.endpoint);
         let holder = self.holder_state(pool, &held)?;
-        let probe_on = net.options.probe_window().is_some();
         let reuse = may_reuse(
             &held,
             &me.id,
@@ -180,7 +181,7 @@ impl FleetStore {
             holder,
             now_secs(),
             pool.grace_secs,
-            probe_on,
+            probes,
         );
         if reuse == Reuse::No {
             return Ok(false);
@@ -392,7 +393,7 @@ impl Store for FleetStore {
             let Some((ip, _)) = ep.ipv4 else {
                 return Ok(ep);
             };
-            match self.claim(net, &pool, &ep, ip) {
+            match self.claim(net, &pool, &ep, ip, req.probes) {
                 Ok(true) => {
                     self.ensure_keeper();
                     return Ok(ep);
@@ -477,7 +478,8 @@ impl Store for FleetStore {
             let Some((next, _)) = ep.ipv4 else {
                 return Ok(ep);
             };
-            if self.claim(net, &pool, &ep, next)? {
+            // A probe is what brought us here: this attach probes.
+            if self.claim(net, &pool, &ep, next, true)? {
                 return Ok(ep);
             }
             // Another host's: step over it as over a device on the LAN.
@@ -628,6 +630,7 @@ mod tests {
                 netns: "/run/netns/x".into(),
                 owner_pid: std::process::id(),
                 static_ipv4: ip.map(|i| i.parse().unwrap()),
+                probes: net.options.probe_window().is_some(),
                 ..Default::default()
             },
         )

@@ -139,6 +139,6 @@ mod tests {
         assert_eq!(hosts[0]["Alive"], true);
         assert_eq!(hosts[0]["Addresses"], 1);
         assert_eq!(hosts[1]["Alive"], false);
-        assert_eq!(hosts[1]["LastSeen"], "2023-11-14T22:16:40Z");
+        assert_eq!(hosts[1]["LastSeen"], "2023-11-14T22:15:00.000000000Z");
     }
 }

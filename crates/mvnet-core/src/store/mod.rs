@@ -36,6 +36,9 @@ pub struct EndpointRequest {
     /// An IPv4 address the LAN's DHCP server leased (networks with `--ipam-driver dhcp`):
     /// recorded in the LAN's address book as it is, without a pool.
     pub leased_ipv4: Option<(IpAddr, u8)>,
+    /// Whether the attach probes the LAN for its IPv4 address before using it (a shared
+    /// pool reuses a gone host's address only then).
+    pub probes: bool,
 }
 
 impl EndpointRequest {
