@@ -600,3 +600,247 @@ fn the_churn_checks_catch_duplicates_without_a_shared_pool() {
         c.answers
     );
 }
+
+/// No quorum, no new address: with every etcd member stopped, `run` on the pool fails
+/// within 5 s with a line that says so; running containers keep working; `rm` works and
+/// its release waits in the queue; once the members are back, the queued release lands
+/// (the host's keeper sends it) and new containers get addresses again.
+#[test]
+fn without_quorum_run_fails_in_time_and_queued_releases_land_later() {
+    let lab = TestLab::with_hosts(1);
+    let mut etcd = EtcdCluster::start(&lab.guard.lab, 3);
+    pool_network(&lab, 1, &etcd.endpoints(), &[]);
+    let first = run_on(&lab, 1, "first");
+    let second = run_on(&lab, 1, "second");
+    for i in 1..=3 {
+        etcd.kill_member(i);
+    }
+    let started = Instant::now();
+    let o = lab.mvnet_on(
+        1,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "lan",
+            "--name",
+            "late",
+            "--",
+            "sleep",
+            "infinity",
+        ],
+    );
+    let took = started.elapsed();
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        o.stderr.contains("did not answer") && o.stderr.contains("no quorum"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(o.stderr.trim().lines().count(), 1, "{}", o.stderr);
+    assert!(lab
+        .ok_on(1, &["ps", "-a", "--format", "{{.Names}}"])
+        .lines()
+        .all(|n| n != "late"));
+    // What runs keeps running.
+    let o = lab.mvnet_on(
+        1,
+        &[
+            "exec",
+            "first",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "10.103.19.1",
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stdout);
+    // rm works; its release is queued.
+    let o = lab.mvnet_on(1, &["rm", "-f", "first"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("queued"), "{}", o.stderr);
+    let queue = lab.guard.lab.host_state_root(1).join("fleet/releases");
+    assert_eq!(std::fs::read_dir(&queue).unwrap().count(), 1);
+    // Back: the keeper gets the release through by itself.
+    for i in 1..=3 {
+        etcd.start_member(i);
+    }
+    etcd.wait_healthy(Duration::from_secs(30));
+    let started = Instant::now();
+    loop {
+        let listed = etcd.etcdctl(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            "/mvnet/v1/pools/office/ip/",
+        ]);
+        let keys = String::from_utf8_lossy(&listed.stdout).to_string();
+        if !keys.contains(&first) && keys.contains(&second) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the queued release of {first} did not land: {keys}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(std::fs::read_dir(&queue).unwrap().count(), 0);
+    run_on(&lab, 1, "late");
+}
+
+/// A host dies (its keeper killed, no clean-up): after the grace period its silent
+/// addresses return to the pool, but an address whose container still answers (a host
+/// that is only cut off, kept alive here by its namespace) is not reused.
+#[test]
+fn a_dead_hosts_silent_addresses_return_after_the_grace_period() {
+    let lab = TestLab::with_hosts(2);
+    let etcd = EtcdCluster::start(&lab.guard.lab, 1);
+    // Eight addresses, .128-.135, and a 3-second grace period.
+    let small = ["--ip-range=10.103.19.128/29", "--ipam-opt", "grace=3"];
+    let create = |host: usize| {
+        let etcd = format!("etcd={}", etcd.endpoints());
+        let mut args = vec![
+            "network",
+            "create",
+            "--subnet=10.103.19.0/24",
+            "--gateway=10.103.19.1",
+            "-o",
+            "parent=eth0",
+            "--ipam-opt",
+            "pool=office",
+            "--ipam-opt",
+            &etcd,
+        ];
+        args.extend_from_slice(&small);
+        args.push("lan");
+        lab.ok_on(host, &args);
+    };
+    create(1);
+    create(2);
+    let silent = run_on(&lab, 2, "silent");
+    let answering = run_on(&lab, 2, "answering");
+    for i in 0..6 {
+        run_on(&lab, 1, &format!("c{i}"));
+    }
+    // Host 2 dies: its keeper is killed, and "silent"'s link goes (its container died
+    // with the host); "answering" keeps its namespace and address (a cut-off host).
+    let root2 = lab.guard.lab.host_state_root(2);
+    let pid: i32 = std::fs::read_to_string(root2.join("fleet/keeper.lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) only sends a signal.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let v: serde_json::Value = serde_json::from_str(&lab.ok_on(2, &["inspect", "silent"])).unwrap();
+    let netns = v[0]["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = common::in_netns(std::path::Path::new(&netns), &["ip", "link", "del", "eth0"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Host 1's pool is full; within the grace period, host 2's addresses stay its own.
+    let o = lab.mvnet_on(
+        1,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "lan",
+            "--name",
+            "early",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    // Host 2's lease runs out (10 s after its keeper died), then the grace period.
+    let started = Instant::now();
+    let reused = loop {
+        let o = lab.mvnet_on(
+            1,
+            &[
+                "run",
+                "-d",
+                "--network",
+                "lan",
+                "--name",
+                "reuse",
+                "--",
+                "sleep",
+                "infinity",
+            ],
+        );
+        if o.code == 0 {
+            break ip_on(&lab, 1, "reuse");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "host 2's silent address never came back: {}",
+            o.stderr
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert_eq!(reused, silent, "the silent address is the one reused");
+    // The answering one is not: the probe hears its container, and the pool is full.
+    let o = lab.mvnet_on(
+        1,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "lan",
+            "--name",
+            "more",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(&lab.ok_on(2, &["inspect", "answering"])).unwrap();
+    assert_eq!(
+        v[0]["NetworkSettings"]["Networks"]["lan"]["IPAddress"],
+        answering.as_str()
+    );
+    let o = lab.mvnet_on(
+        2,
+        &[
+            "exec",
+            "answering",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "10.103.19.1",
+        ],
+    );
+    assert_eq!(
+        o.code, 0,
+        "the cut-off host's container keeps its address: {}",
+        o.stdout
+    );
+    let pool: serde_json::Value =
+        serde_json::from_str(&lab.ok_on(1, &["pool", "inspect", "office"])).unwrap();
+    let held = pool[0]["Addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["Address"] == answering.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        held["Host"] == "host2" || held["Host"] == "(a LAN device)",
+        "{answering} must stay out of the pool: {pool}"
+    );
+}

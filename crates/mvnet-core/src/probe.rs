@@ -53,10 +53,17 @@ pub fn arp_conflict(arp: &[u8], candidate: Ipv4Addr, ours: MacAddr) -> Option<Ma
     let sha = MacAddr(arp[8..14].try_into().ok()?);
     let spa = Ipv4Addr::new(arp[14], arp[15], arp[16], arp[17]);
     let tpa = Ipv4Addr::new(arp[24], arp[25], arp[26], arp[27]);
+    // Anything sent *from* the candidate is someone else's, even with our own MAC: we send
+    // nothing from it while probing, and under the 02:42 + IPv4 rule another holder of the
+    // address (a container on another host of a shared pool) has exactly our MAC.
+    if spa == candidate {
+        return Some(sha);
+    }
+    // Our own probe, reflected back (a VEPA switch does that), is not a competitor.
     if sha == ours {
         return None;
     }
-    if spa == candidate || (op == ARP_REQUEST && spa.is_unspecified() && tpa == candidate) {
+    if op == ARP_REQUEST && spa.is_unspecified() && tpa == candidate {
         return Some(sha);
     }
     None
@@ -285,6 +292,11 @@ mod tests {
             arp_conflict(&probing, ip, ours),
             Some(them),
             "a competing probe"
+        );
+        // A twin: another holder of the address with our MAC (the 02:42 rule) answers.
+        assert_eq!(
+            arp_conflict(&arp_packet(2, ours, ip, ours, zero), ip, ours),
+            Some(ours)
         );
         // Not conflicts: our own frames, traffic about other addresses, someone asking for ip.
         assert_eq!(arp_conflict(&probe_packet(ours, ip), ip, ours), None);

@@ -46,7 +46,7 @@ pub fn require_root() {
 }
 
 /// A command that runs inside the namespace at `path`.
-fn in_netns(path: &std::path::Path, argv: &[&str]) -> Command {
+pub fn in_netns(path: &std::path::Path, argv: &[&str]) -> Command {
     let mut cmd = mvnet_core::netns::command_in(path, argv[0]).unwrap_or_else(|e| panic!("{e}"));
     cmd.args(&argv[1..]);
     cmd

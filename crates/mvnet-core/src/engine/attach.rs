@@ -454,7 +454,11 @@ impl Engine {
             leased_ipv4: None,
             probes: !ipvlan
                 && !driver::parent_is_down(parent)
-                && req.link.probe.unwrap_or(net.options.probe_window()).is_some(),
+                && req
+                    .link
+                    .probe
+                    .unwrap_or(net.options.probe_window())
+                    .is_some(),
         };
         let mut ep = self.store.reserve_endpoint(net, &reservation)?;
         self.delete_reclaimed_links();

@@ -133,7 +133,7 @@ impl FleetStore {
         &mut self,
         net: &Network,
         pool: &FleetPool,
-        ep: &Endpoint,
+        ep: &mut Endpoint,
         ip: IpAddr,
         probes: bool,
     ) -> Result<bool> {
@@ -193,6 +193,14 @@ impl FleetStore {
                 // taken and do nothing).
                 self.log("release", rev, ip, &held.endpoint);
                 self.log("claim", rev, ip, &ep.id);
+                if reuse == Reuse::Gone && Some(ep.mac) == MacAddr::from_ipv4_addr(ip) {
+                    // The gone host's container may still be out there with 02:42 + this
+                    // address. Another MAC lets the probe hear it (a reply to one's own MAC
+                    // never leaves that host's macvlan), and keeps two switch ports from
+                    // claiming one MAC.
+                    ep.mac = MacAddr::random_local();
+                    self.inner.update_endpoint(ep)?;
+                }
                 Ok(true)
             }
             None => Ok(false),
@@ -275,19 +283,35 @@ impl FleetStore {
     }
 
     /// Learns again which addresses the other hosts hold (the local marks may be stale).
-    fn refresh_marks(&mut self, net: &Network, pool: &FleetPool) -> Result<()> {
+    /// An address whose holder is gone (see `may_reuse`) is left unmarked, so the next
+    /// allocation tries it and takes it over through the probe.
+    fn refresh_marks(&mut self, net: &Network, pool: &FleetPool, probes: bool) -> Result<()> {
         let me = self.me()?;
         self.inner.forget_held_elsewhere(net)?;
         let prefix = super::claims_prefix(&pool.pool);
         let claims = self.coord(pool)?.list(&prefix)?;
+        let mut holders: HashMap<String, HolderState> = HashMap::new();
+        let now = now_secs();
         for (key, value, _) in claims {
-            let Some(ip) = key
-                .strip_prefix(&prefix)
-                .and_then(|s| s.parse::<IpAddr>().ok())
-            else {
+            let Some(ip) = key.strip_prefix(&prefix).and_then(|s| s.parse::<IpAddr>().ok()) else {
                 continue;
             };
-            if Claim::parse(&value).is_some_and(|c| c.host != me.id) {
+            let Some(c) = Claim::parse(&value) else {
+                self.inner.mark_held_elsewhere(net, ip)?;
+                continue;
+            };
+            if c.host == me.id {
+                continue;
+            }
+            let state = match holders.get(&c.host) {
+                Some(s) => *s,
+                None => {
+                    let s = self.holder_state(pool, &c)?;
+                    holders.insert(c.host.clone(), s);
+                    s
+                }
+            };
+            if may_reuse(&c, &me.id, false, state, now, pool.grace_secs, probes) == Reuse::No {
                 self.inner.mark_held_elsewhere(net, ip)?;
             }
         }
@@ -381,11 +405,11 @@ impl Store for FleetStore {
         self.drain_queue(&pool);
         let mut refreshed = false;
         for _ in 0..TRIES {
-            let ep = match self.inner.reserve_endpoint(net, req) {
+            let mut ep = match self.inner.reserve_endpoint(net, req) {
                 Ok(ep) => ep,
                 Err(e) if is_full(&e) && !refreshed => {
                     refreshed = true;
-                    self.refresh_marks(net, &pool)?;
+                    self.refresh_marks(net, &pool, req.probes)?;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -393,7 +417,7 @@ impl Store for FleetStore {
             let Some((ip, _)) = ep.ipv4 else {
                 return Ok(ep);
             };
-            match self.claim(net, &pool, &ep, ip, req.probes) {
+            match self.claim(net, &pool, &mut ep, ip, req.probes) {
                 Ok(true) => {
                     self.ensure_keeper();
                     return Ok(ep);
@@ -479,7 +503,7 @@ impl Store for FleetStore {
                 return Ok(ep);
             };
             // A probe is what brought us here: this attach probes.
-            if self.claim(net, &pool, &ep, next, true)? {
+            if self.claim(net, &pool, &mut ep, next, true)? {
                 return Ok(ep);
             }
             // Another host's: step over it as over a device on the LAN.
