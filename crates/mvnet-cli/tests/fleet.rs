@@ -844,3 +844,51 @@ fn a_dead_hosts_silent_addresses_return_after_the_grace_period() {
         "{answering} must stay out of the pool: {pool}"
     );
 }
+
+/// Simulated scale, IPAM only: 100 host processes allocate 100 addresses each from one
+/// shared /16 against one etcd (`mvnet-fleet-sim`): 10,000 distinct addresses; the
+/// throughput and the retries per allocation are reported.
+#[test]
+fn simulated_scale_100_hosts_100_allocations_each() {
+    let lab = TestLab::with_hosts(1);
+    let etcd = EtcdCluster::start(&lab.guard.lab, 1);
+    let sim = std::path::Path::new(env!("CARGO_BIN_EXE_mvnet")).with_file_name("mvnet-fleet-sim");
+    assert!(
+        sim.exists(),
+        "{} is missing: run cargo build --workspace first",
+        sim.display()
+    );
+    let dir = format!("/dev/shm/mvnet-fleet-sim-{}", lab.name());
+    let o = common::in_netns(
+        &lab.guard.lab.host_netns(),
+        &[
+            sim.to_str().unwrap(),
+            "--etcd",
+            &etcd.endpoints(),
+            "--hosts",
+            "100",
+            "--per-host",
+            "100",
+            "--dir",
+            &dir,
+        ],
+    )
+    .output()
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    eprintln!("fleet simulation: {out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(v["allocated"], 10_000, "{v}");
+    assert_eq!(v["distinct"], 10_000, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    let keys = etcd.etcdctl(&[
+        "get",
+        "--prefix",
+        "--keys-only",
+        "--count-only",
+        "/mvnet/v1/pools/scale/ip/",
+    ]);
+    let text = String::from_utf8_lossy(&keys.stdout);
+    assert!(text.contains("10000") || !keys.status.success(), "{text}");
+}

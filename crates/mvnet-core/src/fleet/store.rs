@@ -39,6 +39,9 @@ pub struct FleetStore {
     keeper_started: bool,
     /// Each network's pool, by network id (networks are read once per process).
     pools: HashMap<String, Option<FleetPool>>,
+    /// Claims tried and won by this process (the scale simulation reports retries).
+    tried: u64,
+    won: u64,
 }
 
 impl FleetStore {
@@ -55,7 +58,14 @@ impl FleetStore {
             start_keeper: std::env::var_os("MVNET_NO_FLEET_KEEPER").is_none(),
             keeper_started: false,
             pools: HashMap::new(),
+            tried: 0,
+            won: 0,
         }
+    }
+
+    /// (claims tried, claims won) by this store so far.
+    pub fn claim_stats(&self) -> (u64, u64) {
+        (self.tried, self.won)
     }
 
     /// A store whose pools live in `coord` (a fake cluster shared by the tests' "hosts"),
@@ -149,9 +159,11 @@ impl FleetStore {
         };
         let key = claim_key(&pool.pool, ip);
         let value = claim.to_json();
+        self.tried += 1;
         let (held, mod_revision) = match self.coord(pool)?.create(&key, &value)? {
             Created::Yes(rev) => {
                 self.log("claim", rev, ip, &ep.id);
+                self.won += 1;
                 return Ok(true);
             }
             Created::Held {
@@ -275,6 +287,13 @@ impl FleetStore {
         }
     }
 
+    /// Where this host's round-robin starts in `net`'s pool: a place of its own (a hash
+    /// of its id), so hosts rarely ask for the same address at the same time.
+    fn start_of(&mut self, net: &Network) -> Option<IpAddr> {
+        let me = self.me().ok()?;
+        place_in(net, &me.id)
+    }
+
     fn ensure_keeper(&mut self) {
         if self.start_keeper && !self.keeper_started {
             self.keeper_started = true;
@@ -293,7 +312,10 @@ impl FleetStore {
         let mut holders: HashMap<String, HolderState> = HashMap::new();
         let now = now_secs();
         for (key, value, _) in claims {
-            let Some(ip) = key.strip_prefix(&prefix).and_then(|s| s.parse::<IpAddr>().ok()) else {
+            let Some(ip) = key
+                .strip_prefix(&prefix)
+                .and_then(|s| s.parse::<IpAddr>().ok())
+            else {
                 continue;
             };
             let Some(c) = Claim::parse(&value) else {
@@ -342,6 +364,19 @@ pub(crate) fn log_claim(root: &Path, what: &str, revision: i64, ip: IpAddr, endp
     }
 }
 
+/// The address at a hash of `seed` in `net`'s first pool (FNV-1a: stable on every build).
+fn place_in(net: &Network, seed: &str) -> Option<IpAddr> {
+    let (first, last) = net.pools.first()?.pool().first_last()?;
+    let size = last - first + 1;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let at = first + (h as u128 % size);
+    u32::try_from(at).ok().map(|a| IpAddr::V4(a.into()))
+}
+
 /// Whether an allocation failed for want of a free address.
 fn is_full(e: &Error) -> bool {
     matches!(e, Error::Conflict(m) if m.starts_with("no free address left"))
@@ -378,7 +413,15 @@ impl Store for FleetStore {
                 }
             }
         }
-        self.inner.create_network(net, check, created_parent)
+        self.inner.create_network(net, check, created_parent)?;
+        if net.fleet.is_some() {
+            // Each host starts its round-robin at its own place in the pool (a hash of
+            // its id), so hosts rarely ask for the same address at the same time.
+            if let Some(start) = self.start_of(net) {
+                self.inner.set_cursor(net, start)?;
+            }
+        }
+        Ok(())
     }
     fn networks(&mut self) -> Result<Vec<Network>> {
         self.inner.networks()
@@ -432,6 +475,11 @@ impl Store for FleetStore {
                         ));
                     }
                     self.inner.mark_held_elsewhere(net, ip)?;
+                    // Another host allocates around here: go on somewhere else (its next
+                    // addresses are likely taken too).
+                    if let Some(elsewhere) = place_in(net, &ep.id) {
+                        self.inner.set_cursor(net, elsewhere)?;
+                    }
                 }
                 Err(e) => {
                     let _ = self.inner.remove_endpoint(&ep.id);
@@ -537,6 +585,9 @@ impl Store for FleetStore {
     }
     fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize> {
         self.inner.forget_held_elsewhere(net)
+    }
+    fn set_cursor(&mut self, net: &Network, ip: IpAddr) -> Result<()> {
+        self.inner.set_cursor(net, ip)
     }
     fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>> {
         self.inner.lan_conflicts(net)

@@ -146,7 +146,7 @@ impl Pool {
     }
 
     /// First and last addresses that automatic allocation may use.
-    fn first_last(&self) -> Option<(u128, u128)> {
+    pub fn first_last(&self) -> Option<(u128, u128)> {
         let span = self.range.unwrap_or(self.subnet);
         let mut first = ip_to_u128(span.network());
         let mut last = ip_to_u128(span.broadcast());

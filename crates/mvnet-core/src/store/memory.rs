@@ -508,6 +508,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn set_cursor(&mut self, net: &Network, ip: IpAddr) -> Result<()> {
+        self.write("set_cursor")?;
+        self.cursors.insert((net.id.clone(), 0), ip);
+        Ok(())
+    }
+
     fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize> {
         self.write("forget_held_elsewhere")?;
         let before = self.allocations.len();
@@ -672,6 +678,9 @@ impl Store for std::rc::Rc<std::cell::RefCell<MemoryStore>> {
     }
     fn mark_held_elsewhere(&mut self, net: &Network, ip: IpAddr) -> Result<()> {
         self.borrow_mut().mark_held_elsewhere(net, ip)
+    }
+    fn set_cursor(&mut self, net: &Network, ip: IpAddr) -> Result<()> {
+        self.borrow_mut().set_cursor(net, ip)
     }
     fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize> {
         self.borrow_mut().forget_held_elsewhere(net)

@@ -251,6 +251,10 @@ pub trait Store {
     fn mark_held_elsewhere(&mut self, net: &Network, ip: IpAddr) -> Result<()>;
     /// Forgets every such mark of `net` (before they are learned again); returns how many.
     fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize>;
+    /// Makes the round-robin of `net`'s first pool go on after `ip` (each host of a shared
+    /// pool allocates somewhere else, and jumps away from another host's addresses: fewer
+    /// collisions).
+    fn set_cursor(&mut self, net: &Network, ip: IpAddr) -> Result<()>;
     /// The addresses of `net` that other devices on the LAN hold, oldest first.
     fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>>;
     /// Forgets the LAN conflicts of `net` (the devices went away); returns how many.

@@ -1156,6 +1156,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn set_cursor(&mut self, net: &Network, ip: IpAddr) -> Result<()> {
+        let (tx, _lock) = self.write()?;
+        tx.execute(
+            "INSERT INTO pool_cursors(network_id, pool_idx, cursor) VALUES (?1, 0, ?2)
+             ON CONFLICT(network_id, pool_idx) DO UPDATE SET cursor = excluded.cursor",
+            params![net.id, &ip_key(ip)[..]],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize> {
         let (tx, _lock) = self.write()?;
         let domain = net.address_domain().to_string();
