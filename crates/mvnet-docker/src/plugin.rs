@@ -46,6 +46,8 @@ pub struct Plugin {
     pub docker: PathBuf,
     /// `--ip-range` per pool, from `RequestPool` until `CreateNetwork` reads it.
     ranges: Mutex<BTreeMap<String, String>>,
+    /// `--ipam-opt` per pool (a shared pool: `pool=`, `etcd=`, `grace=`), likewise.
+    ipam_options: Mutex<BTreeMap<String, Vec<String>>>,
     /// Dual-stack networks: Docker asks for an endpoint's IPv4 address and then its IPv6
     /// one, without saying that they belong together. One endpoint per network is between
     /// the two at a time, so the IPv6 request finds the endpoint its IPv4 one staged.
@@ -120,6 +122,7 @@ impl Plugin {
             host,
             docker,
             ranges: Mutex::new(BTreeMap::new()),
+            ipam_options: Mutex::new(BTreeMap::new()),
             pairing: Mutex::new(BTreeMap::new()),
             paired: Condvar::new(),
             sandboxes: Mutex::new(BTreeMap::new()),
@@ -238,6 +241,13 @@ impl Plugin {
         } else {
             self.ranges.lock().unwrap().remove(&pool.to_string());
         }
+        // --ipam-opt: a shared pool (checked now, so a mistake fails the create at once).
+        let opts: Vec<String> = r.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        mvnet_core::model::FleetPool::from_ipam_options(&opts).map_err(err)?;
+        self.ipam_options
+            .lock()
+            .unwrap()
+            .insert(pool.to_string(), opts);
         Ok(json!({
             "PoolID": p::pool_id(&pool.to_string(), &r.sub_pool),
             "Pool": pool.to_string(),
@@ -460,7 +470,15 @@ impl Plugin {
 
     fn create_network(&self, r: &p::CreateNetwork) -> Outcome {
         let ranges = self.ranges.lock().unwrap().clone();
-        let req = network::request(r, &ranges)?;
+        let mut req = network::request(r, &ranges)?;
+        {
+            let mut opts = self.ipam_options.lock().unwrap();
+            for subnet in &req.subnets {
+                if let Some(o) = opts.remove(subnet) {
+                    req.ipam_options.extend(o);
+                }
+            }
+        }
         let mut engine = self.engine()?;
         if engine.network(&r.network_id).is_ok() {
             return Ok(json!({})); // Docker replays CreateNetwork for networks it restores

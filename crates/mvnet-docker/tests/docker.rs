@@ -1192,3 +1192,153 @@ fn dhcp_network_through_docker() {
     lab.docker_ok(&["rm", "-f", "fixed"]);
     lab.docker_ok(&["network", "rm", "lan"]);
 }
+
+/// Issue 15's Docker form: `--ipam-opt pool=NAME --ipam-opt etcd=...` with mvnet's IPAM.
+/// A Docker container's address is claimed in etcd (the shared pool's record names it),
+/// an `mvnet run` on another host's state root on the same LAN gets another address from
+/// the same pool, and `docker rm` releases the claim.
+#[test]
+fn docker_networks_share_a_pool_through_etcd() {
+    let lab = DockerLab::up("fleet");
+    let etcd = mvnet_lab::testkit::EtcdCluster::start(&lab.guard.lab, 1);
+    let etcd_opt = format!("etcd={}", etcd.endpoints());
+    lab.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "mvnet",
+        "--subnet",
+        "10.103.19.0/24",
+        "--gateway",
+        "10.103.19.1",
+        "--ip-range",
+        "10.103.19.128/25",
+        "--ipam-opt",
+        "pool=office",
+        "--ipam-opt",
+        &etcd_opt,
+        "-o",
+        "parent=eth0",
+        "lan",
+    ]);
+    // A mistake in --ipam-opt fails the create with one line.
+    let bad = lab.docker(&[
+        "network",
+        "create",
+        "-d",
+        "mvnet",
+        "--ipam-driver",
+        "mvnet",
+        "--subnet",
+        "10.103.20.0/24",
+        "--ipam-opt",
+        "pool=bad name",
+        "-o",
+        "parent=eth0",
+        "bad",
+    ]);
+    assert!(
+        !bad.ok() && bad.stderr.contains("pool name"),
+        "{}",
+        bad.stderr
+    );
+    lab.docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "lan",
+        "--name",
+        "web",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let ip = lab.inspect(
+        "web",
+        "{{(index .NetworkSettings.Networks \"lan\").IPAddress}}",
+    );
+    let claim = etcd.etcdctl(&[
+        "get",
+        &format!("/mvnet/v1/pools/office/ip/{ip}"),
+        "--print-value-only",
+    ]);
+    let claim = String::from_utf8_lossy(&claim.stdout).to_string();
+    assert!(
+        claim.contains("\"host\""),
+        "{ip} is not claimed in etcd: {claim}"
+    );
+    // Another host (state root) on the LAN, with the CLI.
+    let other = lab.second_root();
+    let o = lab.mvnet_on_root(
+        &other,
+        &[
+            "network",
+            "create",
+            "--subnet=10.103.19.0/24",
+            "--gateway=10.103.19.1",
+            "--ip-range=10.103.19.128/25",
+            "-o",
+            "parent=eth0",
+            "--ipam-opt",
+            "pool=office",
+            "--ipam-opt",
+            &etcd_opt,
+            "lan",
+        ],
+    );
+    assert!(o.ok(), "{}", o.stderr);
+    let o = lab.mvnet_on_root(
+        &other,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "lan",
+            "--name",
+            "cli",
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    assert!(o.ok(), "{}", o.stderr);
+    let o = lab.mvnet_on_root(
+        &other,
+        &[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.lan.IPAddress}}",
+            "cli",
+        ],
+    );
+    let cli_ip = o.stdout.trim().to_string();
+    assert!(
+        cli_ip.starts_with("10.103.19.") && cli_ip != ip,
+        "{cli_ip} vs {ip}"
+    );
+    let o = lab.mvnet_on_root(&other, &["pool", "inspect", "office"]);
+    assert!(
+        o.stdout.contains(&ip) && o.stdout.contains(&cli_ip),
+        "{}",
+        o.stdout
+    );
+    // docker rm releases the claim.
+    lab.docker_ok(&["rm", "-f", "web"]);
+    common::wait_for(
+        || {
+            let g = etcd.etcdctl(&[
+                "get",
+                &format!("/mvnet/v1/pools/office/ip/{ip}"),
+                "--print-value-only",
+            ]);
+            g.stdout.iter().all(|b| b.is_ascii_whitespace())
+        },
+        std::time::Duration::from_secs(10),
+        "the release of the Docker container's address",
+    );
+    let o = lab.mvnet_on_root(&other, &["rm", "-f", "cli"]);
+    assert!(o.ok(), "{}", o.stderr);
+    lab.docker_ok(&["network", "rm", "lan"]);
+}

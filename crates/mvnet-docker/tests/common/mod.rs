@@ -289,9 +289,19 @@ impl DockerLab {
 
     /// The mvnet CLI on this lab's state root.
     pub fn mvnet(&self, args: &[&str]) -> Out {
+        self.mvnet_on_root(&self.root(), args)
+    }
+
+    /// The mvnet CLI on another state root (another "host" of a shared pool).
+    pub fn mvnet_on_root(&self, root: &Path, args: &[&str]) -> Out {
         let mut c = self.inside(&[bin("mvnet").to_str().unwrap()]);
-        c.args(args).env("MVNET_ROOT", self.root());
+        c.args(args).env("MVNET_ROOT", root);
         c.output().expect("mvnet").into()
+    }
+
+    /// A second state root beside the plugin's (its keeper is stopped with the lab).
+    pub fn second_root(&self) -> PathBuf {
+        self.dir.join("mvnet-2")
     }
 
     /// A command in one of the lab's namespaces ("host", "peer", "gw", "out").
@@ -503,6 +513,10 @@ impl Drop for DockerLab {
             .output();
         self.stop_dockerd();
         self.kill_plugin();
+        // Fleet keepers the shared-pool tests started.
+        for root in [self.root(), self.second_root()] {
+            mvnet_core::fleet::keeper::stop(&root);
+        }
         // The DHCP lease agent a DHCP network started (it outlives the plugin).
         if let Some(pid) = std::fs::read_to_string(self.root().join("dhcp/agent.lock"))
             .ok()
