@@ -27,7 +27,7 @@ touch "$root/var/lib/dpkg/status"
 
 dpkg_root -i "$deb"
 for f in usr/bin/mvnet usr/bin/mvnet-docker usr/bin/mvnet-dhcp usr/lib/cni/mvnet-cni \
-         lib/systemd/system/mvnet-dhcp.service \
+         lib/systemd/system/mvnet-dhcp.service lib/systemd/system/mvnet-fleet.service \
          lib/systemd/system/mvnet-docker.service lib/systemd/system/mvnet-restore.service \
          usr/share/man/man1/mvnet.1 usr/share/man/man1/mvnet-network-create.1 \
          usr/share/bash-completion/completions/mvnet usr/share/zsh/vendor-completions/_mvnet \
@@ -40,6 +40,8 @@ done
 [ "$(stat -c %a "$root/var/lib/mvnet")" = 700 ] || fail "/var/lib/mvnet is not 0700"
 grep -q 'ExecStart=/usr/bin/mvnet-docker' "$root/lib/systemd/system/mvnet-docker.service" \
   || fail "the unit does not start /usr/bin/mvnet-docker"
+grep -q 'ExecStart=/usr/bin/mvnet fleet-keeper' "$root/lib/systemd/system/mvnet-fleet.service" \
+  || fail "the fleet unit does not start /usr/bin/mvnet fleet-keeper"
 man -l "$root/usr/share/man/man1/mvnet-network-create.1" 2>/dev/null | grep -q -- '--subnet' \
   || grep -q -- 'subnet' "$root/usr/share/man/man1/mvnet-network-create.1" \
   || fail "mvnet-network-create.1 does not document --subnet"

@@ -59,6 +59,27 @@ struct Args {
     bin_dir: Option<PathBuf>,
 }
 
+/// The contestant on a shared pool (etcd).
+const CNI_POOL: &str = "mvnet-cni (shared pool, etcd)";
+
+/// Transactions and reads etcd's members have served so far (from their metrics).
+fn etcd_requests(etcd: &mvnet_lab::testkit::EtcdCluster) -> (f64, f64) {
+    let mut txn = 0.0;
+    let mut range = 0.0;
+    for url in etcd.endpoints().split(',') {
+        let (_, out) = run(&["curl", "-s", &format!("{url}/metrics")], &[], b"");
+        for l in out.lines().filter(|l| l.starts_with("grpc_server_handled_total{")) {
+            let n: f64 = l.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            if l.contains("grpc_method=\"Txn\"") {
+                txn += n;
+            } else if l.contains("grpc_method=\"Range\"") {
+                range += n;
+            }
+        }
+    }
+    (txn, range)
+}
+
 fn stats(v: &[f64]) -> Value {
     json!({"median": median(v), "p90": percentile(v, 0.9), "n": v.len()})
 }
@@ -211,6 +232,9 @@ fn main() {
         "params": {"n": args.n, "scale": args.scale, "parallel": args.parallel, "teardown": args.teardown},
     });
 
+    // A 3-member etcd on the lab's LAN (data on tmpfs) for the shared-pool contestant.
+    let etcd = mvnet_lab::testkit::EtcdCluster::start(&lab.lab, 3);
+
     // ----- 1. attach/detach latency, interleaved --------------------------------------
     let builtin = Cni::new(
         "mvnet-cni (built-in IPAM)",
@@ -249,7 +273,14 @@ fn main() {
             )
             .with("probe", json!(true)),
         ),
+        Box::new(Cni::new(
+            CNI_POOL,
+            &ctx.mvnet_cni,
+            json!({"type": "mvnet", "subnet": "10.209.0.0/16", "routes": [{"dst": "0.0.0.0/0"}],
+                   "pool": "bench", "etcd": etcd.endpoints()}),
+        )),
     ];
+    let etcd_before = etcd_requests(&etcd);
     let docker = if args.no_docker {
         eprintln!("bench: Docker left out (--no-docker)");
         None
@@ -308,6 +339,12 @@ fn main() {
             dels.entry(names[j].clone()).or_default().push(s);
         }
     }
+    let etcd_after = etcd_requests(&etcd);
+    results["etcd_requests"] = json!({
+        "txn": etcd_after.0 - etcd_before.0,
+        "range": etcd_after.1 - etcd_before.1,
+        "pool_adds": adds.get(CNI_POOL).map_or(0, |v| v.len()),
+    });
     drop(held);
     for ts in &round_targets {
         for t in ts.iter().filter(|t| !t.starts_with('/')) {
@@ -505,6 +542,9 @@ fn main() {
         targets.remove(t);
     }
     drop(targets);
+    // The shared pool's keeper and cluster go before the lab they live on.
+    mvnet_core::fleet::keeper::stop(&ctx.work.join("cni-state"));
+    drop(etcd);
     let start = Instant::now();
     drop(lab);
     let lab_down_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -726,6 +766,16 @@ fn report(args: &Args, names: &[String], mut results: Value) {
         m(me, "add_ms"),
         m(CNI_PROBE, "add_ms") - m(me, "add_ms"),
     );
+    let er = &results["etcd_requests"];
+    let pool_adds = er["pool_adds"].as_f64().unwrap_or(f64::NAN);
+    table += &format!(
+        "\nShared pool (etcd, 3 members on the lab LAN, data on tmpfs): ADD {:.2} ms vs {:.2} ms with the local store ({:.2}x); etcd requests per ADD + DEL pair: {:.2} transactions, {:.2} reads (an ADD claims in one transaction; a DEL reads its claim, then deletes it guarded by that read)\n",
+        m(CNI_POOL, "add_ms"),
+        m(me, "add_ms"),
+        m(CNI_POOL, "add_ms") / m(me, "add_ms"),
+        er["txn"].as_f64().unwrap_or(f64::NAN) / pool_adds,
+        er["range"].as_f64().unwrap_or(f64::NAN) / pool_adds,
+    );
     // Targets, stated as ratios measured in this run.
     let ratio = |a: f64, b: f64| a / b;
     let ip = "iproute2 floor (no IPAM)";
@@ -757,6 +807,18 @@ fn report(args: &Args, names: &[String], mut results: Value) {
             "disconnect within 1.2x of the iproute2 DEL floor",
             ratio(m(cli, "del_ms"), m(ip, "del_ms")),
             1.2,
+            false,
+        ),
+        (
+            "shared-pool (etcd) ADD within 1.5x of the local-store ADD",
+            ratio(m(CNI_POOL, "add_ms"), m(me, "add_ms")),
+            1.5,
+            false,
+        ),
+        (
+            "etcd transactions per shared-pool ADD + DEL pair (one each)",
+            er["txn"].as_f64().unwrap_or(f64::NAN) / pool_adds,
+            2.0,
             false,
         ),
         (
