@@ -69,12 +69,26 @@ fn etcd_requests(etcd: &mvnet_lab::testkit::EtcdCluster) -> (f64, f64) {
     for url in etcd.endpoints().split(',') {
         // Read while it runs: the metrics are more than a pipe holds.
         let out = std::process::Command::new("curl")
-            .args(["-s", "--noproxy", "*", "--max-time", "5", &format!("{url}/metrics")])
+            .args([
+                "-s",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "5",
+                &format!("{url}/metrics"),
+            ])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
-        for l in out.lines().filter(|l| l.starts_with("grpc_server_handled_total{")) {
-            let n: f64 = l.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        for l in out
+            .lines()
+            .filter(|l| l.starts_with("grpc_server_handled_total{"))
+        {
+            let n: f64 = l
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
             if l.contains("grpc_method=\"Txn\"") {
                 txn += n;
             } else if l.contains("grpc_method=\"Range\"") {

@@ -1257,6 +1257,68 @@ mod tests {
     }
 
     #[test]
+    fn shared_pools_take_ipam_options_and_one_ipv4_subnet() {
+        let v = |o: &[&str]| {
+            FleetPool::from_ipam_options(&o.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        let p = v(&[
+            "pool=office",
+            "etcd=10.0.0.5:2379,http://10.0.0.6:2379",
+            "grace=30",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.pool, "office");
+        assert_eq!(p.etcd, ["http://10.0.0.5:2379", "http://10.0.0.6:2379"]);
+        assert_eq!(p.grace_secs, 30);
+        assert_eq!(
+            v(&["pool=office"]).unwrap().unwrap().grace_secs,
+            DEFAULT_FLEET_GRACE_SECS
+        );
+        assert!(v(&[]).unwrap().is_none());
+        for (bad, says) in [
+            (&["pool=a b"][..], "pool name"),
+            (&["pool=x", "etcd=https://h:2379"][..], "http://HOST:PORT"),
+            (&["pool=x", "etcd=h"][..], "http://HOST:PORT"),
+            (&["pool=x", "grace=0"][..], "grace"),
+            (&["etcd=http://h:2379"][..], "add --ipam-opt pool=NAME"),
+            (&["pool=x", "size=4"][..], "unknown --ipam-opt"),
+            (&["pool"][..], "--ipam-opt"),
+        ] {
+            let e = v(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+        let req = |subnets: &[&str], ipv6: bool| CreateNetworkRequest {
+            name: "lan".into(),
+            subnets: subnets.iter().map(|s| s.to_string()).collect(),
+            options: vec!["parent=eth0".into()],
+            ipam_options: vec!["pool=office".into()],
+            ipv6,
+            ..Default::default()
+        };
+        assert!(req(&["10.0.0.0/24"], false)
+            .validate()
+            .unwrap()
+            .fleet
+            .is_some());
+        for r in [
+            req(&["10.0.0.0/24", "10.0.1.0/24"], false),
+            req(&["10.0.0.0/24"], true),
+            req(&["fd00::/64"], false),
+        ] {
+            let e = r.validate().unwrap_err().to_string();
+            assert!(e.contains("exactly one IPv4 --subnet"), "{e}");
+        }
+        let mut d = req(&[], false);
+        d.ipam_driver = "dhcp".into();
+        assert!(d
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("remove one of them"));
+    }
+
+    #[test]
     fn dhcp_networks_take_no_subnet_and_say_what_to_remove() {
         let dhcp = |extra: &dyn Fn(&mut CreateNetworkRequest)| {
             let mut r = CreateNetworkRequest {
