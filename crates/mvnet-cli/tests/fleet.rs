@@ -92,7 +92,7 @@ fn three_hosts_share_one_pool() {
     let addrs = v[0]["Addresses"].as_array().unwrap();
     assert_eq!(addrs.len(), 6, "{v}");
     for (i, ip) in ips.iter().enumerate() {
-        let host = format!("{}", mvnet_lab::Lab::host_part(i % 3 + 1));
+        let host = mvnet_lab::Lab::host_part(i % 3 + 1);
         assert!(
             addrs
                 .iter()
@@ -265,6 +265,9 @@ fn overlaps(held: &std::collections::BTreeMap<String, Vec<Held>>) -> Vec<String>
     bad
 }
 
+/// What one host's switch port carried: (host, announcements, answers to the prober).
+type Heard = (usize, Vec<(u128, String)>, Vec<(u128, String, u8)>);
+
 /// What a churn run saw.
 struct Churn {
     ops: usize,
@@ -322,7 +325,7 @@ fn churn(ops_wanted: usize, pooled: bool, kill_member: bool) -> Churn {
                     if let Some((n, from)) = sniffer.recv(&mut buf) {
                         // ARP coming in from the host.
                         let arp = from.sll_protocol == 0x0806u16.to_be()
-                            && from.sll_pkttype != libc::PACKET_OUTGOING as u8
+                            && from.sll_pkttype != libc::PACKET_OUTGOING
                             && n >= 28;
                         if !arp {
                             continue;
@@ -460,7 +463,7 @@ fn churn(ops_wanted: usize, pooled: bool, kill_member: bool) -> Churn {
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let probe_rounds = prober.join().unwrap();
-    let heard: Vec<(usize, Vec<(u128, String)>, Vec<(u128, String, u8)>)> =
+    let heard: Vec<Heard> =
         listeners.into_iter().map(|l| l.join().unwrap()).collect();
     let announced: Vec<(usize, Vec<(u128, String)>)> =
         heard.iter().map(|(h, s, _)| (*h, s.clone())).collect();
