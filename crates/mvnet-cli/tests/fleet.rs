@@ -463,8 +463,7 @@ fn churn(ops_wanted: usize, pooled: bool, kill_member: bool) -> Churn {
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let probe_rounds = prober.join().unwrap();
-    let heard: Vec<Heard> =
-        listeners.into_iter().map(|l| l.join().unwrap()).collect();
+    let heard: Vec<Heard> = listeners.into_iter().map(|l| l.join().unwrap()).collect();
     let announced: Vec<(usize, Vec<(u128, String)>)> =
         heard.iter().map(|(h, s, _)| (*h, s.clone())).collect();
     // Two hosts answering the same round for the same address (rounds of one tag are

@@ -135,11 +135,17 @@ async fn renew_forever(spec: Spec) -> i32 {
     }
     // Bounds the first acquisition; later, a renewal that gets no answer this long
     // ends in a timeout, after which the client starts over (the address stays meanwhile).
-    config.set_timeout_sec(spec.timeout_secs.max(1));
+    // The first acquisition runs in attempts of a few seconds each until the network's
+    // timeout: an exchange can stall for good (two clients offered one address at once,
+    // the loser NAKed), and a fresh DISCOVER gets past that. Later, a renewal that gets no
+    // answer this long ends in a timeout, after which the client starts over (the address
+    // stays meanwhile).
+    let deadline = std::time::Instant::now() + Duration::from_secs(spec.timeout_secs.max(1) as u64);
+    config.set_timeout_sec(spec.timeout_secs.clamp(1, 4));
     let resume = spec.resume.clone();
     let mut first = resume.is_none();
     let mut current = resume.clone();
-    let mut client = match DhcpV4Client::init(config, resume.as_ref().map(to_mozim)).await {
+    let mut client = match DhcpV4Client::init(config.clone(), resume.as_ref().map(to_mozim)).await {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("DHCP client on {}: {e}", spec.ifname);
@@ -209,6 +215,19 @@ async fn renew_forever(spec: Spec) -> i32 {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    if first && std::time::Instant::now() + Duration::from_secs(1) < deadline {
+                        log(&spec.key, &format!("{e}; asking again"));
+                        let left = deadline.saturating_duration_since(std::time::Instant::now());
+                        let mut again = config.clone();
+                        again.set_timeout_sec((left.as_secs() as u32).clamp(1, 4));
+                        match DhcpV4Client::init(again, None).await {
+                            Ok(c) => {
+                                client = c;
+                                continue;
+                            }
+                            Err(e) => log(&spec.key, &format!("cannot start over: {e}")),
+                        }
+                    }
                     if first {
                         let msg = format!(
                             "no DHCP server answered on {} in {} s ({e}); check that the LAN has one (or raise -o dhcp_timeout)",
