@@ -1052,7 +1052,7 @@ fn host_access_reaches_docker_containers() {
 #[test]
 fn dhcp_network_through_docker() {
     let lab = DockerLab::up("dhcp");
-    let dnsmasq = common::Dnsmasq::start(&lab);
+    let dnsmasq = common::dnsmasq(&lab);
     // Bad combinations first: nothing is made.
     let e = lab.docker(&[
         "network",

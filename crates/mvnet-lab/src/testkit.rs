@@ -273,3 +273,81 @@ impl Drop for EtcdCluster {
         }
     }
 }
+
+/// dnsmasq (Debian's dnsmasq-base) as the DHCP server of a lab's LAN, on its gateway, with
+/// its own lease file and log under a private directory; killed on drop (with the log's
+/// tail printed when a test is failing). `--no-ping`: dnsmasq would otherwise ping each
+/// address for 3 s before offering it, one client at a time.
+pub struct Dnsmasq {
+    child: std::process::Child,
+    pub dir: std::path::PathBuf,
+}
+
+impl Dnsmasq {
+    /// Serving `range` ("FIRST,LAST") with leases of `lease` ("2m": dnsmasq's minimum).
+    pub fn start(lab: &crate::Lab, range: &str, lease: &str) -> Dnsmasq {
+        let dir = std::env::temp_dir().join(format!("mvnet-dnsmasq-{}", lab.name));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dnsmasq's directory");
+        let arg = |k: &str, p: &str| format!("--{k}={}", dir.join(p).display());
+        let mut c = mvnet_core::netns::command_in(&lab.netns_path("gw"), "dnsmasq")
+            .expect("dnsmasq (install dnsmasq-base)");
+        c.args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=eth0",
+            "--bind-interfaces",
+            "--dhcp-authoritative",
+            "--log-dhcp",
+            "--no-ping",
+            &format!("--dhcp-range={range},255.255.255.0,{lease}"),
+            "--dhcp-option=option:router,10.103.19.1",
+            "--dhcp-option=option:dns-server,10.103.19.1",
+        ])
+        .arg(arg("dhcp-leasefile", "leases"))
+        .arg(arg("pid-file", "pid"))
+        .arg(arg("log-facility", "log"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        let d = Dnsmasq {
+            child: c.spawn().expect("start dnsmasq"),
+            dir,
+        };
+        let started = std::time::Instant::now();
+        while !d.log().contains("DHCP, IP range") {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "dnsmasq did not start: {}",
+                d.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    pub fn leases(&self) -> String {
+        std::fs::read_to_string(self.dir.join("leases")).unwrap_or_default()
+    }
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- dnsmasq log:\n{}", tail(&self.log(), 40));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

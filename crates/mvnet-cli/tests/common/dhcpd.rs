@@ -1,17 +1,13 @@
 //! dnsmasq as the lab LAN's DHCP server (Debian's dnsmasq-base), on the lab's gateway,
 //! with its own lease file and log; and the lease agent of the lab's state root.
 
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
 use super::TestLab;
 
-/// dnsmasq serving 10.103.19.100-150 on the lab's LAN, stopped (and the lease agent of
-/// the lab's state root with it) on drop.
+/// dnsmasq serving 10.103.19.100-150 on the lab's LAN (`mvnet_lab::testkit::Dnsmasq`),
+/// stopped, with the lease agent of the lab's state root, on drop.
 pub struct Dhcpd<'a> {
     lab: &'a TestLab,
-    child: Child,
-    dir: std::path::PathBuf,
+    server: mvnet_lab::testkit::Dnsmasq,
 }
 
 impl<'a> Dhcpd<'a> {
@@ -20,77 +16,32 @@ impl<'a> Dhcpd<'a> {
     }
 
     pub fn start_range(lab: &'a TestLab, lease: &str, range: &str) -> Dhcpd<'a> {
-        let dir = std::env::temp_dir().join(format!("mvnet-dnsmasq-{}", lab.name()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let arg = |k: &str, p: &str| format!("--{k}={}", dir.join(p).display());
-        let mut c = mvnet_core::netns::command_in(&lab.guard.lab.netns_path("gw"), "dnsmasq")
-            .expect("dnsmasq (install dnsmasq-base)");
-        c.args([
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--interface=eth0",
-            "--bind-interfaces",
-            "--dhcp-authoritative",
-            "--log-dhcp",
-            // dnsmasq pings each address before offering it, for 3 s, one client at a
-            // time: 20 clients at once would wait a minute.
-            "--no-ping",
-            &format!("--dhcp-range={range},255.255.255.0,{lease}"),
-            "--dhcp-option=option:router,10.103.19.1",
-            "--dhcp-option=option:dns-server,10.103.19.1",
-        ])
-        .arg(arg("dhcp-leasefile", "leases"))
-        .arg(arg("pid-file", "pid"))
-        .arg(arg("log-facility", "log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let child = c.spawn().expect("start dnsmasq");
-        let d = Dhcpd { lab, child, dir };
-        let started = Instant::now();
-        while !d.log().contains("DHCP, IP range") {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "dnsmasq did not start: {}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        Dhcpd {
+            lab,
+            server: mvnet_lab::testkit::Dnsmasq::start(&lab.guard.lab, range, lease),
         }
-        d
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        self.server.log()
     }
 
     pub fn leases(&self) -> String {
-        std::fs::read_to_string(self.dir.join("leases")).unwrap_or_default()
+        self.server.leases()
     }
 }
 
 impl Drop for Dhcpd<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let tail = |s: String| {
-                s.lines()
-                    .rev()
-                    .take(40)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            };
-            eprintln!("--- dnsmasq log:\n{}", tail(self.log()));
             let agent =
                 std::fs::read_to_string(self.lab.root().join("dhcp/agent.log")).unwrap_or_default();
-            eprintln!("--- lease agent log:\n{}", tail(agent));
+            eprintln!(
+                "--- lease agent log:\n{}",
+                mvnet_lab::testkit::tail(&agent, 40)
+            );
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         stop_agent(self.lab);
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -433,66 +433,9 @@ pub fn wait_for(mut f: impl FnMut() -> bool, limit: Duration, what: &str) {
     }
 }
 
-/// dnsmasq serving 10.103.19.100-150 (2-minute leases) on the lab's gateway, with its own
-/// lease file and log; stopped on drop.
-pub struct Dnsmasq {
-    child: std::process::Child,
-    pub dir: PathBuf,
-}
-
-impl Dnsmasq {
-    pub fn start(lab: &DockerLab) -> Dnsmasq {
-        let dir = lab.dir.join("dnsmasq");
-        std::fs::create_dir_all(&dir).unwrap();
-        let arg = |k: &str, p: &str| format!("--{k}={}", dir.join(p).display());
-        let mut c = mvnet_core::netns::command_in(&lab.guard.lab.netns_path("gw"), "dnsmasq")
-            .expect("dnsmasq (install dnsmasq-base)");
-        c.args([
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--interface=eth0",
-            "--bind-interfaces",
-            "--dhcp-authoritative",
-            "--log-dhcp",
-            "--no-ping",
-            "--dhcp-range=10.103.19.100,10.103.19.150,255.255.255.0,2m",
-            "--dhcp-option=option:router,10.103.19.1",
-        ])
-        .arg(arg("dhcp-leasefile", "leases"))
-        .arg(arg("pid-file", "pid"))
-        .arg(arg("log-facility", "log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let d = Dnsmasq {
-            child: c.spawn().expect("start dnsmasq"),
-            dir,
-        };
-        wait_for(
-            || d.log().contains("DHCP, IP range"),
-            Duration::from_secs(10),
-            "dnsmasq to start",
-        );
-        d
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-
-    pub fn leases(&self) -> String {
-        std::fs::read_to_string(self.dir.join("leases")).unwrap_or_default()
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- dnsmasq log:\n{}", tail(&self.log(), 40));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// dnsmasq serving 10.103.19.100-150 (2-minute leases) on a Docker lab's gateway.
+pub fn dnsmasq(lab: &DockerLab) -> mvnet_lab::testkit::Dnsmasq {
+    mvnet_lab::testkit::Dnsmasq::start(&lab.guard.lab, "10.103.19.100,10.103.19.150", "2m")
 }
 
 impl Drop for DockerLab {
