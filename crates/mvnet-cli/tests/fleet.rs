@@ -884,13 +884,21 @@ fn simulated_scale_100_hosts_100_allocations_each() {
     assert_eq!(v["allocated"], 10_000, "{v}");
     assert_eq!(v["distinct"], 10_000, "{v}");
     assert_eq!(v["errors"], 0, "{v}");
+    // And etcd holds exactly those claims.
     let keys = etcd.etcdctl(&[
         "get",
         "--prefix",
         "--keys-only",
-        "--count-only",
         "/mvnet/v1/pools/scale/ip/",
     ]);
-    let text = String::from_utf8_lossy(&keys.stdout);
-    assert!(text.contains("10000") || !keys.status.success(), "{text}");
+    assert!(
+        keys.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keys.stderr)
+    );
+    let claimed = String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    assert_eq!(claimed, 10_000);
 }

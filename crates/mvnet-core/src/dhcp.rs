@@ -168,16 +168,12 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
 /// the server knows): 02:6d (locally administered, apart from 02:42) and four bytes of a
 /// hash of the network id and the container name.
 pub fn stable_mac(network_id: &str, container_name: &str) -> MacAddr {
-    // FNV-1a: small, and the same on every build (std's hasher makes no such promise).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in network_id
-        .bytes()
-        .chain(std::iter::once(b'/'))
-        .chain(container_name.bytes())
-    {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = crate::ids::fnv1a(
+        network_id
+            .bytes()
+            .chain(std::iter::once(b'/'))
+            .chain(container_name.bytes()),
+    );
     let b = h.to_be_bytes();
     MacAddr([0x02, 0x6d, b[0], b[1], b[2], b[3]])
 }
@@ -226,40 +222,34 @@ pub fn release(root: &Path, key: &str) -> Result<()> {
         // (and a started agent would only resume it to release it).
         return Ok(());
     }
-    let reply = call(
+    order(
         root,
         &Request::Release {
             key: key.to_string(),
         },
-        Duration::from_secs(10),
-    )?;
-    match reply.error {
-        Some(e) => Err(Error::Conflict(e)),
-        None => Ok(()),
-    }
+    )
 }
 
 /// Declines the lease of `key` (DHCPDECLINE: the address is in use on the LAN) and stops
 /// its lease process.
 pub fn decline(root: &Path, key: &str) -> Result<()> {
-    let reply = call(
+    order(
         root,
         &Request::Decline {
             key: key.to_string(),
         },
-        Duration::from_secs(10),
-    )?;
-    match reply.error {
-        Some(e) => Err(Error::Conflict(e)),
-        None => Ok(()),
-    }
+    )
 }
 
 /// Hands a lease over to the interface's new place (see [`Request::Move`]). Returns once
 /// the agent has started renewing it there.
 pub fn move_lease(root: &Path, req: &Request) -> Result<()> {
-    let reply = call(root, req, Duration::from_secs(10))?;
-    match reply.error {
+    order(root, req)
+}
+
+/// An order to the agent that answers with nothing but a possible error.
+fn order(root: &Path, req: &Request) -> Result<()> {
+    match call(root, req, Duration::from_secs(10))?.error {
         Some(e) => Err(Error::Conflict(e)),
         None => Ok(()),
     }

@@ -1146,11 +1146,6 @@ fn dhcp_network_through_docker() {
         std::time::Duration::from_secs(10),
         "the lease with the container's hostname",
     );
-    assert!(
-        lab.plugin_log().contains("DHCP") || dnsmasq.log().contains("DHCPACK"),
-        "{}",
-        dnsmasq.log()
-    );
     let agent_log = std::fs::read_to_string(lab.root().join("dhcp/agent.log")).unwrap_or_default();
     assert!(
         agent_log.contains("moved with its interface"),

@@ -94,7 +94,7 @@ impl Engine {
         };
         if plan.handover {
             // A link Docker will move is made down; the DHCP exchange needs it up.
-            if let Err(e) = self.set_link_up(ns, &ifname) {
+            if let Err(e) = self.set_link_up(ns, &plan) {
                 undo_link(self);
                 return Err(e);
             }
@@ -251,15 +251,17 @@ impl Engine {
         }
     }
 
-    /// Sets `ifname` in `ns` up.
-    fn set_link_up(&mut self, ns: &Netns, ifname: &str) -> Result<()> {
+    /// Brings `ifname` in `ns` up (waiting out a MAC still held by a macvlan being torn
+    /// down, as every attach does).
+    fn set_link_up(&mut self, ns: &Netns, plan: &driver::LinkPlan) -> Result<()> {
         let mut nl = self.os.rtnl_in(ns)?;
         let link = nl
-            .link_by_name(ifname)
-            .kernel(format!("look up {ifname}"))?
-            .ok_or_else(|| Error::Internal(format!("{ifname} vanished right after creation")))?;
-        nl.set_up(link.index, true)
-            .kernel(format!("set {ifname} up"))
+            .link_by_name(&plan.ifname)
+            .kernel(format!("look up {}", plan.ifname))?
+            .ok_or_else(|| {
+                Error::Internal(format!("{} vanished right after creation", plan.ifname))
+            })?;
+        driver::attach::bring_up(nl.as_mut(), link.index, plan)
     }
 
     /// The host's own addresses inside the leased subnet (a server that hands out the

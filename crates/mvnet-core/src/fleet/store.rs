@@ -37,7 +37,7 @@ pub struct FleetStore {
     /// Start the host's keeper after the first claim (not in unit tests).
     start_keeper: bool,
     keeper_started: bool,
-    /// Each network's pool, by network id (networks are read once per process).
+    /// Each network's pool, by network id, from the networks this process has read.
     pools: HashMap<String, Option<FleetPool>>,
     /// Claims tried and won by this process (the scale simulation reports retries).
     tried: u64,
@@ -368,11 +368,7 @@ pub(crate) fn log_claim(root: &Path, what: &str, revision: i64, ip: IpAddr, endp
 fn place_in(net: &Network, seed: &str) -> Option<IpAddr> {
     let (first, last) = net.pools.first()?.pool().first_last()?;
     let size = last - first + 1;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = crate::ids::fnv1a(seed.bytes());
     let at = first + (h as u128 % size);
     u32::try_from(at).ok().map(|a| IpAddr::V4(a.into()))
 }
@@ -424,14 +420,22 @@ impl Store for FleetStore {
         Ok(())
     }
     fn networks(&mut self) -> Result<Vec<Network>> {
-        self.inner.networks()
+        let nets = self.inner.networks()?;
+        for n in &nets {
+            self.pools.insert(n.id.clone(), n.fleet.clone());
+        }
+        Ok(nets)
     }
     fn update_network(&mut self, net: &Network) -> Result<()> {
         self.pools.remove(&net.id);
         self.inner.update_network(net)
     }
     fn network(&mut self, name_or_id: &str) -> Result<Network> {
-        self.inner.network(name_or_id)
+        // Remembered: a detach has read its network already, so the release needs no
+        // second read to learn whether the network has a pool.
+        let n = self.inner.network(name_or_id)?;
+        self.pools.insert(n.id.clone(), n.fleet.clone());
+        Ok(n)
     }
     fn remove_network(&mut self, id: &str) -> Result<Option<String>> {
         self.pools.remove(id);
