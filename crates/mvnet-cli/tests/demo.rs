@@ -12,10 +12,14 @@ fn demo_runs_green_and_cleans_up() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // The error line and the transcript's end first: CI logs keep a failure's head and tail.
+    let tail: Vec<&str> = stdout.lines().rev().take(40).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
     assert!(
         out.status.success(),
-        "demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "demo failed: {}\n--- last lines of the transcript ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tail.join("\n")
     );
     for line in [
         "\"IPAddress\": \"10.103.19.2\"",
