@@ -16,4 +16,6 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y --no-install-recommends "${need[@]}"
 fi
 cargo build --release -p mvnet-cli -p mvnet-cni -p mvnet-docker -p mvnet-bench
-exec target/release/mvnet-bench --out bench-out "$@"
+# mvnet, mvnet-cni and the floor as the package ships them: static (musl).
+bash scripts/build-static.sh
+exec target/release/mvnet-bench --out bench-out --static-dir target/x86_64-unknown-linux-musl/release "$@"

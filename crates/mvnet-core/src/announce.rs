@@ -161,6 +161,21 @@ impl Announcer {
             send_all();
             return Ok(());
         }
+        if let Some(resident) = RESIDENT.get() {
+            // A long-lived process (the CNI agent) hands the job to its announcer thread:
+            // no fork on the attach path, and no child left for it to reap.
+            let job = Job {
+                ifindex,
+                arp: self.arp.zip(arp.map(|(_, p)| p)),
+                ndp: self.ndp.zip(ndp.map(|(_, p)| p)),
+                left: what.count,
+                interval: what.interval,
+                next: std::time::Instant::now(),
+                _hand_over: hand_over,
+            };
+            let _ = resident.lock().map(|tx| tx.send(job));
+            return Ok(());
+        }
         let devnull = c"/dev/null".as_ptr();
         let ts = libc::timespec {
             tv_sec: what.interval.as_secs() as i64,
@@ -210,6 +225,65 @@ impl Announcer {
             }
         }
     }
+}
+
+/// The announcer thread of a long-lived process (see `announce_from_a_thread`).
+static RESIDENT: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+    std::sync::OnceLock::new();
+
+/// One endpoint's announcements, owned by the announcer thread until the last one is out.
+struct Job {
+    ifindex: u32,
+    arp: Option<(OwnedFd, [u8; 28])>,
+    ndp: Option<(OwnedFd, [u8; 32])>,
+    left: u32,
+    interval: Duration,
+    next: std::time::Instant,
+    /// Closed with the job, off the attach path (see `announce`).
+    _hand_over: Option<OwnedFd>,
+}
+
+/// From now on this process sends its announcements from one background thread instead of
+/// a forked child per attach. For resident processes only: a short-lived one would exit
+/// before its thread had sent the later announcements. A socket keeps its namespace, so
+/// the thread needs no `setns`; once the link is deleted, its sends just fail.
+pub fn announce_from_a_thread() {
+    RESIDENT.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            let mut jobs: Vec<Job> = Vec::new();
+            loop {
+                let now = std::time::Instant::now();
+                for job in jobs.iter_mut().filter(|j| j.next <= now) {
+                    if let Some((fd, packet)) = &job.arp {
+                        send_arp_broadcast(fd.as_raw_fd(), job.ifindex, packet);
+                    }
+                    if let Some((fd, packet)) = &job.ndp {
+                        send_all_nodes(fd.as_raw_fd(), job.ifindex, packet);
+                    }
+                    job.left -= 1;
+                    job.next = now + job.interval;
+                }
+                jobs.retain(|j| j.left > 0);
+                let wait = jobs
+                    .iter()
+                    .map(|j| j.next.saturating_duration_since(now))
+                    .min();
+                let got = match wait {
+                    Some(w) => rx
+                        .recv_timeout(w)
+                        .map_err(|e| matches!(e, std::sync::mpsc::RecvTimeoutError::Disconnected)),
+                    None => rx.recv().map_err(|_| true),
+                };
+                match got {
+                    Ok(job) => jobs.push(job),
+                    Err(true) => return,
+                    Err(false) => {}
+                }
+            }
+        });
+        std::sync::Mutex::new(tx)
+    });
 }
 
 fn bind_v6(fd: i32, ip: Ipv6Addr, ifindex: u32) -> Result<()> {

@@ -27,7 +27,36 @@ pub mod views;
 
 /// A warning for the person at the terminal (stderr; CNI runtimes log a plugin's stderr).
 pub fn warn_user(msg: &str) {
-    eprintln!("mvnet: warning: {msg}");
+    to_stderr(&format!("mvnet: warning: {msg}"));
+}
+
+thread_local! {
+    /// Set while a resident process serves one request on this thread (`capture_stderr`).
+    static CAPTURED: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// One line for the caller's stderr: ours, or, while a resident process (the CNI agent)
+/// serves a request on this thread, the request's, so the caller prints it as its own.
+pub fn to_stderr(line: &str) {
+    let kept = CAPTURED.with(|c| match c.borrow_mut().as_mut() {
+        Some(buf) => {
+            buf.push_str(line);
+            buf.push('\n');
+            true
+        }
+        None => false,
+    });
+    if !kept {
+        eprintln!("{line}");
+    }
+}
+
+/// Runs `f` with this thread's `to_stderr` lines collected, and returns them with its value.
+pub fn capture_stderr<R>(f: impl FnOnce() -> R) -> (R, String) {
+    CAPTURED.with(|c| *c.borrow_mut() = Some(String::new()));
+    let r = f();
+    let text = CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    (r, text)
 }
 
 /// A value from the user, fit for a one-line message: quoted, control characters escaped

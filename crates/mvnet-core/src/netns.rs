@@ -319,14 +319,14 @@ fn loopback_up() -> Result<()> {
     }
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write `ifr`, which outlives the calls.
     unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut ifr) != 0 {
             return Err(Error::kernel(
                 "read the flags of lo",
                 std::io::Error::last_os_error(),
             ));
         }
         ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) != 0 {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &ifr) != 0 {
             return Err(Error::kernel("set lo up", std::io::Error::last_os_error()));
         }
     }

@@ -104,6 +104,21 @@ impl World {
         conf: &Value,
         extra_env: &[(&str, &str)],
     ) -> (i32, Value, String) {
+        let (code, stdout, stderr) = self.exec_raw(plugin, cmd, target, ifname, conf, extra_env);
+        let v = serde_json::from_slice(&stdout).unwrap_or(Value::Null);
+        (code, v, stderr)
+    }
+
+    /// `exec` with stdout as the plugin printed it, byte for byte.
+    pub fn exec_raw(
+        &self,
+        plugin: &str,
+        cmd: &str,
+        target: &str,
+        ifname: &str,
+        conf: &Value,
+        extra_env: &[(&str, &str)],
+    ) -> (i32, Vec<u8>, String) {
         let ns = std::fs::File::open(format!("/run/netns/{}", self.origin())).unwrap();
         let mut c = Command::new(plugin);
         c.env_clear()
@@ -144,9 +159,8 @@ impl World {
             .unwrap()
             .write_all(conf.to_string().as_bytes());
         let out = child.wait_with_output().unwrap();
-        let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        (out.status.code().unwrap_or(-1), v, stderr)
+        (out.status.code().unwrap_or(-1), out.stdout, stderr)
     }
 
     pub fn ok(&self, cmd: &str, target: &str, conf: &Value) -> Value {

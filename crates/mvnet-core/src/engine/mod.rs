@@ -44,14 +44,26 @@ pub struct Engine {
 impl Engine {
     /// The engine of the state root `root`, on the real kernel.
     pub fn open(root: &Path) -> Result<Engine> {
-        // Shared pools (`--ipam-opt pool=`) claim their addresses in etcd around the local
-        // store; other networks pass straight through.
+        Ok(Engine::with_store(root, Engine::open_store(root)?))
+    }
+
+    /// The store `open` uses: SQLite, and for shared pools (`--ipam-opt pool=`) the etcd
+    /// claims around it; other networks pass straight through.
+    pub fn open_store(root: &Path) -> Result<Box<dyn Store>> {
         let store = crate::fleet::FleetStore::new(root, Box::new(SqliteStore::open(root)?));
-        Ok(Engine::with_parts(
-            root,
-            Box::new(store),
-            Box::new(RealOs::new()),
-        ))
+        Ok(Box::new(store))
+    }
+
+    /// The engine of `root` over a store opened before (a resident process keeps its store,
+    /// and its etcd connections, from one request to the next).
+    pub fn with_store(root: &Path, store: Box<dyn Store>) -> Engine {
+        Engine::with_parts(root, store, Box::new(RealOs::new()))
+    }
+
+    /// Gives the store back, ready for the next request (see `with_store`).
+    pub fn into_store(mut self) -> Box<dyn Store> {
+        self.store.end_of_request();
+        self.store
     }
 
     /// The engine of `root` without etcd: what a teardown of the whole root uses (a lab

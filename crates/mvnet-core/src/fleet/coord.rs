@@ -246,11 +246,11 @@ impl EtcdCoordinator {
             {
                 Ok(Ok(v)) => {
                     if std::env::var_os("MVNET_TIMING").is_some() {
-                        eprintln!(
+                        crate::to_stderr(&format!(
                             "mvnet timing: etcd {what} {:.3}ms (with connecting: {:.3}ms)",
                             call.elapsed().as_secs_f64() * 1e3,
                             started.elapsed().as_secs_f64() * 1e3
-                        );
+                        ));
                     }
                     return Ok(v);
                 }

@@ -379,6 +379,18 @@ fn is_full(e: &Error) -> bool {
 }
 
 impl Store for FleetStore {
+    fn end_of_request(&mut self) {
+        // A network may be re-created with other options; the keeper may have left.
+        self.pools.clear();
+        self.keeper_started = false;
+        self.inner.end_of_request();
+    }
+
+    fn drop_connections(&mut self) {
+        self.coords.clear();
+        self.inner.drop_connections();
+    }
+
     fn create_network(
         &mut self,
         net: &Network,

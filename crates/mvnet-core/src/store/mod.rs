@@ -251,6 +251,12 @@ pub trait Store {
     fn mark_held_elsewhere(&mut self, net: &Network, ip: IpAddr) -> Result<()>;
     /// Forgets every such mark of `net` (before they are learned again); returns how many.
     fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize>;
+    /// A resident process keeps its store open from one request to the next: forget what
+    /// was learned for this request (networks' pools), keep the connections.
+    fn end_of_request(&mut self) {}
+    /// Closes connections to remote stores (etcd): the next request comes from another
+    /// network namespace, where a connection made here may lead elsewhere or nowhere.
+    fn drop_connections(&mut self) {}
     /// Makes the round-robin of `net`'s first pool go on after `ip` (each host of a shared
     /// pool allocates somewhere else, and jumps away from another host's addresses: fewer
     /// collisions).

@@ -1,0 +1,290 @@
+//! The resident agent (root): every command it serves prints byte-for-byte what the plugin
+//! prints when it does the work itself, errors and rollbacks included; it is left for the
+//! plugin itself when it is gone, out of date or in another environment; it leaves with its
+//! state root.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+mod common;
+use common::{ip, World, PLUGIN};
+
+/// The agent of `root`, if one runs: found by the state root in its environment.
+fn agent_pid(root: &Path) -> Option<u32> {
+    let want = format!("MVNET_CNI_AGENT={}", root.display());
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        env.split(|b| *b == 0)
+            .any(|v| v == want.as_bytes())
+            .then_some(pid)
+    })
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(5), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (command, target, ifname, config, extra environment)
+type Step = (
+    &'static str,
+    String,
+    &'static str,
+    Value,
+    Vec<(&'static str, String)>,
+);
+
+/// The same commands, against a fresh state root each time.
+fn script(w: &mut World) -> Vec<Step> {
+    let t1 = w.netns("t1");
+    let t2 = w.netns("t2");
+    let t3 = w.netns("t3");
+    // t3 already has an eth0: the link fails after the address was reserved.
+    ip(&[
+        "-n", &t3, "link", "add", "eth0", "type", "veth", "peer", "name", "x0",
+    ]);
+    let c = json!({"cniVersion": "1.1.0", "name": "resnet", "type": "mvnet-cni", "master": "lan0",
+                   "ipam": {"type": "mvnet", "subnet": "10.1.7.0/24", "gateway": "10.1.7.1",
+                            "routes": [{"dst": "0.0.0.0/0"}]}});
+    let mut bad_master = c.clone();
+    bad_master["master"] = json!("nope0");
+    let mut bad_ipam = c.clone();
+    bad_ipam["ipam"] = json!({"type": "mvnet"});
+    let none = Vec::new;
+    vec![
+        // A DEL of nothing: the first command, which starts the agent on that side.
+        ("DEL", t1.clone(), "eth0", c.clone(), none()),
+        ("ADD", t1.clone(), "eth0", c.clone(), none()),
+        (
+            "ADD",
+            t2.clone(),
+            "eth0",
+            c.clone(),
+            vec![("CNI_ARGS", "IP=10.1.7.50".into())],
+        ),
+        // The same address again: taken.
+        (
+            "ADD",
+            t3.clone(),
+            "eth1",
+            c.clone(),
+            vec![("CNI_ARGS", "IP=10.1.7.50".into())],
+        ),
+        ("ADD", t3.clone(), "eth0", c.clone(), none()),
+        ("ADD", t3.clone(), "eth1", bad_master, none()),
+        ("ADD", t3.clone(), "eth1", bad_ipam, none()),
+        ("ADD", t3.clone(), "x/y", c.clone(), none()),
+        (
+            "ADD",
+            t3.clone(),
+            "eth1",
+            c.clone(),
+            vec![("CNI_ARGS", "IP=nonsense".into())],
+        ),
+        ("CHECK", t1.clone(), "eth0", c.clone(), none()),
+        ("DEL", t2.clone(), "eth0", c.clone(), none()),
+        ("DEL", t2.clone(), "eth0", c.clone(), none()),
+        ("ADD", t2.clone(), "eth0", c.clone(), none()),
+        ("DEL", t1.clone(), "eth0", c.clone(), none()),
+        ("DEL", t2.clone(), "eth0", c, none()),
+    ]
+}
+
+/// Runs the script against `root`; `prev` gives CHECK the previous ADD's result.
+fn play(w: &World, steps: &[Step], root: &Path, via_agent: bool) -> Vec<(i32, String, String)> {
+    let mut out = Vec::new();
+    let mut last_add: Option<Value> = None;
+    for (i, (cmd, target, ifname, conf, extra)) in steps.iter().enumerate() {
+        let mut env: Vec<(&str, String)> = vec![("MVNET_ROOT", root.display().to_string())];
+        if via_agent && i > 0 {
+            // From the second command on, the agent must serve every one.
+            env.push(("MVNET_CNI_AGENT_REQUIRED", "1".into()));
+        }
+        if !via_agent {
+            env.push(("MVNET_NO_AGENT", "1".into()));
+        }
+        env.extend(extra.iter().cloned());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut conf = conf.clone();
+        if *cmd == "CHECK" {
+            conf["prevResult"] = last_add.clone().unwrap();
+        }
+        let (code, stdout, stderr) = w.exec_raw(PLUGIN, cmd, target, ifname, &conf, &env);
+        let stdout = String::from_utf8(stdout).unwrap();
+        if *cmd == "ADD" && code == 0 {
+            last_add = serde_json::from_str(&stdout).ok();
+        }
+        out.push((code, stdout, stderr));
+        if via_agent && i == 0 {
+            wait_for("the agent's socket", || {
+                root.join("cni-agent.sock").exists()
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn the_agent_prints_what_the_plugin_prints() {
+    let mut w = World::new();
+    let steps = script(&mut w);
+    let here = w.root.join("here");
+    let agent = w.root.join("agent");
+    std::fs::create_dir_all(&here).unwrap();
+    std::fs::create_dir_all(&agent).unwrap();
+    let a = play(&w, &steps, &here, false);
+    assert!(agent_pid(&here).is_none(), "MVNET_NO_AGENT starts none");
+    let b = play(&w, &steps, &agent, true);
+    assert!(agent_pid(&agent).is_some(), "the agent served");
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x, y, "step {i} {:?} differs", steps[i].0);
+    }
+    // The script exercised successes and several kinds of error.
+    let codes: Vec<i32> = a.iter().map(|r| r.0).collect();
+    assert!(codes.contains(&0) && codes.contains(&1), "{codes:?}");
+    assert!(a.iter().filter(|r| r.0 != 0).count() >= 5, "{a:?}");
+    assert!(
+        a[3].1.contains("10.1.7.50"),
+        "the taken address is named: {}",
+        a[3].1
+    );
+    // Nothing left behind by either: the last DELs removed every link.
+    for t in ["t1", "t2", "t3"] {
+        let ns = format!("cni-{}-{t}", w.tag);
+        let links = std::process::Command::new("ip")
+            .args(["-n", &ns, "-j", "link", "show", "type", "macvlan"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&links.stdout).trim(), "[]", "{t}");
+    }
+}
+
+fn conf_for(subnet: &str) -> Value {
+    json!({"cniVersion": "1.1.0", "name": "resnet2", "type": "mvnet-cni", "master": "lan0",
+           "ipam": {"type": "mvnet", "subnet": subnet}})
+}
+
+fn start_agent(w: &World, t: &str, root: &Path, c: &Value) {
+    let root_s = root.display().to_string();
+    let (code, _) = w.exec(PLUGIN, "DEL", t, "eth0", c, &[("MVNET_ROOT", &root_s)]);
+    assert_eq!(code, 0);
+    wait_for("the agent's socket", || {
+        root.join("cni-agent.sock").exists()
+    });
+}
+
+#[test]
+fn a_killed_or_foreign_agent_leaves_the_work_to_the_plugin_and_it_leaves_with_its_root() {
+    let mut w = World::new();
+    let t = w.netns("t");
+    let root = w.root.join("k");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_s = root.display().to_string();
+    let c = conf_for("10.1.8.0/24");
+    start_agent(&w, &t, &root, &c);
+    let pid = agent_pid(&root).expect("an agent runs");
+
+    // Another MVNET_ environment is not served by it.
+    let (code, r) = w.exec(
+        PLUGIN,
+        "ADD",
+        &t,
+        "eth0",
+        &c,
+        &[
+            ("MVNET_ROOT", &root_s),
+            ("MVNET_LOCK_TIMEOUT", "7"),
+            ("MVNET_CNI_AGENT_REQUIRED", "1"),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(r["code"], 11, "{r}");
+    assert!(w.link(&t, "eth0").is_none(), "nothing done: {r}");
+
+    // kill -9: the next command is served by the plugin itself, which starts a new agent.
+    // SAFETY: kill(2) of the agent this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_for("the agent gone", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
+    });
+    let (code, r) = w.exec(PLUGIN, "ADD", &t, "eth0", &c, &[("MVNET_ROOT", &root_s)]);
+    assert_eq!(code, 0, "{r}");
+    assert!(w.link(&t, "eth0").is_some());
+    wait_for("a new agent", || {
+        agent_pid(&root).is_some_and(|p| p != pid) && root.join("cni-agent.sock").exists()
+    });
+    let (code, r) = w.exec(
+        PLUGIN,
+        "DEL",
+        &t,
+        "eth0",
+        &c,
+        &[("MVNET_ROOT", &root_s), ("MVNET_CNI_AGENT_REQUIRED", "1")],
+    );
+    assert_eq!(code, 0, "{r}");
+    assert!(w.link(&t, "eth0").is_none());
+
+    // The state root goes away: so does its agent.
+    std::fs::remove_dir_all(&root).unwrap();
+    wait_for("the agent leaves with its root", || {
+        agent_pid(&root).is_none()
+    });
+}
+
+#[test]
+fn twenty_parallel_adds_through_the_agent_get_twenty_addresses() {
+    let mut w = World::new();
+    let root = w.root.join("p");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_s = root.display().to_string();
+    let c = conf_for("10.1.9.0/24");
+    let targets: Vec<String> = (0..20).map(|i| w.netns(&format!("p{i}"))).collect();
+    start_agent(&w, &targets[0], &root, &c);
+    let results: Vec<(i32, Value)> = std::thread::scope(|s| {
+        let hs: Vec<_> = targets
+            .iter()
+            .map(|t| {
+                let (w, c, root_s) = (&w, &c, &root_s);
+                s.spawn(move || {
+                    w.exec(
+                        PLUGIN,
+                        "ADD",
+                        t,
+                        "eth0",
+                        c,
+                        &[("MVNET_ROOT", root_s), ("MVNET_CNI_AGENT_REQUIRED", "1")],
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips: Vec<String> = results
+        .iter()
+        .map(|(code, r)| {
+            assert_eq!(*code, 0, "{r}");
+            r["ips"][0]["address"].as_str().unwrap().to_string()
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 20, "{ips:?}");
+    for t in &targets {
+        let (code, r) = w.exec(
+            PLUGIN,
+            "DEL",
+            t,
+            "eth0",
+            &c,
+            &[("MVNET_ROOT", &root_s), ("MVNET_CNI_AGENT_REQUIRED", "1")],
+        );
+        assert_eq!(code, 0, "{r}");
+        assert!(w.link(t, "eth0").is_none());
+    }
+}
