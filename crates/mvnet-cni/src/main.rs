@@ -5,6 +5,7 @@
 //! in this process, or by the state root's resident agent (`resident`), which does the
 //! same work from a warm process and only needs this one to forward the request.
 
+mod alloc;
 mod conf;
 mod error;
 mod ipam;
@@ -16,6 +17,9 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use conf::{Command, Env, NetConf};
+
+#[global_allocator]
+static ALLOCATOR: alloc::CachingAlloc = alloc::CachingAlloc;
 use error::{code, CniError};
 
 /// What one command prints on stdout, and its exit status.

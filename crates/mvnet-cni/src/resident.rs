@@ -492,6 +492,7 @@ struct WorkerCtx {
 }
 
 fn worker(shared: &Shared, ctx: &WorkerCtx) {
+    crate::alloc::cache_on_this_thread();
     // Open the store before the first request needs it (the first open of a connection
     // reads the schema: milliseconds, which a waiting request should not pay).
     let _ = engine(&ctx.root);
@@ -586,7 +587,8 @@ fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
 }
 
 fn read_request(stream: &UnixStream) -> std::io::Result<(Header, Vec<u8>, OwnedFd)> {
-    let mut first = vec![0u8; 64 * 1024];
+    // Big enough for most configs; the rest is read from the stream.
+    let mut first = vec![0u8; 8 * 1024];
     let (n, fd) = recv_with_fd(stream.as_raw_fd(), &mut first)?;
     let fd = fd.ok_or_else(|| std::io::Error::other("no namespace passed"))?;
     first.truncate(n);

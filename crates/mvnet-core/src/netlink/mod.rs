@@ -27,6 +27,20 @@ pub struct Netlink {
     buf: Vec<u8>,
 }
 
+thread_local! {
+    /// A receive buffer of a socket that was closed, for the next one on this thread: a
+    /// resident process (the CNI agent) opens sockets per request, and 64 KiB freed and
+    /// allocated again each time is an munmap and an mmap with musl's allocator.
+    static SPARE_BUFFER: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        let _ = SPARE_BUFFER.try_with(|b| *b.borrow_mut() = Some(buf));
+    }
+}
+
 impl Netlink {
     /// A socket in the calling thread's current network namespace.
     pub fn new() -> Result<Netlink> {
@@ -37,11 +51,10 @@ impl Netlink {
             Ok(sock)
         };
         let sock = open().kernel("open rtnetlink socket")?;
-        Ok(Netlink {
-            sock,
-            seq: 0,
-            buf: Vec::with_capacity(64 * 1024),
-        })
+        let buf = SPARE_BUFFER
+            .with(|b| b.borrow_mut().take())
+            .unwrap_or_else(|| Vec::with_capacity(64 * 1024));
+        Ok(Netlink { sock, seq: 0, buf })
     }
 
     /// A socket bound inside `ns`.
