@@ -90,9 +90,9 @@ impl Cni {
         // mvnet-cni hands its work to the state root's resident agent: that CPU time is
         // part of the command's cost, so it is added to the plugin process's own.
         let agent_root = ctx.work.join("cni-state");
-        let before = agent_cpu_ms(&agent_root);
+        let before = agent_cpu_ms(&agent_root, "cni");
         let (mut s, out) = run(&[plugin], &env, self.conf.to_string().as_bytes());
-        if let (Some(b), Some(a)) = (before, agent_cpu_ms(&agent_root)) {
+        if let (Some(b), Some(a)) = (before, agent_cpu_ms(&agent_root, "cni")) {
             s.cpu_ms += (a - b).max(0.0);
         }
         if !s.ok {
@@ -114,10 +114,10 @@ impl Contestant for Cni {
     }
 }
 
-/// The CPU time (ms) of every thread of the mvnet-cni agent serving `root` (its pid is in
-/// the agent's lock file), from the scheduler's nanosecond counters.
-pub fn agent_cpu_ms(root: &Path) -> Option<f64> {
-    let pid = std::fs::read_to_string(root.join("cni-agent.lock")).ok()?;
+/// The CPU time (ms) of every thread of the `name` agent (cni, cli) serving `root` (its pid
+/// is in the agent's lock file), from the scheduler's nanosecond counters.
+pub fn agent_cpu_ms(root: &Path, name: &str) -> Option<f64> {
+    let pid = std::fs::read_to_string(root.join(format!("{name}-agent.lock"))).ok()?;
     let tasks = std::fs::read_dir(format!("/proc/{}/task", pid.trim())).ok()?;
     let mut ns = 0u64;
     for t in tasks.flatten() {
@@ -266,7 +266,12 @@ impl Contestant for MvnetCli {
             "--netns",
             &netns_path(target),
         ];
-        let (s, out) = run(&argv, &env, b"");
+        // The CLI hands connect to its resident agent: its CPU time counts too.
+        let before = agent_cpu_ms(&ctx.cli_root(), "cli");
+        let (mut s, out) = run(&argv, &env, b"");
+        if let (Some(b), Some(a)) = (before, agent_cpu_ms(&ctx.cli_root(), "cli")) {
+            s.cpu_ms += (a - b).max(0.0);
+        }
         if !s.ok {
             eprintln!("bench: mvnet connect failed: {}", out.trim());
         }

@@ -8,15 +8,124 @@ mod filter;
 mod format;
 mod table;
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use mvnet_core::resident::{self, Forwarded, Reply, Request, Service};
+
+#[global_allocator]
+static ALLOCATOR: mvnet_core::alloc::CachingAlloc = mvnet_core::alloc::CachingAlloc;
+
+/// `mvnet network connect` and `disconnect` are served by the state root's resident agent
+/// when one runs (`mvnet_core::resident`): they are what a runtime calls per container,
+/// and most of their cost was this process opening the store.
+static AGENT: Service = Service {
+    name: "cli",
+    handle: agent_handle,
+};
+
+/// The state root of a command the agent may serve: `network connect|disconnect` with
+/// no `--root` and no help.
+fn forwardable(args: &[String]) -> Option<PathBuf> {
+    let shape = args.len() > 3
+        && args[1] == "network"
+        && matches!(args[2].as_str(), "connect" | "disconnect");
+    let plain = !args
+        .iter()
+        .any(|a| a == "-h" || a == "--help" || a == "--root" || a.starts_with("--root="));
+    (shape && plain).then(|| {
+        std::env::var_os("MVNET_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(mvnet_core::engine::DEFAULT_ROOT))
+    })
+}
+
+/// In the agent: the command, as `main` runs it, with its stderr lines captured.
+fn agent_handle(req: &Request) -> Reply {
+    use clap::Parser;
+    let quiet = |status| Reply {
+        stdout: String::new(),
+        status,
+    };
+    let args = match cli::Cli::try_parse_from(&req.args) {
+        Ok(a) => a,
+        Err(e) => {
+            mvnet_core::to_stderr(e.render().to_string().trim_end());
+            return quiet(2);
+        }
+    };
+    match commands::dispatch(args, false) {
+        Ok(code) => quiet(code),
+        Err(e) => {
+            mvnet_core::to_stderr(&format!(
+                "mvnet: error: {}",
+                mvnet_core::one_line(&e.to_string())
+            ));
+            quiet(1)
+        }
+    }
+}
+
+/// Log lines go where the request's stderr goes (`mvnet_core::to_stderr`).
+struct LogLines;
+
+impl Write for LogLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        mvnet_core::to_stderr(String::from_utf8_lossy(buf).trim_end());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("MVNET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+}
 
 fn main() -> ExitCode {
     mvnet_core::store::keeper::enable();
+    if std::env::var_os(format!("MVNET_AGENT_{}_ROOT", AGENT.name.to_uppercase())).is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(log_filter())
+            .with_writer(|| LogLines)
+            .without_time()
+            .with_ansi(false)
+            .init();
+    }
+    resident::run_if_agent(&AGENT);
     // Die quietly on a closed pipe (`mvnet ... | head`), like other Unix tools.
     // SAFETY: sets a signal disposition before any thread exists; no handler code is involved.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    let raw_args: Vec<String> = std::env::args().collect();
+    let mut start_agent = None;
+    if let Some(root) = forwardable(&raw_args) {
+        match resident::forward(&AGENT, &root, raw_args, b"") {
+            Forwarded::Served(reply) => {
+                let _ = std::io::stdout().write_all(reply.stdout.as_bytes());
+                return ExitCode::from(reply.status);
+            }
+            Forwarded::Lost => {
+                eprintln!("mvnet: error: the mvnet agent ended while it ran this command; see `mvnet network inspect` for what it did, then run it again");
+                return ExitCode::from(1);
+            }
+            Forwarded::NotServed { start_agent: true } => start_agent = Some(root),
+            Forwarded::NotServed { start_agent: false } => {}
+        }
+    }
+    let code = run();
+    if let Some(root) = start_agent {
+        // For the next command; this one's output is out.
+        resident::start(&AGENT, &root);
+    }
+    code
+}
+
+fn run() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
     let matches = cli::Cli::command().get_matches();
     let root_given = matches.value_source("root") == Some(clap::parser::ValueSource::CommandLine);
@@ -25,10 +134,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MVNET_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .without_time()
         .init();

@@ -5,7 +5,6 @@
 //! in this process, or by the state root's resident agent (`resident`), which does the
 //! same work from a warm process and only needs this one to forward the request.
 
-mod alloc;
 mod conf;
 mod error;
 mod ipam;
@@ -19,18 +18,14 @@ use std::process::ExitCode;
 use conf::{Command, Env, NetConf};
 
 #[global_allocator]
-static ALLOCATOR: alloc::CachingAlloc = alloc::CachingAlloc;
+static ALLOCATOR: mvnet_core::alloc::CachingAlloc = mvnet_core::alloc::CachingAlloc;
 use error::{code, CniError};
 
-/// What one command prints on stdout, and its exit status.
-pub struct Reply {
-    pub stdout: String,
-    pub status: u8,
-}
+pub use mvnet_core::resident::Reply;
 
 fn main() -> ExitCode {
     mvnet_core::store::keeper::enable();
-    resident::run_if_agent();
+    mvnet_core::resident::run_if_agent(&resident::SERVICE);
     if std::env::var_os("CNI_COMMAND").is_none() {
         // Run by a person: say what this is, like the reference plugins do.
         println!("CNI mvnet-cni plugin version {}", env!("CARGO_PKG_VERSION"));
@@ -49,8 +44,8 @@ fn main() -> ExitCode {
         Ok(_) => {
             let argv0 = std::env::args().next().unwrap_or_default();
             match resident::forward(&raw, &argv0) {
-                resident::Forwarded::Served(reply) => reply,
-                resident::Forwarded::NotServed { start_agent } => {
+                resident::Route::Served(reply) => reply,
+                resident::Route::Here { start_agent } => {
                     let reply = run(&|k| std::env::var(k).ok(), &raw, &argv0);
                     if let Some(root) = start_agent {
                         // For the next command: this one is done, only our exit waits.

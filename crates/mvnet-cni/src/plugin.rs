@@ -162,7 +162,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
         "mvnet" => Some(BuiltinConf::parse(&conf.ipam)?),
         _ => None,
     };
-    let mut engine = crate::resident::engine(&state_root(conf)?)?;
+    let mut engine = mvnet_core::resident::engine(&state_root(conf)?)?;
     phases.mark("store-open");
     let master = if conf.link_in_container {
         conf.master_name()?
@@ -301,7 +301,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<Value> {
 /// Only a macvlan/ipvlan is deleted (with the recorded MAC, for the built-in IPAM): the
 /// interface name alone could belong to anything, such as another runtime's veth.
 pub fn del(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
-    let mut engine = crate::resident::engine(&state_root(conf)?)?;
+    let mut engine = mvnet_core::resident::engine(&state_root(conf)?)?;
     if conf.ipam_type() == "mvnet" {
         if let Some((_, ep)) = ipam::builtin_find(&mut engine, conf, env)? {
             if !env.netns.is_empty() {
@@ -343,7 +343,7 @@ pub fn check(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
     match conf.ipam_type() {
         "" => {}
         "mvnet" => {
-            let mut engine = crate::resident::engine(&state_root(conf)?)?;
+            let mut engine = mvnet_core::resident::engine(&state_root(conf)?)?;
             let (net, ep) = ipam::builtin_find(&mut engine, conf, env)?.ok_or_else(|| {
                 CniError::new(
                     code::UNKNOWN_CONTAINER,
@@ -488,7 +488,7 @@ pub fn status(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
     }
     match conf.ipam_type() {
         "" => Ok(()),
-        "mvnet" => crate::resident::engine(&state_root(conf)?)
+        "mvnet" => mvnet_core::resident::engine(&state_root(conf)?)
             .map(|_| ())
             .map_err(|e| {
                 CniError::new(
@@ -511,7 +511,7 @@ pub fn gc(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
                 .flatten()
                 .map(|a| (a.container_id.clone(), a.ifname.clone()))
                 .collect();
-            let mut engine = crate::resident::engine(&state_root(conf)?)?;
+            let mut engine = mvnet_core::resident::engine(&state_root(conf)?)?;
             let Some(net) = engine.network_by_exact_name(&conf.name)? else {
                 return Ok(());
             };

@@ -1,723 +1,88 @@
-//! The resident fast path: one agent per state root serves ADD, DEL and CHECK from a warm
-//! process, and the short-lived plugin process only forwards its request.
+//! The plugin's resident fast path (`mvnet_core::resident`): one agent per state root
+//! serves ADD, DEL and CHECK, and the short-lived plugin process only forwards its request.
 //!
-//! Why: a CNI command is a fresh process each time, so each one paid for opening the store
-//! (SQLite and its schema), connecting to etcd (a shared pool: gRPC start-up is a
-//! millisecond of CPU) and forking a child for the later ARP announcements. The agent
-//! keeps its store and etcd connections per worker thread, and sends announcements from one
-//! thread. The work itself is the same code (`crate::run`), run on a thread that has joined
-//! the caller's network namespace, so stdout and the exit status are byte-for-byte what
-//! the plugin would print itself (the tests compare both paths), and the store's
-//! transactions make it as atomic.
-//!
-//! When is the agent used: ADD, DEL and CHECK with the built-in IPAM or none (a delegated
-//! IPAM plugin reads our environment, so it runs here), when the agent runs the same binary
-//! as us (a replaced binary makes the old agent leave), in the same mount namespace, with
-//! the same `MVNET_*` environment. Anything else, or no agent, and the plugin does the work
-//! itself, then starts an agent for the next command. An agent that ends after taking a
-//! request (`kill -9`) makes that command fail with "try again" (the runtime then runs DEL,
-//! which is idempotent); one that ends before is just not used.
-//!
-//! `MVNET_NO_AGENT=1` turns it off. An agent leaves after a minute without requests, at
-//! once when its state root goes away, and never pins the namespace it was started from.
-//! Its pid is in `<root>/cni-agent.lock`.
+//! The agent runs the same code as the plugin (`crate::run`), so stdout and the exit status
+//! are byte-for-byte what the plugin prints itself (the tests compare both paths), and the
+//! store's transactions make it as atomic. Forwarded: ADD, DEL and CHECK with the built-in
+//! IPAM or none (a delegated IPAM plugin reads our environment, so it runs here). An agent
+//! that ends after taking a request makes the command fail with "try again" (the runtime
+//! then runs DEL, which is idempotent).
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use mvnet_core::engine::Engine;
-use mvnet_core::store::Store;
+use mvnet_core::resident::{self, Forwarded, Reply, Request, Service};
 
 use crate::conf::NetConf;
 use crate::error::{code, CniError};
-use crate::Reply;
 
-/// Set in the re-executed binary's environment: serve this state root.
-const AGENT_ENV: &str = "MVNET_CNI_AGENT";
-/// Set to anything to never use or start an agent.
-const OFF_ENV: &str = "MVNET_NO_AGENT";
 /// Tests: fail instead of doing the work here when no agent serves the command.
-const REQUIRED_ENV: &str = "MVNET_CNI_AGENT_REQUIRED";
-const SOCKET: &str = "cni-agent.sock";
-const LOCK: &str = "cni-agent.lock";
-/// An agent leaves after this long without a request.
-const IDLE: Duration = Duration::from_secs(60);
-/// Worker threads at most (each with its own store connection).
-const MAX_WORKERS: usize = 32;
-/// A request waits this long for a busy worker before another one is started. Warm workers
-/// are what make the agent fast (a new one opens its store first), and the kernel
-/// serializes link changes anyway; but a slow request (a probe, a DHCP lease) must not
-/// hold up the others for long.
-const SPAWN_AFTER: Duration = Duration::from_millis(3);
-const MAGIC: &[u8; 4] = b"MVN1";
+const REQUIRED_ENV: &str = "MVNET_AGENT_REQUIRED";
 
-/// What a request carries besides the config.
-#[derive(Serialize, Deserialize)]
-struct Header {
-    /// The caller's binary (see `exe_identity`): an agent only serves its own twin.
-    exe: String,
-    /// The caller's mount namespace: paths (CNI_NETNS, the state root) must mean the same.
-    mnt: String,
-    /// CNI_* and MVNET_* variables.
-    env: BTreeMap<String, String>,
-    argv0: String,
+pub static SERVICE: Service = Service {
+    name: "cni",
+    handle,
+};
+
+fn handle(req: &Request) -> Reply {
+    let argv0 = req.args.first().cloned().unwrap_or_default();
+    crate::run(&|k| req.var(k), &req.stdin, &argv0)
 }
 
-/// The answer of `forward`.
-pub enum Forwarded {
+/// What `main` does with a command.
+pub enum Route {
     Served(Reply),
-    /// Do the work here; `start_agent`: start one for this root afterwards.
-    NotServed {
+    /// Do it here; then start the agent of this root for the next command, if given.
+    Here {
         start_agent: Option<PathBuf>,
     },
 }
 
-// ---------------------------------------------------------------- the plugin's side
-
 /// Hands this command to the state root's agent if one can serve it.
-pub fn forward(raw: &[u8], argv0: &str) -> Forwarded {
-    let not_served = Forwarded::NotServed { start_agent: None };
-    if std::env::var_os(OFF_ENV).is_some() {
-        return not_served;
-    }
-    let required = std::env::var_os(REQUIRED_ENV).is_some();
-    let outcome = try_forward(raw, argv0);
-    match outcome {
-        Forwarded::NotServed { .. } if required => Forwarded::Served(crate::failure(
-            &CniError::new(
-                code::TRY_AGAIN,
-                format!("{REQUIRED_ENV} is set and no mvnet-cni agent served the command"),
-            ),
-            "1.1.0",
-        )),
+pub fn forward(raw: &[u8], argv0: &str) -> Route {
+    let here = Route::Here { start_agent: None };
+    let command = std::env::var("CNI_COMMAND").unwrap_or_default();
+    // A config we cannot read gets its error from the plugin itself.
+    let conf = NetConf::parse(raw).ok();
+    let root = conf
+        .as_ref()
+        .and_then(|c| crate::plugin::state_root(c).ok());
+    let eligible = matches!(command.as_str(), "ADD" | "DEL" | "CHECK")
+        && conf
+            .as_ref()
+            .is_some_and(|c| matches!(c.ipam_type(), "mvnet" | ""));
+    let route = match (eligible, root) {
+        (true, Some(root)) => {
+            match resident::forward(&SERVICE, &root, vec![argv0.to_string()], raw) {
+                Forwarded::Served(reply) => Route::Served(reply),
+                Forwarded::NotServed { start_agent } => Route::Here {
+                    start_agent: start_agent.then_some(root),
+                },
+                Forwarded::Lost => Route::Served(crate::failure(
+                    &CniError::new(
+                        code::TRY_AGAIN,
+                        "the mvnet-cni agent ended while it served this command; run DEL, then try again",
+                    ),
+                    conf.as_ref().map_or("1.1.0", |c| c.version()),
+                )),
+            }
+        }
+        _ => here,
+    };
+    match route {
+        Route::Here { .. } if std::env::var_os(REQUIRED_ENV).is_some() => {
+            Route::Served(crate::failure(
+                &CniError::new(
+                    code::TRY_AGAIN,
+                    format!("{REQUIRED_ENV} is set and no mvnet-cni agent served the command"),
+                ),
+                "1.1.0",
+            ))
+        }
         other => other,
     }
 }
 
-fn try_forward(raw: &[u8], argv0: &str) -> Forwarded {
-    let not_served = Forwarded::NotServed { start_agent: None };
-    let command = std::env::var("CNI_COMMAND").unwrap_or_default();
-    if !matches!(command.as_str(), "ADD" | "DEL" | "CHECK") {
-        return not_served;
-    }
-    // A config we cannot read gets its error from the plugin itself.
-    let Ok(conf) = NetConf::parse(raw) else {
-        return not_served;
-    };
-    if !matches!(conf.ipam_type(), "mvnet" | "") {
-        return not_served;
-    }
-    let Ok(root) = crate::plugin::state_root(&conf) else {
-        return not_served;
-    };
-    let start = Forwarded::NotServed {
-        start_agent: Some(root.clone()),
-    };
-    let Ok(stream) = UnixStream::connect(root.join(SOCKET)) else {
-        return start;
-    };
-    let env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("CNI_") || k.starts_with("MVNET_"))
-        .collect();
-    let (Some(exe), Some(mnt)) = (exe_identity(), mnt_identity()) else {
-        return not_served;
-    };
-    let header = Header {
-        exe,
-        mnt,
-        env,
-        argv0: argv0.to_string(),
-    };
-    let Ok(netns) = std::fs::File::open("/proc/thread-self/ns/net") else {
-        return not_served;
-    };
-    if send_request(&stream, &header, raw, netns.as_raw_fd()).is_err() {
-        return start;
-    }
-    let mut stream = stream;
-    let mut verdict = [0u8; 1];
-    if stream.read_exact(&mut verdict).is_err() || verdict[0] != b'A' {
-        // Declined (another binary or environment) or gone before taking it: our turn.
-        return start;
-    }
-    match read_reply(&mut stream) {
-        Ok((reply, stderr)) => {
-            if !stderr.is_empty() {
-                let _ = std::io::stderr().write_all(stderr.as_bytes());
-            }
-            Forwarded::Served(reply)
-        }
-        Err(_) => Forwarded::Served(crate::failure(
-            &CniError::new(
-                code::TRY_AGAIN,
-                "the mvnet-cni agent ended while it served this command; run DEL, then try again",
-            ),
-            conf.version(),
-        )),
-    }
-}
-
-fn send_request(
-    stream: &UnixStream,
-    header: &Header,
-    raw: &[u8],
-    fd: RawFd,
-) -> std::io::Result<()> {
-    let head = serde_json::to_vec(header).map_err(std::io::Error::other)?;
-    let mut msg = Vec::with_capacity(12 + head.len() + raw.len());
-    msg.extend_from_slice(MAGIC);
-    msg.extend_from_slice(&(head.len() as u32).to_le_bytes());
-    msg.extend_from_slice(&head);
-    msg.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-    msg.extend_from_slice(raw);
-    let sent = send_with_fd(stream.as_raw_fd(), &msg, fd)?;
-    (&*stream).write_all(&msg[sent..])
-}
-
-fn read_reply(stream: &mut UnixStream) -> std::io::Result<(Reply, String)> {
-    let mut status = [0u8; 1];
-    stream.read_exact(&mut status)?;
-    let stdout = read_chunk(stream)?;
-    let stderr = read_chunk(stream)?;
-    Ok((
-        Reply {
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            status: status[0],
-        },
-        String::from_utf8_lossy(&stderr).into_owned(),
-    ))
-}
-
-fn read_chunk(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len)?;
-    let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
-    stream.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-fn write_chunk(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
-}
-
-/// Starts the agent of `root` unless one holds its lock. Best effort: without an agent,
-/// every command is served in its own process, as before.
+/// Starts `root`'s agent unless one runs.
 pub fn start(root: &Path) {
-    let Some(probe) = try_lock(root) else {
-        return;
-    };
-    drop(probe);
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.env(AGENT_ENV, root)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    mvnet_core::process::close_inherited_fds(&mut cmd);
-    // The re-executed binary forks and its first process exits at once.
-    if let Ok(mut child) = cmd.spawn() {
-        let _ = child.wait();
-    }
-}
-
-// ---------------------------------------------------------------- identities
-
-/// The running binary: device, inode, size and modification time of /proc/self/exe.
-fn exe_identity() -> Option<String> {
-    let m = std::fs::metadata("/proc/self/exe").ok()?;
-    Some(format!(
-        "{}:{}:{}:{}.{}",
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec()
-    ))
-}
-
-fn mnt_identity() -> Option<String> {
-    let m = std::fs::metadata("/proc/thread-self/ns/mnt").ok()?;
-    Some(format!("{}:{}", m.dev(), m.ino()))
-}
-
-/// The MVNET_* environment that must be the same on both sides (the agent's own knobs
-/// excepted).
-fn compared_env(env: impl Iterator<Item = (String, String)>) -> BTreeMap<String, String> {
-    env.filter(|(k, _)| k.starts_with("MVNET_") && !k.starts_with(AGENT_ENV))
-        .collect()
-}
-
-fn try_lock(root: &Path) -> Option<std::fs::File> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(root.join(LOCK))
-        .ok()?;
-    // SAFETY: flock(2) on an fd we own.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    (rc == 0).then_some(f)
-}
-
-// ---------------------------------------------------------------- the engine cache
-
-/// Set in the agent: worker threads keep their store between requests.
-static RESIDENT: AtomicBool = AtomicBool::new(false);
-
-/// The store a worker opened: its state root, the network namespace its remote
-/// connections (etcd) were made in, and the store.
-type OpenStore = (PathBuf, u64, Box<dyn Store>);
-
-thread_local! {
-    static CACHED: std::cell::RefCell<Option<OpenStore>> = const { std::cell::RefCell::new(None) };
-}
-
-/// An engine whose store goes back to the worker's cache when the command is done.
-pub struct EngineGuard {
-    engine: Option<Engine>,
-    key: Option<(PathBuf, u64)>,
-}
-
-impl std::ops::Deref for EngineGuard {
-    type Target = Engine;
-    fn deref(&self) -> &Engine {
-        self.engine.as_ref().expect("present until dropped")
-    }
-}
-
-impl std::ops::DerefMut for EngineGuard {
-    fn deref_mut(&mut self) -> &mut Engine {
-        self.engine.as_mut().expect("present until dropped")
-    }
-}
-
-impl Drop for EngineGuard {
-    fn drop(&mut self) {
-        if let (Some(key), Some(engine)) = (self.key.take(), self.engine.take()) {
-            if !std::thread::panicking() {
-                let store = engine.into_store();
-                CACHED.with(|c| *c.borrow_mut() = Some((key.0, key.1, store)));
-            }
-        }
-    }
-}
-
-/// The engine of `root`: a fresh one, or in the agent, one over this worker's open store.
-/// An etcd connection belongs to the namespace it was made in, so a request from another
-/// namespace gets the store without its connections.
-pub fn engine(root: &Path) -> mvnet_core::Result<EngineGuard> {
-    if !RESIDENT.load(Ordering::Relaxed) {
-        return Ok(EngineGuard {
-            engine: Some(Engine::open(root)?),
-            key: None,
-        });
-    }
-    let ns = std::fs::metadata("/proc/thread-self/ns/net")
-        .map(|m| m.ino())
-        .unwrap_or(0);
-    let cached = CACHED.with(|c| c.borrow_mut().take());
-    let store = match cached {
-        Some((r, n, store)) if r == root && n == ns => store,
-        Some((r, _, mut store)) if r == root => {
-            store.drop_connections();
-            store
-        }
-        _ => Engine::open_store(root)?,
-    };
-    Ok(EngineGuard {
-        engine: Some(Engine::with_store(root, store)),
-        key: Some((root.to_path_buf(), ns)),
-    })
-}
-
-// ---------------------------------------------------------------- the agent
-
-/// In a binary re-executed by `start`: become the agent of its root, and exit.
-pub fn run_if_agent() {
-    let Some(root) = std::env::var_os(AGENT_ENV) else {
-        return;
-    };
-    // SAFETY: fork in a single-threaded process; the parent only exits.
-    match unsafe { libc::fork() } {
-        0 => {
-            serve(Path::new(&root));
-            std::process::exit(0)
-        }
-        _ => std::process::exit(0),
-    }
-}
-
-/// Work handed from the accepting thread to the workers.
-struct Shared {
-    queue: Mutex<std::collections::VecDeque<(Instant, UnixStream)>>,
-    ready: Condvar,
-    idle_workers: AtomicUsize,
-    workers: AtomicUsize,
-    in_flight: AtomicUsize,
-    /// A caller ran another binary: this one is out of date.
-    stale: AtomicBool,
-}
-
-fn serve(root: &Path) {
-    // Our own empty namespace: the one we were started from (a lab's, a container
-    // runtime's) must not be kept alive by us. Each request's thread joins its caller's.
-    // SAFETY: unshare of this single-threaded process's own namespace.
-    unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    let _ = std::env::set_current_dir("/");
-    let Ok(own_ns) = std::fs::File::open("/proc/thread-self/ns/net") else {
-        return;
-    };
-    let Some(mut lock) = try_lock(root) else {
-        return; // another agent won the race
-    };
-    // Who serves this root (the benchmark adds our CPU time to the commands we serve).
-    let _ = lock.set_len(0);
-    let _ = writeln!(lock, "{}", std::process::id());
-    let (Some(exe), Some(mnt)) = (exe_identity(), mnt_identity()) else {
-        return;
-    };
-    let my_env = compared_env(std::env::vars());
-    let path = root.join(SOCKET);
-    let _ = std::fs::remove_file(&path);
-    let Ok(listener) = UnixListener::bind(&path) else {
-        return;
-    };
-    let Ok(ino) = std::fs::metadata(&path).map(|m| m.ino()) else {
-        return;
-    };
-    mvnet_core::announce::announce_from_a_thread();
-    RESIDENT.store(true, Ordering::Relaxed);
-    let shared = Arc::new(Shared {
-        queue: Mutex::new(std::collections::VecDeque::new()),
-        ready: Condvar::new(),
-        idle_workers: AtomicUsize::new(0),
-        workers: AtomicUsize::new(0),
-        in_flight: AtomicUsize::new(0),
-        stale: AtomicBool::new(false),
-    });
-    let ctx = Arc::new(WorkerCtx {
-        root: root.to_path_buf(),
-        exe,
-        mnt,
-        env: my_env,
-        own_ns: OwnedFd::from(own_ns),
-    });
-    let mut last_request = Instant::now();
-    let spawn_worker = || {
-        shared.workers.fetch_add(1, Ordering::SeqCst);
-        let (s, c) = (shared.clone(), ctx.clone());
-        std::thread::spawn(move || worker(&s, &c));
-    };
-    // Two warm workers from the start: a runtime often starts several containers at once.
-    spawn_worker();
-    spawn_worker();
-    loop {
-        let mut pfd = libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let waiting = !shared.queue.lock().expect("never poisoned").is_empty();
-        // SAFETY: one live pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, if waiting { 1 } else { 1000 }) };
-        if n > 0 {
-            if let Ok((stream, _)) = listener.accept() {
-                last_request = Instant::now();
-                shared.in_flight.fetch_add(1, Ordering::SeqCst);
-                let mut q = shared.queue.lock().expect("never poisoned");
-                q.push_back((Instant::now(), stream));
-                drop(q);
-                if shared.workers.load(Ordering::SeqCst) == 0 {
-                    spawn_worker();
-                }
-                shared.ready.notify_one();
-            }
-        }
-        // A request kept waiting while every worker is busy: one more worker.
-        let stuck = shared
-            .queue
-            .lock()
-            .expect("never poisoned")
-            .front()
-            .is_some_and(|(t, _)| t.elapsed() >= SPAWN_AFTER);
-        if stuck
-            && shared.idle_workers.load(Ordering::SeqCst) == 0
-            && shared.workers.load(Ordering::SeqCst) < MAX_WORKERS
-        {
-            spawn_worker();
-        }
-        let ours = std::fs::metadata(&path).is_ok_and(|m| m.ino() == ino);
-        let idle = last_request.elapsed() >= IDLE && shared.in_flight.load(Ordering::SeqCst) == 0;
-        if !ours || idle || shared.stale.load(Ordering::SeqCst) {
-            if ours {
-                let _ = std::fs::remove_file(&path);
-            }
-            drop(listener);
-            // Let the requests already taken finish (a caller waits for its answer).
-            while shared.in_flight.load(Ordering::SeqCst) > 0 {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            return;
-        }
-    }
-}
-
-struct WorkerCtx {
-    root: PathBuf,
-    exe: String,
-    mnt: String,
-    env: BTreeMap<String, String>,
-    own_ns: OwnedFd,
-}
-
-fn worker(shared: &Shared, ctx: &WorkerCtx) {
-    crate::alloc::cache_on_this_thread();
-    // Open the store before the first request needs it (the first open of a connection
-    // reads the schema: milliseconds, which a waiting request should not pay).
-    let _ = engine(&ctx.root);
-    loop {
-        let stream = {
-            let mut q = shared.queue.lock().expect("never poisoned");
-            shared.idle_workers.fetch_add(1, Ordering::SeqCst);
-            while q.is_empty() {
-                q = shared.ready.wait(q).expect("never poisoned");
-            }
-            shared.idle_workers.fetch_sub(1, Ordering::SeqCst);
-            q.pop_front().expect("not empty").1
-        };
-        let healthy = serve_one(stream, shared, ctx);
-        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if !healthy {
-            // This thread could not return to the agent's namespace: end it.
-            shared.workers.fetch_sub(1, Ordering::SeqCst);
-            return;
-        }
-    }
-}
-
-/// Serves one connection; false if this thread is no longer fit to serve.
-fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
-    let Ok((header, raw, caller_ns)) = read_request(&stream) else {
-        return true;
-    };
-    let decline = |stream: &mut UnixStream, why: &str| {
-        let mut out = vec![b'D'];
-        write_chunk(&mut out, why.as_bytes());
-        let _ = stream.write_all(&out);
-    };
-    if peer_uid(&stream) != Some(0) {
-        decline(&mut stream, "only root is served");
-        return true;
-    }
-    if header.exe != ctx.exe {
-        shared.stale.store(true, Ordering::SeqCst);
-        decline(&mut stream, "another mvnet-cni binary");
-        return true;
-    }
-    if header.mnt != ctx.mnt {
-        decline(&mut stream, "another mount namespace");
-        return true;
-    }
-    if compared_env(header.env.clone().into_iter()) != ctx.env {
-        decline(&mut stream, "another MVNET_ environment");
-        return true;
-    }
-    // SAFETY: setns of this thread to a namespace fd we own.
-    if unsafe { libc::setns(caller_ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        decline(&mut stream, "cannot join the caller's network namespace");
-        return true;
-    }
-    let served = stream.write_all(b"A").is_ok();
-    let mut out = Vec::new();
-    if served {
-        let var = |k: &str| header.env.get(k).cloned();
-        let (result, stderr) = mvnet_core::capture_stderr(|| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::run(&var, &raw, &header.argv0)
-            }))
-        });
-        let (reply, stderr) = match result {
-            Ok(reply) => (reply, stderr),
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                (
-                    Reply {
-                        stdout: String::new(),
-                        status: 101,
-                    },
-                    format!("{stderr}mvnet-cni agent: the command panicked: {what}\n"),
-                )
-            }
-        };
-        out.push(reply.status);
-        write_chunk(&mut out, reply.stdout.as_bytes());
-        write_chunk(&mut out, stderr.as_bytes());
-    }
-    // SAFETY: back to the agent's own namespace, from an fd we own.
-    let back = unsafe { libc::setns(ctx.own_ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
-    if served {
-        let _ = stream.write_all(&out);
-    }
-    back
-}
-
-fn read_request(stream: &UnixStream) -> std::io::Result<(Header, Vec<u8>, OwnedFd)> {
-    // Big enough for most configs; the rest is read from the stream.
-    let mut first = vec![0u8; 8 * 1024];
-    let (n, fd) = recv_with_fd(stream.as_raw_fd(), &mut first)?;
-    let fd = fd.ok_or_else(|| std::io::Error::other("no namespace passed"))?;
-    first.truncate(n);
-    let mut rest = std::io::Cursor::new(first).chain(stream);
-    let mut magic = [0u8; 4];
-    rest.read_exact(&mut magic)?;
-    if &magic != MAGIC {
-        return Err(std::io::Error::other("not a request"));
-    }
-    let head = read_chunk(&mut rest)?;
-    let header: Header = serde_json::from_slice(&head).map_err(std::io::Error::other)?;
-    let raw = read_chunk(&mut rest)?;
-    Ok((header, raw, fd))
-}
-
-fn peer_uid(stream: &UnixStream) -> Option<u32> {
-    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
-    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: the buffer is a live ucred and its size is given.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut _ as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(cred.uid)
-}
-
-// ---------------------------------------------------------------- SCM_RIGHTS
-
-const CMSG_SPACE: usize = 64;
-
-fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> std::io::Result<usize> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let mut control = [0u8; CMSG_SPACE];
-    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    // SAFETY: CMSG_SPACE/CMSG_LEN compute sizes only.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as _;
-    // SAFETY: the control buffer is large enough for one header with one fd.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
-    }
-    // SAFETY: msg points at live buffers for the duration of the call.
-    let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
-fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<OwnedFd>)> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    let mut control = [0u8; CMSG_SPACE];
-    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = control.len() as _;
-    // SAFETY: msg points at live buffers for the duration of the call.
-    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut fd = None;
-    // SAFETY: walking the control messages the kernel wrote into our buffer.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
-                fd = Some(OwnedFd::from_raw_fd(raw));
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    Ok((n as usize, fd))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_mvnet_variables_are_compared_and_the_agents_own_are_not() {
-        let env = vec![
-            ("MVNET_ROOT".to_string(), "/x".to_string()),
-            ("CNI_COMMAND".to_string(), "ADD".to_string()),
-            ("MVNET_CNI_AGENT_REQUIRED".to_string(), "1".to_string()),
-            ("PATH".to_string(), "/bin".to_string()),
-        ];
-        let c = compared_env(env.into_iter());
-        assert_eq!(c.len(), 1);
-        assert_eq!(c["MVNET_ROOT"], "/x");
-    }
-
-    #[test]
-    fn a_request_and_its_namespace_pass_through_a_socket_pair() {
-        let (a, b) = UnixStream::pair().unwrap();
-        let header = Header {
-            exe: "e".into(),
-            mnt: "m".into(),
-            env: [("CNI_COMMAND".to_string(), "ADD".to_string())].into(),
-            argv0: "mvnet-cni".into(),
-        };
-        let ns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
-        send_request(&a, &header, b"{\"x\":1}", ns.as_raw_fd()).unwrap();
-        let (h, raw, fd) = read_request(&b).unwrap();
-        assert_eq!(h.env["CNI_COMMAND"], "ADD");
-        assert_eq!(raw, b"{\"x\":1}");
-        let passed = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
-        assert_eq!(passed.ino(), ns.metadata().unwrap().ino());
-    }
+    resident::start(&SERVICE, root);
 }

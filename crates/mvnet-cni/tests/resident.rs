@@ -13,7 +13,7 @@ use common::{ip, World, PLUGIN};
 
 /// The agent of `root`, if one runs: found by the state root in its environment.
 fn agent_pid(root: &Path) -> Option<u32> {
-    let want = format!("MVNET_CNI_AGENT={}", root.display());
+    let want = format!("MVNET_AGENT_CNI_ROOT={}", root.display());
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
@@ -104,7 +104,7 @@ fn play(w: &World, steps: &[Step], root: &Path, via_agent: bool) -> Vec<(i32, St
         let mut env: Vec<(&str, String)> = vec![("MVNET_ROOT", root.display().to_string())];
         if via_agent && i > 0 {
             // From the second command on, the agent must serve every one.
-            env.push(("MVNET_CNI_AGENT_REQUIRED", "1".into()));
+            env.push(("MVNET_AGENT_REQUIRED", "1".into()));
         }
         if !via_agent {
             env.push(("MVNET_NO_AGENT", "1".into()));
@@ -200,7 +200,7 @@ fn a_killed_or_foreign_agent_leaves_the_work_to_the_plugin_and_it_leaves_with_it
         &[
             ("MVNET_ROOT", &root_s),
             ("MVNET_LOCK_TIMEOUT", "7"),
-            ("MVNET_CNI_AGENT_REQUIRED", "1"),
+            ("MVNET_AGENT_REQUIRED", "1"),
         ],
     );
     assert_eq!(code, 1);
@@ -225,7 +225,7 @@ fn a_killed_or_foreign_agent_leaves_the_work_to_the_plugin_and_it_leaves_with_it
         &t,
         "eth0",
         &c,
-        &[("MVNET_ROOT", &root_s), ("MVNET_CNI_AGENT_REQUIRED", "1")],
+        &[("MVNET_ROOT", &root_s), ("MVNET_AGENT_REQUIRED", "1")],
     );
     assert_eq!(code, 0, "{r}");
     assert!(w.link(&t, "eth0").is_none());
@@ -258,7 +258,7 @@ fn twenty_parallel_adds_through_the_agent_get_twenty_addresses() {
                         t,
                         "eth0",
                         c,
-                        &[("MVNET_ROOT", root_s), ("MVNET_CNI_AGENT_REQUIRED", "1")],
+                        &[("MVNET_ROOT", root_s), ("MVNET_AGENT_REQUIRED", "1")],
                     )
                 })
             })
@@ -282,7 +282,7 @@ fn twenty_parallel_adds_through_the_agent_get_twenty_addresses() {
             t,
             "eth0",
             &c,
-            &[("MVNET_ROOT", &root_s), ("MVNET_CNI_AGENT_REQUIRED", "1")],
+            &[("MVNET_ROOT", &root_s), ("MVNET_AGENT_REQUIRED", "1")],
         );
         assert_eq!(code, 0, "{r}");
         assert!(w.link(t, "eth0").is_none());

@@ -8,6 +8,7 @@ pub mod model;
 pub mod store;
 
 pub use error::{Error, Result};
+pub mod alloc;
 pub mod announce;
 pub mod dhcp;
 pub mod doctor;
@@ -22,6 +23,7 @@ pub(crate) mod packet;
 pub mod parent;
 pub mod probe;
 pub mod process;
+pub mod resident;
 pub mod runtime;
 pub mod views;
 

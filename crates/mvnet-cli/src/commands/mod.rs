@@ -4,7 +4,6 @@ mod network;
 mod pool;
 mod system;
 
-use mvnet_core::engine::Engine;
 use mvnet_core::Result;
 
 use crate::cli::{Cli, Command};
@@ -34,7 +33,7 @@ pub fn dispatch(cli: Cli, root_given: bool) -> Result<u8> {
         Command::Demo { keep, name } => crate::demo::run(&name, keep),
         other => {
             let cli_root = cli.root.clone();
-            let mut engine = Engine::open(&cli.root)?;
+            let mut engine = mvnet_core::resident::engine(&cli.root)?;
             match other {
                 Command::Network(cmd) => network::run(&mut engine, cmd),
                 Command::Run(args) => container::run(&mut engine, args),
