@@ -15,7 +15,8 @@ cargo build --release -p mvnet-cli -p mvnet-cni -p mvnet-docker -p mvnet-dhcp
 bash scripts/build-static.sh
 assets=target/release/package-assets
 rm -rf "$assets"
-mkdir -p "$assets"/{man,completions,systemd,cni}
+mkdir -p "$assets"/{man,completions,systemd,cni,static}
+cp target/x86_64-unknown-linux-musl/release/mvnet target/x86_64-unknown-linux-musl/release/mvnet-cni "$assets/static/"
 target/release/mvnet __man "$assets/man"
 target/release/mvnet completion bash > "$assets/completions/mvnet"
 target/release/mvnet completion zsh > "$assets/completions/_mvnet"
