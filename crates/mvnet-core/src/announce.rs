@@ -170,7 +170,10 @@ impl Announcer {
                 ndp: self.ndp.zip(ndp.map(|(_, p)| p)),
                 left: what.count,
                 interval: what.interval,
-                next: std::time::Instant::now(),
+                // The first one a moment later, not at once: the agent answers its caller
+                // first (each broadcast on a busy parent costs the kernel a while), and the
+                // kernel's own announcement at link-up has gone out already.
+                next: std::time::Instant::now() + FIRST_FROM_THREAD,
                 _hand_over: hand_over,
             };
             let _ = resident.lock().map(|tx| tx.send(job));
@@ -226,6 +229,9 @@ impl Announcer {
         }
     }
 }
+
+/// How long the announcer thread waits before an endpoint's first announcement.
+const FIRST_FROM_THREAD: Duration = Duration::from_millis(3);
 
 /// The announcer thread of a long-lived process (see `announce_from_a_thread`).
 static RESIDENT: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =

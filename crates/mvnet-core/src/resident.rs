@@ -27,7 +27,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -365,15 +365,19 @@ pub fn run_if_agent(service: &'static Service) {
     }
 }
 
-/// Work handed from the accepting thread to the workers.
+/// What the workers and the housekeeping thread share.
 struct Shared {
-    queue: Mutex<std::collections::VecDeque<(Instant, UnixStream)>>,
-    ready: Condvar,
+    listener: UnixListener,
     idle_workers: AtomicUsize,
     workers: AtomicUsize,
     in_flight: AtomicUsize,
+    /// When the last request was taken (ms since `started`).
+    last_request_ms: std::sync::atomic::AtomicU64,
+    started: Instant,
     /// A caller ran another binary: this one is out of date.
     stale: AtomicBool,
+    /// Leaving: workers stop taking requests.
+    closing: AtomicBool,
 }
 
 fn serve(service: &'static Service, root: &Path) {
@@ -407,12 +411,14 @@ fn serve(service: &'static Service, root: &Path) {
     crate::announce::announce_from_a_thread();
     RESIDENT.store(true, Ordering::Relaxed);
     let shared = Arc::new(Shared {
-        queue: Mutex::new(std::collections::VecDeque::new()),
-        ready: Condvar::new(),
+        listener,
         idle_workers: AtomicUsize::new(0),
         workers: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
+        last_request_ms: std::sync::atomic::AtomicU64::new(0),
+        started: Instant::now(),
         stale: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
     });
     let ctx = Arc::new(WorkerCtx {
         service,
@@ -422,58 +428,56 @@ fn serve(service: &'static Service, root: &Path) {
         env: my_env,
         own_ns: OwnedFd::from(own_ns),
     });
-    let mut last_request = Instant::now();
     let spawn_worker = || {
         shared.workers.fetch_add(1, Ordering::SeqCst);
         let (s, c) = (shared.clone(), ctx.clone());
         std::thread::spawn(move || worker(&s, &c));
     };
     // Two warm workers from the start: a runtime often starts several containers at once.
+    // Workers take connections themselves (accept), so a request wakes one thread only;
+    // this thread only watches: more workers when callers wait, and when to leave.
     spawn_worker();
     spawn_worker();
+    let mut waiting_since: Option<Instant> = None;
     loop {
+        let busy = shared.idle_workers.load(Ordering::SeqCst) == 0;
+        if busy {
+            std::thread::sleep(Duration::from_millis(1));
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // A caller waiting while every worker is busy, for SPAWN_AFTER: one more worker.
         let mut pfd = libc::pollfd {
-            fd: listener.as_raw_fd(),
+            fd: shared.listener.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
-        let waiting = !shared.queue.lock().expect("never poisoned").is_empty();
-        // SAFETY: one live pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, if waiting { 1 } else { 1000 }) };
-        if n > 0 {
-            if let Ok((stream, _)) = listener.accept() {
-                last_request = Instant::now();
-                shared.in_flight.fetch_add(1, Ordering::SeqCst);
-                let mut q = shared.queue.lock().expect("never poisoned");
-                q.push_back((Instant::now(), stream));
-                drop(q);
-                if shared.workers.load(Ordering::SeqCst) == 0 {
+        // SAFETY: one live pollfd; a zero timeout only looks.
+        let pending = busy && unsafe { libc::poll(&mut pfd, 1, 0) } > 0;
+        match (pending, waiting_since) {
+            (false, _) => waiting_since = None,
+            (true, None) => waiting_since = Some(Instant::now()),
+            (true, Some(t)) => {
+                if t.elapsed() >= SPAWN_AFTER && shared.workers.load(Ordering::SeqCst) < MAX_WORKERS
+                {
                     spawn_worker();
+                    waiting_since = None;
                 }
-                shared.ready.notify_one();
             }
-        }
-        // A request kept waiting while every worker is busy: one more worker.
-        let stuck = shared
-            .queue
-            .lock()
-            .expect("never poisoned")
-            .front()
-            .is_some_and(|(t, _)| t.elapsed() >= SPAWN_AFTER);
-        if stuck
-            && shared.idle_workers.load(Ordering::SeqCst) == 0
-            && shared.workers.load(Ordering::SeqCst) < MAX_WORKERS
-        {
-            spawn_worker();
         }
         // Gone, or replaced by a newer agent's; or the store replaced under us.
         let ours = std::fs::metadata(&path).is_ok_and(|m| m.ino() == ino) && db_inode(root) == db;
-        let idle = last_request.elapsed() >= IDLE && shared.in_flight.load(Ordering::SeqCst) == 0;
+        let last = Duration::from_millis(shared.last_request_ms.load(Ordering::SeqCst));
+        let idle = shared.started.elapsed().saturating_sub(last) >= IDLE
+            && shared.in_flight.load(Ordering::SeqCst) == 0;
         if !ours || idle || shared.stale.load(Ordering::SeqCst) {
+            shared.closing.store(true, Ordering::SeqCst);
             if ours {
                 let _ = std::fs::remove_file(&path);
             }
-            drop(listener);
+            // Wake the workers blocked in accept (it fails once the socket is shut down).
+            // SAFETY: shutdown(2) of our own listening socket.
+            unsafe { libc::shutdown(shared.listener.as_raw_fd(), libc::SHUT_RDWR) };
             // Let the requests already taken finish (a caller waits for its answer).
             while shared.in_flight.load(Ordering::SeqCst) > 0 {
                 std::thread::sleep(Duration::from_millis(10));
@@ -502,15 +506,21 @@ fn worker(shared: &Shared, ctx: &WorkerCtx) {
     // reads the schema: milliseconds, which a waiting request should not pay).
     let _ = engine(&ctx.root);
     loop {
-        let stream = {
-            let mut q = shared.queue.lock().expect("never poisoned");
-            shared.idle_workers.fetch_add(1, Ordering::SeqCst);
-            while q.is_empty() {
-                q = shared.ready.wait(q).expect("never poisoned");
-            }
-            shared.idle_workers.fetch_sub(1, Ordering::SeqCst);
-            q.pop_front().expect("not empty").1
+        shared.idle_workers.fetch_add(1, Ordering::SeqCst);
+        let taken = shared.listener.accept();
+        shared.idle_workers.fetch_sub(1, Ordering::SeqCst);
+        if shared.closing.load(Ordering::SeqCst) {
+            shared.workers.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let Ok((stream, _)) = taken else {
+            continue;
         };
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        shared.last_request_ms.store(
+            shared.started.elapsed().as_millis() as u64,
+            Ordering::SeqCst,
+        );
         let healthy = serve_one(stream, shared, ctx);
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         if !healthy {
