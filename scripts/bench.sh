@@ -18,4 +18,4 @@ fi
 cargo build --release -p mvnet-cli -p mvnet-cni -p mvnet-docker -p mvnet-bench
 # mvnet, mvnet-cni and the floor as the package ships them: static (musl).
 bash scripts/build-static.sh
-exec target/release/mvnet-bench --out bench-out --static-dir target/x86_64-unknown-linux-musl/release "$@"
+exec target/release/mvnet-bench --static-dir target/x86_64-unknown-linux-musl/release "$@"

@@ -355,6 +355,9 @@ pub fn run_if_agent(service: &'static Service) {
     let Some(root) = std::env::var_os(service.marker()) else {
         return;
     };
+    // Not for the processes the agent starts in turn (a fleet keeper, a container's
+    // monitor: the same binary, which would otherwise become an agent too).
+    std::env::remove_var(service.marker());
     // SAFETY: fork in a single-threaded process; the parent only exits.
     match unsafe { libc::fork() } {
         0 => {
