@@ -188,6 +188,8 @@ impl Announcer {
         match unsafe { libc::fork() } {
             0 => unsafe {
                 libc::setsid();
+                // Named, so `rm -f` tells it from an mvnet command visiting the namespace.
+                libc::prctl(libc::PR_SET_NAME, ANNOUNCER_COMM.as_ptr(), 0, 0, 0);
                 // Into the container's namespace (see `netns`); on failure, announce anyway.
                 if let Some(ns) = &self.netns {
                     libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET);
@@ -229,6 +231,10 @@ impl Announcer {
         }
     }
 }
+
+/// The process name (comm) of a forked announcer.
+pub const ANNOUNCER_NAME: &str = "mvnet-announce";
+const ANNOUNCER_COMM: &std::ffi::CStr = c"mvnet-announce";
 
 /// How long the announcer thread waits before an endpoint's first announcement.
 const FIRST_FROM_THREAD: Duration = Duration::from_millis(3);

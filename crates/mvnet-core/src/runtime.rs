@@ -446,11 +446,22 @@ fn processes_in(wanted: &[(u64, u64)]) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let identity = |path: String| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let own_exe = identity("/proc/self/exe".into());
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me)
         .filter(|pid| {
-            std::fs::metadata(format!("/proc/{pid}/ns/net"))
-                .is_ok_and(|m| wanted.contains(&(m.dev(), m.ino())))
+            identity(format!("/proc/{pid}/ns/net")).is_some_and(|ns| wanted.contains(&ns))
+        })
+        // Another mvnet command that is only visiting the namespace for a moment (a
+        // concurrent `rm -f`, or the monitor of a `--rm` container removing it): not the
+        // container's. Killing it killed that command mid-way, silently (CI saw `rm -f`
+        // die so). Its announcers are the container's, and are named so.
+        .filter(|pid| {
+            own_exe.is_none()
+                || identity(format!("/proc/{pid}/exe")) != own_exe
+                || std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end() == crate::announce::ANNOUNCER_NAME)
         })
         .collect()
 }
