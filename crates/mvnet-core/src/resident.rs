@@ -506,8 +506,11 @@ struct WorkerCtx {
 fn worker(shared: &Shared, ctx: &WorkerCtx) {
     crate::alloc::cache_on_this_thread();
     // Open the store before the first request needs it (the first open of a connection
-    // reads the schema: milliseconds, which a waiting request should not pay).
-    let _ = engine(&ctx.root);
+    // reads the schema: milliseconds, which a waiting request should not pay). Not when
+    // the root is gone: opening would create it again, for nobody.
+    if ctx.root.join("mvnet.db").exists() {
+        let _ = engine(&ctx.root);
+    }
     loop {
         shared.idle_workers.fetch_add(1, Ordering::SeqCst);
         let taken = shared.listener.accept();
