@@ -160,3 +160,31 @@ pub fn find_binary(name: &str, env: &str) -> crate::Result<std::path::PathBuf> {
         "{name} is not installed; install it beside mvnet (or set {env})"
     ))
 }
+
+/// Re-executes this binary with `key=value` in its environment, in a session of its own,
+/// with no inherited descriptors and no stdio, and waits for that first process. The
+/// re-executed binary forks once more and lets the first process exit at once, so what it
+/// starts (the store keeper, a resident agent) never lingers as our child or zombie.
+/// Best effort: a failure leaves things as they would be without it.
+pub fn start_detached_self(key: &str, value: &std::path::Path) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env(key, value)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    close_inherited_fds(&mut cmd);
+    if let Ok(mut child) = cmd.spawn() {
+        let _ = child.wait();
+    }
+}

@@ -24,7 +24,6 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -214,26 +213,8 @@ pub fn start(service: &Service, root: &Path) {
         return;
     };
     drop(probe);
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.env(service.marker(), root)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    crate::process::close_inherited_fds(&mut cmd);
-    // The re-executed binary forks and its first process exits at once.
-    if let Ok(mut child) = cmd.spawn() {
-        let _ = child.wait();
-    }
+    // The re-executed binary runs `run_if_agent`.
+    crate::process::start_detached_self(&service.marker(), root);
 }
 
 // ---------------------------------------------------------------- identities
@@ -264,13 +245,7 @@ fn compared_env(env: impl Iterator<Item = (String, String)>) -> BTreeMap<String,
 }
 
 fn try_lock(path: &Path) -> Option<std::fs::File> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .ok()?;
+    let f = crate::store::root::open_private(path).ok()?;
     // SAFETY: flock(2) on an fd we own.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     (rc == 0).then_some(f)

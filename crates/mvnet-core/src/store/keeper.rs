@@ -17,9 +17,7 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -64,27 +62,8 @@ pub(crate) fn ensure(root: &Path) {
         return; // a keeper holds the lock
     };
     drop(probe); // nobody does: release it for the keeper we start
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let mut cmd = Command::new(exe);
-    cmd.env(ROOT_ENV, root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // The re-executed binary forks once more and its first process exits at once (see
-    // `detach_and_keep`), so the keeper never lingers as our child or zombie.
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    crate::process::close_inherited_fds(&mut cmd);
-    if let Ok(mut child) = cmd.spawn() {
-        let _ = child.wait();
-    }
+                 // The re-executed binary runs `detach_and_keep`.
+    crate::process::start_detached_self(ROOT_ENV, root);
 }
 
 /// In the re-executed binary: fork, let the parent return (to be reaped by whoever
