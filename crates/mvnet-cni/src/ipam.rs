@@ -139,6 +139,9 @@ pub struct BuiltinConf {
     /// Seconds a silent host keeps its addresses (`--ipam-opt grace=`).
     #[serde(default)]
     pub grace: Option<u32>,
+    /// Addresses this host claims ahead (`--ipam-opt spares=`).
+    #[serde(default)]
+    pub spares: Option<u32>,
 }
 
 impl BuiltinConf {
@@ -153,6 +156,9 @@ impl BuiltinConf {
         }
         if let Some(g) = self.grace {
             opts.push(format!("grace={g}"));
+        }
+        if let Some(n) = self.spares {
+            opts.push(format!("spares={n}"));
         }
         mvnet_core::model::FleetPool::from_ipam_options(&opts).map_err(CniError::from)
     }

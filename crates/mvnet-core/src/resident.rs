@@ -572,12 +572,19 @@ fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
         write_chunk(&mut out, reply.stdout.as_bytes());
         write_chunk(&mut out, stderr.as_bytes());
     }
-    // SAFETY: back to the agent's own namespace, from an fd we own.
-    let back = unsafe { libc::setns(ctx.own_ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
     if served {
         let _ = stream.write_all(&out);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        // Upkeep the command left (spares of a shared pool topped up), after the caller
+        // has its answer, and still in its namespace (where its etcd connection leads).
+        CACHED.with(|c| {
+            if let Some((_, _, store)) = c.borrow_mut().as_mut() {
+                store.after_reply();
+            }
+        });
     }
-    back
+    // SAFETY: back to the agent's own namespace, from an fd we own.
+    unsafe { libc::setns(ctx.own_ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 }
 }
 
 fn read_request(stream: &UnixStream) -> std::io::Result<(Header, OwnedFd)> {

@@ -32,6 +32,37 @@ fn lock_path(root: &Path) -> PathBuf {
     root.join("fleet").join("keeper.lock")
 }
 
+/// Where the keeper notes when it last told the cluster `eps` this host is alive.
+fn seen_file(root: &Path, eps: &[String]) -> PathBuf {
+    let h = crate::ids::fnv1a(eps.join(",").bytes());
+    root.join("fleet").join(format!("seen-{h:016x}"))
+}
+
+/// When (unix seconds) this host's keeper last wrote its `seen` time to the cluster `eps`
+/// and etcd took it: spares are used only while that is recent.
+pub fn last_seen(root: &Path, eps: &[String]) -> Option<i64> {
+    std::fs::read_to_string(seen_file(root, eps))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub(crate) fn note_seen(root: &Path, eps: &[String], at: i64) {
+    let path = seen_file(root, eps);
+    let tmp = path.with_extension("tmp");
+    let written = crate::store::root::private_dir(&root.join("fleet"))
+        .and_then(|()| crate::store::root::create_private_file(&tmp))
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(at.to_string().as_bytes())
+                .map_err(|e| Error::io("write the keeper's seen time", e))
+        });
+    if written.is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}
+
 /// Takes the keeper lock of `root` (`None`: a keeper runs already).
 fn try_lock(root: &Path) -> Result<Option<std::fs::File>> {
     use std::os::fd::AsRawFd;
@@ -192,8 +223,9 @@ pub fn run(root: &Path, stay: bool) -> Result<()> {
                 );
             }
             let c = clusters.get_mut(eps).expect("inserted above");
-            if let Err(e) = keep_alive(c, &me) {
-                eprintln!("mvnet fleet-keeper: {e}");
+            match keep_alive(c, &me) {
+                Ok(at) => note_seen(root, eps, at),
+                Err(e) => eprintln!("mvnet fleet-keeper: {e}"),
             }
         }
         // 2. Queued releases.
@@ -237,12 +269,25 @@ pub fn run(root: &Path, stay: bool) -> Result<()> {
             }
         }
         drop(store);
+        // 4. Spares (networks with --ipam-opt spares=N): verified and topped up.
+        let with_spares: Vec<_> = nets
+            .iter()
+            .filter(|n| n.fleet.as_ref().is_some_and(|p| p.spares > 0))
+            .collect();
+        if !with_spares.is_empty() {
+            let mut fleet = super::FleetStore::for_keeper(root, Box::new(SqliteStore::open(root)?));
+            for n in with_spares {
+                if let Err(e) = fleet.top_up(n) {
+                    eprintln!("mvnet fleet-keeper: spares of {}: {e}", n.name);
+                }
+            }
+        }
         std::thread::sleep(TICK);
     }
 }
 
 /// Renews this host's lease (a new one when it ran out) and its `alive` and `seen` keys.
-fn keep_alive(c: &mut Cluster, me: &super::HostIdentity) -> Result<()> {
+fn keep_alive(c: &mut Cluster, me: &super::HostIdentity) -> Result<i64> {
     let renewed = match c.lease {
         Some(id) => c.coord.keep_alive(id)?,
         None => false,
@@ -260,7 +305,8 @@ fn keep_alive(c: &mut Cluster, me: &super::HostIdentity) -> Result<()> {
         &super::seen_key(&me.id),
         &serde_json::to_string(&seen).expect("serializes"),
         0,
-    )
+    )?;
+    Ok(seen.at)
 }
 
 /// Releases the claims of host `me` in `net`'s pool whose endpoint this host no longer
@@ -279,12 +325,18 @@ pub fn reconcile(
     let prefix = super::claims_prefix(&pool.pool);
     let claims = coord.list(&prefix)?;
     let local = store.endpoints_of_network(&net.id)?;
+    // A spare's row, too, exists before its claim; its claim names the spare's id.
+    let spares = store.spares(&net.id)?;
     let mut released = 0;
     for (key, value, rev) in &claims {
         let Some(c) = Claim::parse(value) else {
             continue;
         };
-        if c.host != me || c.network != net.name || local.iter().any(|e| e.id == c.endpoint) {
+        if c.host != me
+            || c.network != net.name
+            || local.iter().any(|e| e.id == c.endpoint)
+            || spares.iter().any(|s| s.id == c.endpoint)
+        {
             continue;
         }
         if let Some(r) = coord.delete_if(key, *rev)? {

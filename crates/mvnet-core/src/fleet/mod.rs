@@ -355,6 +355,7 @@ mod tests {
             pool: "office".into(),
             etcd: vec!["http://10.0.0.5:2379".into()],
             grace_secs: 60,
+            spares: 0,
         };
         assert_eq!(etcd_endpoints(&p).unwrap(), ["http://10.0.0.5:2379"]);
     }

@@ -19,7 +19,7 @@ use super::{
     Reuse, Seen,
 };
 use crate::model::{Container, Endpoint, FleetPool, LanConflict, Lease, MacAddr, Network};
-use crate::store::{EndpointRequest, NetworkCheck, Store};
+use crate::store::{EndpointRequest, NetworkCheck, Spare, Store};
 use crate::{conflict, Error, Result};
 
 /// How many held addresses one attach steps over before it gives up.
@@ -42,6 +42,13 @@ pub struct FleetStore {
     /// Claims tried and won by this process (the scale simulation reports retries).
     tried: u64,
     won: u64,
+    /// Networks with spares, by id, from the networks this process has read.
+    spare_nets: HashMap<String, Network>,
+    /// Networks whose spares this request used or gave back: topped up after the reply.
+    touched: Vec<Network>,
+    /// Claims whose value should name another container now (pool, address, endpoint id,
+    /// container name; empty for a spare): rewritten after the reply.
+    retag: Vec<(FleetPool, IpAddr, String, String)>,
 }
 
 impl FleetStore {
@@ -60,7 +67,17 @@ impl FleetStore {
             pools: HashMap::new(),
             tried: 0,
             won: 0,
+            spare_nets: HashMap::new(),
+            touched: Vec::new(),
+            retag: Vec::new(),
         }
+    }
+
+    /// The store the fleet keeper tops spares up with (it is the keeper: starts none).
+    pub fn for_keeper(root: &Path, inner: Box<dyn Store>) -> FleetStore {
+        let mut s = FleetStore::new(root, inner);
+        s.start_keeper = false;
+        s
     }
 
     /// (claims tried, claims won) by this store so far.
@@ -301,6 +318,188 @@ impl FleetStore {
         }
     }
 
+    fn remember(&mut self, n: &Network) {
+        self.pools.insert(n.id.clone(), n.fleet.clone());
+        if n.fleet.as_ref().is_some_and(|p| p.spares > 0) {
+            self.spare_nets.insert(n.id.clone(), n.clone());
+        }
+    }
+
+    fn touch(&mut self, net: &Network) {
+        self.spare_nets.insert(net.id.clone(), net.clone());
+        if !self.touched.iter().any(|n| n.id == net.id) {
+            self.touched.push(net.clone());
+        }
+    }
+
+    /// Whether this host's keeper told etcd it is alive recently enough (within half the
+    /// grace period) that no other host can have taken a spare over: another host reuses
+    /// an address only after the holder was not seen for the whole grace period.
+    fn seen_recently(&self, pool: &FleetPool) -> bool {
+        let Ok(eps) = super::etcd_endpoints(pool) else {
+            return false;
+        };
+        super::keeper::last_seen(&self.root, &eps)
+            .is_some_and(|at| (now_secs() - at) * 2 < pool.grace_secs as i64)
+    }
+
+    /// A detach on a network with spares: its address becomes a spare again (when the
+    /// network has fewer than it wants), with no etcd round trip. The spare is
+    /// unconfirmed until its claim is checked after the reply (or by the keeper).
+    fn to_spare(&mut self, id: &str) -> Result<Option<Endpoint>> {
+        if self.spare_nets.is_empty() || !self.inner.keeps_spares() {
+            return Ok(None);
+        }
+        let nets: Vec<Network> = self.spare_nets.values().cloned().collect();
+        for net in nets {
+            let pool = net.fleet.clone().expect("a network with spares has a pool");
+            if !self
+                .inner
+                .endpoints_of_network(&net.id)?
+                .iter()
+                .any(|e| e.id == id && e.ipv4.is_some() && e.lease.is_none())
+            {
+                continue;
+            }
+            let have = self.inner.spares(&net.id)?.len();
+            if have >= pool.spares as usize {
+                return Ok(None);
+            }
+            let ep = self.inner.endpoint_to_spare(&net, id)?;
+            self.touch(&net);
+            return Ok(ep);
+        }
+        Ok(None)
+    }
+
+    /// Rewrites the claim of `ip` (ours, for `endpoint`) to name `container` (empty: a
+    /// spare), so `mvnet pool inspect` on every host shows who uses it.
+    fn retag_claim(
+        &mut self,
+        pool: &FleetPool,
+        ip: IpAddr,
+        endpoint: &str,
+        container: &str,
+    ) -> Result<()> {
+        let me = self.me()?;
+        let key = claim_key(&pool.pool, ip);
+        let Some((value, rev)) = self.coord(pool)?.get(&key)? else {
+            return Ok(());
+        };
+        let Some(mut c) = Claim::parse(&value) else {
+            return Ok(());
+        };
+        if c.host != me.id || c.endpoint != endpoint || c.container == container {
+            return Ok(());
+        }
+        c.container = container.to_string();
+        self.coord(pool)?.swap(&key, rev, &c.to_json())?;
+        Ok(())
+    }
+
+    /// Brings `net`'s spares to the count its pool asks for: checks the unconfirmed ones
+    /// nobody is making any more (a detach's, or a crashed top-up's) against etcd, gives
+    /// extra ones back, and claims new ones, each a row first and a claim after.
+    pub fn top_up(&mut self, net: &Network) -> Result<()> {
+        let Some(pool) = net.fleet.clone() else {
+            return Ok(());
+        };
+        if !self.inner.keeps_spares() {
+            return Ok(());
+        }
+        let me = self.me()?;
+        let mut have = 0usize;
+        for s in self.inner.spares(&net.id)? {
+            if s.confirmed || (s.owner_pid != 0 && crate::store::pid_alive(s.owner_pid)) {
+                have += 1;
+                continue;
+            }
+            let key = claim_key(&pool.pool, s.ip);
+            match self.coord(&pool)?.get(&key)? {
+                Some((v, rev)) => match Claim::parse(&v) {
+                    Some(mut c) if c.host == me.id && c.endpoint == s.id => {
+                        if self.inner.confirm_spare(&s.id)? {
+                            have += 1;
+                            if !c.container.is_empty() {
+                                c.container.clear();
+                                self.coord(&pool)?.swap(&key, rev, &c.to_json())?;
+                            }
+                        }
+                    }
+                    _ => {
+                        self.inner.remove_spare(&s.id)?;
+                        self.inner.mark_held_elsewhere(net, s.ip)?;
+                    }
+                },
+                None => {
+                    self.inner.remove_spare(&s.id)?;
+                }
+            }
+        }
+        let want = pool.spares as usize;
+        if have > want {
+            let extra: Vec<Spare> = self
+                .inner
+                .spares(&net.id)?
+                .into_iter()
+                .filter(|s| s.confirmed)
+                .take(have - want)
+                .collect();
+            for s in extra {
+                if self.inner.remove_spare(&s.id)?.is_some() {
+                    self.release(&pool, s.ip, &s.id);
+                }
+            }
+            return Ok(());
+        }
+        let mut tries = 0;
+        while have < want && tries < TRIES {
+            tries += 1;
+            let Some(s) = self.inner.reserve_spare(net)? else {
+                break; // the pool looks full here
+            };
+            let claim = Claim {
+                host: me.id.clone(),
+                host_name: me.name.clone(),
+                endpoint: s.id.clone(),
+                container: String::new(),
+                network: net.name.clone(),
+                since: now_secs(),
+                holder: None,
+            };
+            let key = claim_key(&pool.pool, s.ip);
+            self.tried += 1;
+            let made = self
+                .coord(&pool)
+                .and_then(|c| c.create(&key, &claim.to_json()));
+            match made {
+                Ok(Created::Yes(rev)) => {
+                    self.won += 1;
+                    self.log("claim", rev, s.ip, &s.id);
+                    if self.inner.confirm_spare(&s.id)? {
+                        have += 1;
+                    } else {
+                        // Gone meanwhile (its network removed): give the claim back.
+                        self.release(&pool, s.ip, &s.id);
+                    }
+                }
+                Ok(Created::Held { .. }) => {
+                    self.inner.remove_spare(&s.id)?;
+                    self.inner.mark_held_elsewhere(net, s.ip)?;
+                    if let Some(elsewhere) = place_in(net, &s.id) {
+                        self.inner.set_cursor(net, elsewhere)?;
+                    }
+                }
+                Err(e) => {
+                    // No claim was made (or one the keeper's reconcile finds without a row).
+                    self.inner.remove_spare(&s.id)?;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Learns again which addresses the other hosts hold (the local marks may be stale).
     /// An address whose holder is gone (see `may_reuse`) is left unmarked, so the next
     /// allocation tries it and takes it over through the probe.
@@ -379,9 +578,30 @@ fn is_full(e: &Error) -> bool {
 }
 
 impl Store for FleetStore {
+    fn keeps_spares(&self) -> bool {
+        self.inner.keeps_spares()
+    }
+    fn spares(&mut self, network_id: &str) -> Result<Vec<Spare>> {
+        self.inner.spares(network_id)
+    }
+
+    fn after_reply(&mut self) {
+        for (pool, ip, endpoint, container) in std::mem::take(&mut self.retag) {
+            if let Err(e) = self.retag_claim(&pool, ip, &endpoint, &container) {
+                tracing::debug!(error = %e, %ip, "claim not rewritten (the keeper will)");
+            }
+        }
+        for net in std::mem::take(&mut self.touched) {
+            if let Err(e) = self.top_up(&net) {
+                tracing::debug!(error = %e, network = %net.name, "spares not topped up (the keeper will)");
+            }
+        }
+    }
+
     fn end_of_request(&mut self) {
         // A network may be re-created with other options; the keeper may have left.
         self.pools.clear();
+        self.spare_nets.clear();
         self.keeper_started = false;
         self.inner.end_of_request();
     }
@@ -434,24 +654,38 @@ impl Store for FleetStore {
     fn networks(&mut self) -> Result<Vec<Network>> {
         let nets = self.inner.networks()?;
         for n in &nets {
-            self.pools.insert(n.id.clone(), n.fleet.clone());
+            self.remember(n);
         }
         Ok(nets)
     }
     fn update_network(&mut self, net: &Network) -> Result<()> {
         self.pools.remove(&net.id);
+        self.spare_nets.remove(&net.id);
         self.inner.update_network(net)
     }
     fn network(&mut self, name_or_id: &str) -> Result<Network> {
         // Remembered: a detach has read its network already, so the release needs no
         // second read to learn whether the network has a pool.
         let n = self.inner.network(name_or_id)?;
-        self.pools.insert(n.id.clone(), n.fleet.clone());
+        self.remember(&n);
         Ok(n)
     }
     fn remove_network(&mut self, id: &str) -> Result<Option<String>> {
+        // Its spares' claims go after the local rows (never a claim-less spare here).
+        let pool = self.pool_of(id)?;
+        let spares = match &pool {
+            Some(p) if self.inner.keeps_spares() => self.inner.spares(id)?,
+            _ => Vec::new(),
+        };
         self.pools.remove(id);
-        self.inner.remove_network(id)
+        self.spare_nets.remove(id);
+        let parent = self.inner.remove_network(id)?;
+        if let Some(pool) = pool {
+            for s in spares {
+                self.release(&pool, s.ip, &s.id);
+            }
+        }
+        Ok(parent)
     }
     fn parent_is_owned(&mut self, name: &str) -> Result<bool> {
         self.inner.parent_is_owned(name)
@@ -461,6 +695,20 @@ impl Store for FleetStore {
         let Some(pool) = net.fleet.clone() else {
             return self.inner.reserve_endpoint(net, req);
         };
+        if pool.spares > 0 && self.inner.keeps_spares() {
+            // Calico-style: an address claimed ahead, taken in one local transaction.
+            self.touch(net);
+            if self.seen_recently(&pool) {
+                if let Some(ep) = self.inner.take_spare(net, req)? {
+                    if let Some((ip, _)) = ep.ipv4 {
+                        self.retag
+                            .push((pool, ip, ep.id.clone(), ep.container_name.clone()));
+                    }
+                    self.ensure_keeper();
+                    return Ok(ep);
+                }
+            }
+        }
         self.drain_queue(&pool);
         let mut refreshed = false;
         for _ in 0..TRIES {
@@ -516,6 +764,9 @@ impl Store for FleetStore {
         self.inner.update_endpoint(ep)
     }
     fn remove_endpoint(&mut self, id: &str) -> Result<Option<Endpoint>> {
+        if let Some(ep) = self.to_spare(id)? {
+            return Ok(Some(ep));
+        }
         let ep = self.inner.remove_endpoint(id)?;
         if let Some(ep) = &ep {
             if let (Some(pool), Some((ip, _))) = (self.pool_of(&ep.network_id)?, ep.ipv4) {
@@ -895,6 +1146,114 @@ mod tests {
         assert_eq!(
             (mine.host.as_str(), mine.endpoint.as_str()),
             ("a", ep.id.as_str())
+        );
+    }
+    /// A host with `--ipam-opt spares=2` over the real SQLite store.
+    fn sqlite_host(coord: &MemoryCoordinator, id: &str, net: &Network) -> (FleetStore, PathBuf) {
+        let root = std::env::temp_dir().join(format!("mvnet-spares-{id}-{}", crate::ids::new_id()));
+        crate::store::root::prepare(&root).unwrap();
+        let inner = crate::store::SqliteStore::open(&root).unwrap();
+        let mut s = FleetStore::with_memory(
+            &root,
+            Box::new(inner),
+            coord.clone(),
+            HostIdentity {
+                id: id.into(),
+                name: format!("host-{id}"),
+            },
+        );
+        s.create_network(net, &|_| Ok(()), false).unwrap();
+        (s, root)
+    }
+
+    fn claims(coord: &MemoryCoordinator) -> Vec<(IpAddr, Claim)> {
+        let mut c = coord.clone();
+        let prefix = super::super::claims_prefix("office");
+        c.list(&prefix)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v, _)| {
+                (
+                    k.strip_prefix(&prefix).unwrap().parse().unwrap(),
+                    Claim::parse(&v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spares_are_claimed_ahead_taken_without_etcd_and_given_back_on_detach() {
+        let coord = MemoryCoordinator::new();
+        let mut net = pooled(0);
+        net.fleet.as_mut().unwrap().spares = 2;
+        let (mut a, root) = sqlite_host(&coord, "a", &net);
+        a.top_up(&net).unwrap();
+        let spares = a.spares("net1").unwrap();
+        assert_eq!(spares.len(), 2);
+        assert!(spares.iter().all(|s| s.confirmed));
+        let held = claims(&coord);
+        assert_eq!(held.len(), 2);
+        for s in &spares {
+            let (_, c) = held.iter().find(|(ip, _)| *ip == s.ip).unwrap();
+            assert_eq!(
+                (c.host.as_str(), c.endpoint.as_str(), c.container.as_str()),
+                ("a", s.id.as_str(), "")
+            );
+        }
+        // Without a recent sign of life from the keeper, no spare is used: the attach
+        // claims an address of its own.
+        let plain = attach(&mut a, &net, "plain", None).unwrap();
+        assert!(spares.iter().all(|s| s.id != plain.id));
+        assert_eq!(claims(&coord).len(), 3);
+        // Alive just now: an attach takes a spare, with etcd down (no round trip at all).
+        super::super::keeper::note_seen(&root, &["http://10.0.0.5:2379".to_string()], now_secs());
+        coord.set_down(true);
+        let web = attach(&mut a, &net, "web", None).unwrap();
+        let taken = spares
+            .iter()
+            .find(|s| s.id == web.id)
+            .expect("a spare's id");
+        assert_eq!(web.ipv4.unwrap().0, taken.ip);
+        assert_eq!(a.spares("net1").unwrap().len(), 1);
+        // A detach gives the address back as a spare (unconfirmed until checked), with
+        // nothing queued for etcd.
+        a.network("lan").unwrap();
+        a.remove_endpoint(&web.id).unwrap();
+        let back = a.spares("net1").unwrap();
+        assert_eq!(back.len(), 2);
+        assert!(back
+            .iter()
+            .any(|s| s.id == web.id && !s.confirmed && s.owner_pid == 0));
+        assert!(queue::is_empty(&root));
+        // Back up: the check confirms it (the claim is still ours) and nothing new is
+        // claimed; the keeper's reconcile keeps every spare's claim.
+        coord.set_down(false);
+        a.top_up(&net).unwrap();
+        let now = a.spares("net1").unwrap();
+        assert_eq!(now.len(), 2);
+        assert!(now.iter().all(|s| s.confirmed));
+        assert_eq!(claims(&coord).len(), 3);
+        let mut c = coord.clone();
+        let (released, _) =
+            super::super::keeper::reconcile(&mut c, &mut a, &net, "a", "host-a", &root).unwrap();
+        assert_eq!(released, 0);
+        // Another host never gets a spare of a.
+        let (mut b, _) = sqlite_host(&coord, "b", &net);
+        let mut got = Vec::new();
+        while let Ok(ep) = attach(&mut b, &net, &format!("b{}", got.len()), None) {
+            got.push(ep.ipv4.unwrap().0);
+        }
+        assert_eq!(got.len(), 2, "five addresses: three held by a");
+        for s in &now {
+            assert!(!got.contains(&s.ip), "{} is a's spare", s.ip);
+        }
+        // Removing the network gives the spares' claims back.
+        a.remove_endpoint(&plain.id).unwrap();
+        a.remove_network("net1").unwrap();
+        assert!(
+            claims(&coord).iter().all(|(_, c)| c.host == "b"),
+            "{:?}",
+            claims(&coord)
         );
     }
 }

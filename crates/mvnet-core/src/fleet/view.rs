@@ -83,6 +83,10 @@ pub fn inspect(pool: &FleetPool, nets: &[Network], coord: &mut dyn Coordinator) 
             if let Some(m) = &c.holder {
                 v["MacAddress"] = json!(m);
             }
+            if c.host != LAN_HOST && c.container.is_empty() {
+                // Claimed ahead by its host (--ipam-opt spares=N): no container yet.
+                v["Spare"] = json!(true);
+            }
             v
         }).collect::<Vec<_>>(),
     }))
@@ -129,6 +133,7 @@ mod tests {
             pool: "office".into(),
             etcd: vec!["http://10.0.0.5:2379".into()],
             grace_secs: 60,
+            spares: 0,
         };
         let v = inspect(&pool, &[], &mut c).unwrap();
         assert_eq!(v["Addresses"][0]["Address"], "10.0.0.2");

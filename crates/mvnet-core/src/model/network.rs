@@ -422,17 +422,30 @@ pub struct FleetPool {
     /// Seconds after a host was last seen alive before its addresses may be reused (and
     /// then only those the conflict probe finds silent).
     pub grace_secs: u32,
+    /// Addresses this host claims ahead (Calico-style, one at a time): an attach takes one
+    /// with no etcd round trip, and the host tops them up after it answers. 0: off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub spares: u32,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The most spares one host may hold in one pool.
+pub const MAX_FLEET_SPARES: u32 = 64;
 
 /// A host's addresses stay its own this long after it was last seen, by default.
 pub const DEFAULT_FLEET_GRACE_SECS: u32 = 60;
 
 impl FleetPool {
-    /// `--ipam-opt KEY=VALUE` pairs (`pool`, `etcd`, `grace`); `None` without `pool`.
+    /// `--ipam-opt KEY=VALUE` pairs (`pool`, `etcd`, `grace`, `spares`); `None` without
+    /// `pool`.
     pub fn from_ipam_options(given: &[String]) -> Result<Option<FleetPool>> {
         let mut pool = None;
         let mut etcd = Vec::new();
         let mut grace = None;
+        let mut spares = None;
         for o in given {
             let (k, v) = split_kv(o, "--ipam-opt")?;
             match k {
@@ -454,9 +467,14 @@ impl FleetPool {
                         || invalid!("invalid --ipam-opt grace={}: seconds, 1 to 86400", crate::quote(v)),
                     )?)
                 }
+                "spares" => {
+                    spares = Some(v.parse::<u32>().ok().filter(|n| *n <= MAX_FLEET_SPARES).ok_or_else(
+                        || invalid!("invalid --ipam-opt spares={}: a count, 0 to {MAX_FLEET_SPARES}", crate::quote(v)),
+                    )?)
+                }
                 other => {
                     return Err(invalid!(
-                        "unknown --ipam-opt {}; mvnet takes pool=NAME, etcd=URL[,URL...] and grace=SECONDS",
+                        "unknown --ipam-opt {}; mvnet takes pool=NAME, etcd=URL[,URL...], grace=SECONDS and spares=COUNT",
                         crate::quote(other)
                     ))
                 }
@@ -467,9 +485,10 @@ impl FleetPool {
                 pool,
                 etcd,
                 grace_secs: grace.unwrap_or(DEFAULT_FLEET_GRACE_SECS),
+                spares: spares.unwrap_or(0),
             })),
-            None if !etcd.is_empty() || grace.is_some() => Err(invalid!(
-                "--ipam-opt etcd= and grace= belong to a shared pool: add --ipam-opt pool=NAME (the same name on every host)"
+            None if !etcd.is_empty() || grace.is_some() || spares.is_some() => Err(invalid!(
+                "--ipam-opt etcd=, grace= and spares= belong to a shared pool: add --ipam-opt pool=NAME (the same name on every host)"
             )),
             None => Ok(None),
         }

@@ -15,6 +15,19 @@ use std::net::IpAddr;
 use crate::model::{Container, Endpoint, Frontend, LanConflict, MacAddr, Network};
 use crate::Result;
 
+/// An address of a shared pool this host claimed ahead (`crate::fleet`), allocated here
+/// under the spare's own id; its claim in etcd names that id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spare {
+    pub id: String,
+    pub network_id: String,
+    pub ip: IpAddr,
+    /// Its claim is made (only then may an attach take it).
+    pub confirmed: bool,
+    /// The process making its claim (an unconfirmed spare of a dead one is dropped).
+    pub owner_pid: u32,
+}
+
 /// What an attach asks the store to reserve, atomically: an endpoint row, its interface
 /// name, and its addresses.
 #[derive(Debug, Clone, Default)]
@@ -251,6 +264,43 @@ pub trait Store {
     fn mark_held_elsewhere(&mut self, net: &Network, ip: IpAddr) -> Result<()>;
     /// Forgets every such mark of `net` (before they are learned again); returns how many.
     fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize>;
+    /// Whether this store keeps spares (addresses a shared pool claims ahead); the methods
+    /// below do nothing where it does not.
+    fn keeps_spares(&self) -> bool {
+        false
+    }
+    /// Takes the next free IPv4 address of `net` as a new spare (not yet confirmed: its
+    /// claim comes next). `None` when the pool has no free address.
+    fn reserve_spare(&mut self, _net: &Network) -> Result<Option<Spare>> {
+        Ok(None)
+    }
+    /// The spare's claim is made: attaches may take it now. False when it is gone.
+    fn confirm_spare(&mut self, _id: &str) -> Result<bool> {
+        Ok(false)
+    }
+    /// Deletes a spare and frees its address here; returns it if it existed.
+    fn remove_spare(&mut self, _id: &str) -> Result<Option<Spare>> {
+        Ok(None)
+    }
+    /// The spares of a network, oldest first.
+    fn spares(&mut self, _network_id: &str) -> Result<Vec<Spare>> {
+        Ok(Vec::new())
+    }
+    /// Reserves an endpoint as `reserve_endpoint` does, on a confirmed spare's address and
+    /// under the spare's id (the id its claim names), in one transaction. `None`: no spare
+    /// fits (none left, or the static address asked for is not one).
+    fn take_spare(&mut self, _net: &Network, _req: &EndpointRequest) -> Result<Option<Endpoint>> {
+        Ok(None)
+    }
+    /// Deletes an endpoint but keeps its IPv4 address as a spare under the same id (the id
+    /// its claim names), unconfirmed and owned by nobody until its claim is checked, in one
+    /// transaction; returns the endpoint if it existed.
+    fn endpoint_to_spare(&mut self, _net: &Network, id: &str) -> Result<Option<Endpoint>> {
+        self.remove_endpoint(id)
+    }
+    /// After the answer went out (a resident process): slow upkeep this request left,
+    /// such as claiming new spares.
+    fn after_reply(&mut self) {}
     /// A resident process keeps its store open from one request to the next: forget what
     /// was learned for this request (networks' pools), keep the connections.
     fn end_of_request(&mut self) {}

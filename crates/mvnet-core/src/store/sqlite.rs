@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{EndpointRequest, NetworkCheck, Store};
+use super::{EndpointRequest, NetworkCheck, Spare, Store};
 use crate::error::StoreError;
 use crate::ipam::ip_key;
 use crate::model::{
@@ -12,7 +12,7 @@ use crate::model::{
 };
 use crate::{conflict, invalid, not_found, Error, Result};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Every object is one row with its JSON body; the columns beside it are the ones queried.
 /// Allocations are keyed by (address domain, address): networks sharing a parent share a LAN,
@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS lan_conflicts(
     domain TEXT NOT NULL, ip BLOB NOT NULL, network_id TEXT NOT NULL, mac TEXT, seen TEXT NOT NULL,
     PRIMARY KEY(domain, ip)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS lan_conflicts_by_network ON lan_conflicts(network_id);
+CREATE TABLE IF NOT EXISTS spares(
+    id TEXT PRIMARY KEY, network_id TEXT NOT NULL, ip BLOB NOT NULL, confirmed INTEGER NOT NULL,
+    owner_pid INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS spares_by_network ON spares(network_id);
 ";
 
 /// The endpoint id of an allocation held by a device on the LAN rather than by an endpoint.
@@ -312,7 +316,11 @@ impl SqliteStore {
         }
         let checks = [
             ("allocation without endpoint",
-             "SELECT count(*) FROM allocations a WHERE a.endpoint_id != '' AND NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.id = a.endpoint_id)"),
+             "SELECT count(*) FROM allocations a WHERE a.endpoint_id != '' AND a.endpoint_id != char(1) || 'fleet'
+              AND NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.id = a.endpoint_id)
+              AND NOT EXISTS (SELECT 1 FROM spares s WHERE s.id = a.endpoint_id)"),
+            ("spare without allocation",
+             "SELECT count(*) FROM spares s WHERE NOT EXISTS (SELECT 1 FROM allocations a WHERE a.endpoint_id = s.id)"),
             ("LAN-held allocation without conflict record",
              "SELECT count(*) FROM allocations a WHERE a.endpoint_id = '' AND NOT EXISTS (SELECT 1 FROM lan_conflicts c WHERE c.domain = a.domain AND c.ip = a.ip)"),
             ("conflict record without LAN-held allocation",
@@ -461,6 +469,145 @@ fn delete_endpoint(tx: &Transaction, id: &str) -> Result<Option<Endpoint>> {
     tx.execute("DELETE FROM allocations WHERE endpoint_id = ?1", [id])?;
     tx.execute("DELETE FROM endpoints WHERE id = ?1", [id])?;
     Ok(ep)
+}
+
+/// Checks an attach against the rows (network still there, not connected twice, passthru
+/// taken), picks its interface name and addresses, and inserts its endpoint row (state
+/// `creating`), inside `tx`. `spare`: the id and IPv4 address of a spare to use, whose
+/// allocation row is the spare's already.
+fn insert_endpoint(
+    tx: &Transaction,
+    net: &Network,
+    req: &EndpointRequest,
+    spare: Option<(String, (IpAddr, u8))>,
+) -> Result<Endpoint> {
+    let still_there = tx
+        .prepare_cached("SELECT 1 FROM networks WHERE id = ?1")?
+        .exists([&net.id])?;
+    if !still_there {
+        return Err(not_found!(
+            "network {} was removed; nothing attached",
+            net.name
+        ));
+    }
+    let mine = endpoints_where(tx, "container_id", &req.container_id)?;
+    if mine.iter().any(|e| e.network_id == net.id) {
+        return Err(conflict!(
+            "container {} is already connected to network {}",
+            req.container_name,
+            net.name
+        ));
+    }
+    if net.options.macvlan_mode == MacvlanMode::Passthru {
+        if let Some(owner) = endpoints_where(tx, "network_id", &net.id)?.first() {
+            return Err(conflict!(
+                "network {} is in passthru mode and its parent {} already belongs to {}; passthru gives the parent to exactly one container (use bridge mode to share it)",
+                net.name,
+                net.options.parent,
+                owner.container_name
+            ));
+        }
+    }
+    let taken: Vec<&str> = mine.iter().map(|e| e.ifname.as_str()).collect();
+    let ifname = req.choose_ifname(&taken)?;
+    let (v4_pools, v6_pools) = req.family_pools(net)?;
+    let (id, ipv4) = match spare {
+        Some((id, ip)) => (id, Some(ip)),
+        None => {
+            let id = crate::ids::new_id();
+            let ipv4 = match req.leased_ipv4 {
+                Some((ip, len)) => {
+                    record_leased(tx, net, ip, &id, &req.host_addresses)?;
+                    Some((ip, len))
+                }
+                None => allocate_in(
+                    tx,
+                    net,
+                    &v4_pools,
+                    req.static_ipv4,
+                    &id,
+                    &req.host_addresses,
+                )?,
+            };
+            (id, ipv4)
+        }
+    };
+    let ipv6 = allocate_in(
+        tx,
+        net,
+        &v6_pools,
+        req.static_ipv6,
+        &id,
+        &req.host_addresses,
+    )?;
+    let ep = req.endpoint(id, net, ifname, ipv4, ipv6);
+    tx.execute(
+        "INSERT INTO endpoints(id, network_id, container_id, state, owner_pid, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            ep.id,
+            ep.network_id,
+            ep.container_id,
+            state_str(ep.state),
+            ep.owner_pid,
+            to_json(&ep)
+        ],
+    )?;
+    Ok(ep)
+}
+
+/// The spares of `network_id`, oldest first.
+fn spares_where(tx: &rusqlite::Connection, network_id: &str) -> Result<Vec<Spare>> {
+    let mut st = tx.prepare_cached(
+        "SELECT id, ip, confirmed, owner_pid FROM spares WHERE network_id = ?1 ORDER BY rowid",
+    )?;
+    let rows: Vec<(String, Vec<u8>, bool, u32)> = st
+        .query_map([network_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, key, confirmed, owner_pid)| {
+            Some(Spare {
+                id,
+                network_id: network_id.to_string(),
+                ip: key_to_ip(&key)?,
+                confirmed,
+                owner_pid,
+            })
+        })
+        .collect())
+}
+
+/// Deletes spare `id` and frees its address, inside `tx`.
+fn delete_spare(tx: &Transaction, id: &str) -> Result<Option<Spare>> {
+    let row: Option<(String, Vec<u8>, bool, u32)> = tx
+        .query_row(
+            "SELECT network_id, ip, confirmed, owner_pid FROM spares WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((network_id, key, confirmed, owner_pid)) = row else {
+        return Ok(None);
+    };
+    tx.execute("DELETE FROM spares WHERE id = ?1", [id])?;
+    let domains: Vec<String> = tx
+        .prepare_cached("SELECT domain FROM allocations WHERE endpoint_id = ?1")?
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for d in &domains {
+        tx.execute("UPDATE domain_counts SET n = n - 1 WHERE domain = ?1", [d])?;
+    }
+    tx.execute("DELETE FROM allocations WHERE endpoint_id = ?1", [id])?;
+    Ok(key_to_ip(&key).map(|ip| Spare {
+        id: id.to_string(),
+        network_id,
+        ip,
+        confirmed,
+        owner_pid,
+    }))
 }
 
 /// Endpoints left `creating` by a process that died mid-attach (kill -9) give their
@@ -890,6 +1037,10 @@ impl Store for SqliteStore {
             })
             .optional()?;
         tx.execute("DELETE FROM pool_cursors WHERE network_id = ?1", [id])?;
+        // Its spares go with it (the fleet store releases their claims after this).
+        for spare in spares_where(&tx, id)? {
+            delete_spare(&tx, &spare.id)?;
+        }
         hand_over_lan_conflicts(&tx, id)?;
         tx.execute("DELETE FROM networks WHERE id = ?1", [id])?;
         // The last network on a parent mvnet created takes the parent with it.
@@ -920,72 +1071,7 @@ impl Store for SqliteStore {
     fn reserve_endpoint(&mut self, net: &Network, req: &EndpointRequest) -> Result<Endpoint> {
         let (tx, _lock) = self.write()?;
         let reclaimed = reclaim_abandoned(&tx)?;
-        let still_there = tx
-            .prepare_cached("SELECT 1 FROM networks WHERE id = ?1")?
-            .exists([&net.id])?;
-        if !still_there {
-            return Err(not_found!(
-                "network {} was removed; nothing attached",
-                net.name
-            ));
-        }
-        let mine = endpoints_where(&tx, "container_id", &req.container_id)?;
-        if mine.iter().any(|e| e.network_id == net.id) {
-            return Err(conflict!(
-                "container {} is already connected to network {}",
-                req.container_name,
-                net.name
-            ));
-        }
-        if net.options.macvlan_mode == MacvlanMode::Passthru {
-            if let Some(owner) = endpoints_where(&tx, "network_id", &net.id)?.first() {
-                return Err(conflict!(
-                    "network {} is in passthru mode and its parent {} already belongs to {}; passthru gives the parent to exactly one container (use bridge mode to share it)",
-                    net.name,
-                    net.options.parent,
-                    owner.container_name
-                ));
-            }
-        }
-        let taken: Vec<&str> = mine.iter().map(|e| e.ifname.as_str()).collect();
-        let ifname = req.choose_ifname(&taken)?;
-        let id = crate::ids::new_id();
-        let (v4_pools, v6_pools) = req.family_pools(net)?;
-        let ipv4 = match req.leased_ipv4 {
-            Some((ip, len)) => {
-                record_leased(&tx, net, ip, &id, &req.host_addresses)?;
-                Some((ip, len))
-            }
-            None => allocate_in(
-                &tx,
-                net,
-                &v4_pools,
-                req.static_ipv4,
-                &id,
-                &req.host_addresses,
-            )?,
-        };
-        let ipv6 = allocate_in(
-            &tx,
-            net,
-            &v6_pools,
-            req.static_ipv6,
-            &id,
-            &req.host_addresses,
-        )?;
-        let ep = req.endpoint(id, net, ifname, ipv4, ipv6);
-        tx.execute(
-            "INSERT INTO endpoints(id, network_id, container_id, state, owner_pid, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                ep.id,
-                ep.network_id,
-                ep.container_id,
-                state_str(ep.state),
-                ep.owner_pid,
-                to_json(&ep)
-            ],
-        )?;
+        let ep = insert_endpoint(&tx, net, req, None)?;
         tx.commit()?;
         drop(_lock);
         self.reclaimed.extend(reclaimed);
@@ -1186,6 +1272,106 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(ips.len())
+    }
+
+    fn keeps_spares(&self) -> bool {
+        true
+    }
+
+    fn reserve_spare(&mut self, net: &Network) -> Result<Option<Spare>> {
+        let (tx, _lock) = self.write()?;
+        let still_there = tx
+            .prepare_cached("SELECT 1 FROM networks WHERE id = ?1")?
+            .exists([&net.id])?;
+        if !still_there {
+            return Ok(None);
+        }
+        let id = crate::ids::new_id();
+        let v4: Vec<usize> = (0..net.pools.len())
+            .filter(|&i| net.pools[i].subnet.addr().is_ipv4())
+            .collect();
+        let ip = match allocate_in(&tx, net, &v4, None, &id, &[]) {
+            Ok(Some((ip, _))) => ip,
+            Ok(None) => return Ok(None),
+            Err(Error::Conflict(m)) if m.starts_with("no free address left") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let pid = std::process::id();
+        tx.execute(
+            "INSERT INTO spares(id, network_id, ip, confirmed, owner_pid) VALUES (?1, ?2, ?3, 0, ?4)",
+            params![id, net.id, &ip_key(ip)[..], pid],
+        )?;
+        tx.commit()?;
+        Ok(Some(Spare {
+            id,
+            network_id: net.id.clone(),
+            ip,
+            confirmed: false,
+            owner_pid: pid,
+        }))
+    }
+
+    fn confirm_spare(&mut self, id: &str) -> Result<bool> {
+        Ok(self.write_one("UPDATE spares SET confirmed = 1 WHERE id = ?1", [id])? > 0)
+    }
+
+    fn remove_spare(&mut self, id: &str) -> Result<Option<Spare>> {
+        let (tx, _lock) = self.write()?;
+        let spare = delete_spare(&tx, id)?;
+        tx.commit()?;
+        Ok(spare)
+    }
+
+    fn spares(&mut self, network_id: &str) -> Result<Vec<Spare>> {
+        spares_where(&self.conn, network_id)
+    }
+
+    fn take_spare(&mut self, net: &Network, req: &EndpointRequest) -> Result<Option<Endpoint>> {
+        let (tx, _lock) = self.write()?;
+        let reclaimed = reclaim_abandoned(&tx)?;
+        let chosen = spares_where(&tx, &net.id)?.into_iter().find(|s| {
+            s.confirmed
+                && req.static_ipv4.is_none_or(|want| want == s.ip)
+                && !req.host_addresses.iter().any(|(a, _)| *a == s.ip)
+        });
+        let ep = match chosen {
+            Some(s) => {
+                let prefix = net
+                    .pools
+                    .iter()
+                    .find(|p| p.subnet.contains(&s.ip))
+                    .map(|p| p.subnet.prefix_len());
+                match prefix {
+                    Some(len) if req.leased_ipv4.is_none() => {
+                        tx.execute("DELETE FROM spares WHERE id = ?1", [&s.id])?;
+                        Some(insert_endpoint(&tx, net, req, Some((s.id, (s.ip, len))))?)
+                    }
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        tx.commit()?;
+        drop(_lock);
+        self.reclaimed.extend(reclaimed);
+        Ok(ep)
+    }
+
+    fn endpoint_to_spare(&mut self, net: &Network, id: &str) -> Result<Option<Endpoint>> {
+        let (tx, _lock) = self.write()?;
+        let Some(ep) = delete_endpoint(&tx, id)? else {
+            return Ok(None);
+        };
+        if let (Some((ip, _)), None) = (ep.ipv4, &ep.lease) {
+            insert_allocation(&tx, net.address_domain(), ip, &net.id, id)?;
+            tx.execute(
+                // Unconfirmed, by nobody (pid 0): its claim is checked before it is used.
+                "INSERT INTO spares(id, network_id, ip, confirmed, owner_pid) VALUES (?1, ?2, ?3, 0, 0)",
+                params![id, net.id, &ip_key(ip)[..]],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Some(ep))
     }
 
     fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>> {
