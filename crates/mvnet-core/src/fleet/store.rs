@@ -346,7 +346,7 @@ impl FleetStore {
     /// A detach on a network with spares: its address becomes a spare again (when the
     /// network has fewer than it wants), with no etcd round trip. The spare is
     /// unconfirmed until its claim is checked after the reply (or by the keeper).
-    fn to_spare(&mut self, id: &str) -> Result<Option<Endpoint>> {
+    fn detach_into_spare(&mut self, id: &str) -> Result<Option<Endpoint>> {
         if self.spare_nets.is_empty() || !self.inner.keeps_spares() {
             return Ok(None);
         }
@@ -764,7 +764,7 @@ impl Store for FleetStore {
         self.inner.update_endpoint(ep)
     }
     fn remove_endpoint(&mut self, id: &str) -> Result<Option<Endpoint>> {
-        if let Some(ep) = self.to_spare(id)? {
+        if let Some(ep) = self.detach_into_spare(id)? {
             return Ok(Some(ep));
         }
         let ep = self.inner.remove_endpoint(id)?;
