@@ -299,10 +299,17 @@ fn churn(ops_wanted: usize, pooled: bool, kill_member: bool) -> Churn {
     } else {
         String::new()
     };
-    // 16 addresses for 9 workers: addresses move between hosts all the time.
-    let conf = format!(
-        r#"{{"cniVersion":"1.0.0","name":"lan","type":"macvlan","master":"eth0","ipam":{{"type":"mvnet","subnet":"10.103.19.0/24","rangeStart":"10.103.19.128","rangeEnd":"10.103.19.143","gateway":"10.103.19.1"{pool}}}}}"#
-    );
+    // 16 addresses for 9 workers: addresses move between hosts all the time. Host 1 keeps
+    // two spares (addresses claimed ahead, taken with no etcd round trip): the checks
+    // cover that path too.
+    let confs: Vec<String> = (1..=3)
+        .map(|h| {
+            let spares = if pooled && h == 1 { r#","spares":2"# } else { "" };
+            format!(
+                r#"{{"cniVersion":"1.0.0","name":"lan","type":"macvlan","master":"eth0","ipam":{{"type":"mvnet","subnet":"10.103.19.0/24","rangeStart":"10.103.19.128","rangeEnd":"10.103.19.143","gateway":"10.103.19.1"{pool}{spares}}}}}"#
+            )
+        })
+        .collect();
     // The LAN listener: ARP from each host's switch port.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sw = lab.guard.lab.netns_path("sw");
@@ -419,7 +426,7 @@ fn churn(ops_wanted: usize, pooled: bool, kill_member: bool) -> Churn {
         for (w, ns) in netns.iter().enumerate() {
             let host = w % 3 + 1;
             let (lab, conf, done, failed, first_error) =
-                (&lab, &conf, &done, &failed, &first_error);
+                (&lab, &confs[host - 1], &done, &failed, &first_error);
             s.spawn(move || {
                 let env = [("MVNET_FLEET_LOG", "1")];
                 let mut i = 0;
@@ -693,6 +700,148 @@ fn without_quorum_run_fails_in_time_and_queued_releases_land_later() {
         std::thread::sleep(Duration::from_millis(200));
     }
     run_on(&lab, 1, "late");
+}
+
+/// The spare addresses of host `host` in pool "office", from `pool inspect` (etcd's view).
+fn spares_of(lab: &TestLab, host: usize) -> Vec<String> {
+    let id = std::fs::read_to_string(lab.guard.lab.host_state_root(host).join("fleet/host-id"))
+        .unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(&lab.ok_on(host, &["pool", "inspect", "office"])).unwrap();
+    v[0]["Addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["HostId"] == id.trim() && a["Spare"] == true)
+        .map(|a| a["Address"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn wait_for_spares(lab: &TestLab, host: usize, n: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let s = spares_of(lab, host);
+        if s.len() == n {
+            return s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "host {host} has {s:?}, not {n} spares"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `--ipam-opt spares=3`: the host's keeper claims three addresses ahead; a `run` takes
+/// one with no etcd round trip (so it works while etcd is down, but only up to the spares
+/// claimed before); `rm` gives the address back as a spare (nothing queued); once etcd is
+/// back the keeper checks and tops them up; the other host never gets one of them.
+#[test]
+fn spares_are_claimed_ahead_and_used_without_etcd() {
+    let lab = TestLab::with_hosts(2);
+    let mut etcd = EtcdCluster::start(&lab.guard.lab, 1);
+    pool_network(&lab, 1, &etcd.endpoints(), &["--ipam-opt", "spares=3"]);
+    pool_network(&lab, 2, &etcd.endpoints(), &[]);
+    // The first claim starts the host's keeper, which claims the spares.
+    let first = run_on(&lab, 1, "first");
+    let spares = wait_for_spares(&lab, 1, 3);
+    assert!(!spares.contains(&first));
+    etcd.kill_member(1);
+    // etcd is down: a spare serves the run, at once.
+    let started = Instant::now();
+    let web = run_on(&lab, 1, "web");
+    assert!(spares.contains(&web), "{web} is not one of {spares:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    lab.ok_on(
+        1,
+        &[
+            "exec",
+            "web",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "10.103.19.1",
+        ],
+    );
+    // rm keeps the address as a spare: nothing waits for etcd.
+    let o = lab.mvnet_on(1, &["rm", "-f", "web"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stderr.contains("queued"), "{}", o.stderr);
+    let queue = lab.guard.lab.host_state_root(1).join("fleet/releases");
+    assert_eq!(std::fs::read_dir(&queue).map(|d| d.count()).unwrap_or(0), 0);
+    // The two spares confirmed before etcd went away serve two more runs; the third (the
+    // one rm gave back is not checked yet) is refused like any run without etcd.
+    let a = run_on(&lab, 1, "a");
+    let b = run_on(&lab, 1, "b");
+    assert!(
+        spares.contains(&a) && spares.contains(&b),
+        "{a} {b} {spares:?}"
+    );
+    let started = Instant::now();
+    let o = lab.mvnet_on(
+        1,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "lan",
+            "--name",
+            "c",
+            "--",
+            "sleep",
+            "infinity",
+        ],
+    );
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(o.stderr.contains("no quorum"), "{}", o.stderr);
+    // Back: the keeper checks the returned spare and claims new ones.
+    etcd.start_member(1);
+    etcd.wait_healthy(Duration::from_secs(30));
+    let now = wait_for_spares(&lab, 1, 3);
+    assert!(
+        now.contains(&web),
+        "the spare rm gave back is kept: {now:?}"
+    );
+    // Host 2 fills the rest of the pool... with never an address host 1 holds.
+    let mut theirs = Vec::new();
+    for i in 0..6 {
+        theirs.push(run_on(&lab, 2, &format!("h2-{i}")));
+    }
+    let ours = [first, a, b];
+    for ip in &theirs {
+        assert!(!ours.contains(ip) && !now.contains(ip), "{ip} is host 1's");
+    }
+    // Removing the network gives its spares back in etcd.
+    for n in ["first", "a", "b"] {
+        lab.ok_on(1, &["rm", "-f", n]);
+    }
+    lab.ok_on(1, &["network", "rm", "lan"]);
+    let keys = etcd.etcdctl(&[
+        "get",
+        "--prefix",
+        "--keys-only",
+        "/mvnet/v1/pools/office/ip/",
+    ]);
+    let keys = String::from_utf8_lossy(&keys.stdout).to_string();
+    for ip in now.iter().chain(ours.iter()) {
+        assert!(
+            !keys.contains(&format!("/{ip}\n")),
+            "{ip} still claimed: {keys}"
+        );
+    }
+    assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 6, "{keys}");
 }
 
 /// A host dies (its keeper killed, no clean-up): after the grace period its silent

@@ -681,8 +681,11 @@ impl Engine {
     /// Gives an endpoint's addresses back (its link is gone or going with its namespace)
     /// and drops the host's route to it.
     pub fn release_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
+        // The network first: the store learns its pool (a shared pool with spares keeps
+        // the address as a spare instead of releasing it).
+        let net = self.store.network(&ep.network_id).ok();
         self.store.remove_endpoint(&ep.id)?;
-        if let Ok(net) = self.store.network(&ep.network_id) {
+        if let Some(net) = net {
             self.host_access_follow(&net, ep, false)?;
         }
         Ok(())
