@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::TestLab;
@@ -746,6 +747,13 @@ fn spares_are_claimed_ahead_and_used_without_etcd() {
     let first = run_on(&lab, 1, "first");
     let spares = wait_for_spares(&lab, 1, 3);
     assert!(!spares.contains(&first));
+    let keeper_pid = || {
+        std::fs::read_to_string(lab.guard.lab.host_state_root(1).join("fleet/keeper.lock"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let keeper = keeper_pid();
     etcd.kill_member(1);
     // etcd is down: a spare serves the run, at once.
     let started = Instant::now();
@@ -814,6 +822,34 @@ fn spares_are_claimed_ahead_and_used_without_etcd() {
         now.contains(&web),
         "the spare rm gave back is kept: {now:?}"
     );
+    // The claims of the spares taken while etcd was down name their containers again
+    // (the keeper rewrites them, off the attach's path).
+    let started = Instant::now();
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&lab.ok_on(2, &["pool", "inspect", "office"])).unwrap();
+        let named = |ip: &str, ct: &str| {
+            v[0]["Addresses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["Address"] == ip && x["Container"] == ct)
+        };
+        if named(&a, "a") && named(&b, "b") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{v}\nhost 1's keeper:\n{}",
+            std::fs::read_to_string(lab.guard.lab.host_state_root(1).join("fleet/keeper.log"))
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The same keeper lived through the outage (SIGPIPE from a dead member's connection
+    // used to kill it without a word).
+    assert_eq!(keeper_pid(), keeper);
+    assert!(Path::new(&format!("/proc/{keeper}")).exists());
     // Host 2 fills the rest of the pool... with never an address host 1 holds.
     let mut theirs = Vec::new();
     for i in 0..6 {

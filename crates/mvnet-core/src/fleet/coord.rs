@@ -180,6 +180,14 @@ pub fn unavailable(endpoints: &[String], why: &str) -> Error {
 impl EtcdCoordinator {
     /// A coordinator for the cluster at `endpoints`; it connects on first use.
     pub fn new(endpoints: &[String]) -> Result<EtcdCoordinator> {
+        // A member that dies while a request is being written makes the write fail with
+        // EPIPE, or, where SIGPIPE is the default (the CLI sets it for `| head`), kills
+        // the process without a word: the fleet keeper died so whenever a member was
+        // stopped. An error is what the retry loop below handles.
+        // SAFETY: sets a signal disposition; no handler code is involved.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

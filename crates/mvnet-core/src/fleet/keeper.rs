@@ -268,8 +268,22 @@ pub fn run(root: &Path, stay: bool) -> Result<()> {
                 }
             }
         }
+        // 4. Spares (networks with --ipam-opt spares=N): claims name their users, the
+        // spares are checked and topped up.
+        for n in nets
+            .iter()
+            .filter(|n| n.fleet.as_ref().is_some_and(|p| p.spares > 0))
+        {
+            let Ok(eps) = super::etcd_endpoints(n.fleet.as_ref().expect("filtered")) else {
+                continue;
+            };
+            if let Some(c) = clusters.get_mut(&eps) {
+                if let Err(e) = retag(&mut c.coord, &mut store, n, &me.id) {
+                    eprintln!("mvnet fleet-keeper: claims of {}: {e}", n.name);
+                }
+            }
+        }
         drop(store);
-        // 4. Spares (networks with --ipam-opt spares=N): verified and topped up.
         let with_spares: Vec<_> = nets
             .iter()
             .filter(|n| n.fleet.as_ref().is_some_and(|p| p.spares > 0))
@@ -347,6 +361,7 @@ pub fn reconcile(
             released += 1;
         }
     }
+    retag_claims(coord, &claims, &local, &spares, net, me)?;
     let mut claimed = 0;
     for ep in &local {
         let Some((ip, _)) = ep.ipv4 else {
@@ -377,4 +392,53 @@ pub fn reconcile(
         }
     }
     Ok((released, claimed))
+}
+
+/// Rewrites this host's claims that name another container than the one using the address
+/// now (an attach took a spare, or a detach made one), so `pool inspect` on every host
+/// shows who uses what. Off the attach's path: the keeper does it every tick for networks
+/// with spares. Returns how many it rewrote.
+fn retag_claims(
+    coord: &mut dyn Coordinator,
+    claims: &[(String, String, i64)],
+    local: &[crate::model::Endpoint],
+    spares: &[crate::store::Spare],
+    net: &crate::model::Network,
+    me: &str,
+) -> Result<usize> {
+    let mut rewritten = 0;
+    for (key, value, rev) in claims {
+        let Some(mut c) = Claim::parse(value) else {
+            continue;
+        };
+        if c.host != me || c.network != net.name {
+            continue;
+        }
+        let used_by = match local.iter().find(|e| e.id == c.endpoint) {
+            Some(e) => e.container_name.clone(),
+            None if spares.iter().any(|s| s.id == c.endpoint) => String::new(),
+            None => continue,
+        };
+        if c.container != used_by {
+            c.container = used_by;
+            if coord.swap(key, *rev, &c.to_json())?.is_some() {
+                rewritten += 1;
+            }
+        }
+    }
+    Ok(rewritten)
+}
+
+/// `retag_claims` for one network, reading the claims and then the rows.
+pub fn retag(
+    coord: &mut dyn Coordinator,
+    store: &mut dyn Store,
+    net: &crate::model::Network,
+    me: &str,
+) -> Result<usize> {
+    let pool = net.fleet.as_ref().expect("a pooled network");
+    let claims = coord.list(&super::claims_prefix(&pool.pool))?;
+    let local = store.endpoints_of_network(&net.id)?;
+    let spares = store.spares(&net.id)?;
+    retag_claims(coord, &claims, &local, &spares, net, me)
 }

@@ -46,9 +46,6 @@ pub struct FleetStore {
     spare_nets: HashMap<String, Network>,
     /// Networks whose spares this request used or gave back: topped up after the reply.
     touched: Vec<Network>,
-    /// Claims whose value should name another container now (pool, address, endpoint id,
-    /// container name; empty for a spare): rewritten after the reply.
-    retag: Vec<(FleetPool, IpAddr, String, String)>,
 }
 
 impl FleetStore {
@@ -69,7 +66,6 @@ impl FleetStore {
             won: 0,
             spare_nets: HashMap::new(),
             touched: Vec::new(),
-            retag: Vec::new(),
         }
     }
 
@@ -361,8 +357,10 @@ impl FleetStore {
             {
                 continue;
             }
+            // Up to twice the count: a host that attaches and detaches in turn then
+            // needs neither a claim nor a release (the top-up trims beyond that).
             let have = self.inner.spares(&net.id)?.len();
-            if have >= pool.spares as usize {
+            if have >= 2 * pool.spares as usize {
                 return Ok(None);
             }
             let ep = self.inner.endpoint_to_spare(&net, id)?;
@@ -372,34 +370,10 @@ impl FleetStore {
         Ok(None)
     }
 
-    /// Rewrites the claim of `ip` (ours, for `endpoint`) to name `container` (empty: a
-    /// spare), so `mvnet pool inspect` on every host shows who uses it.
-    fn retag_claim(
-        &mut self,
-        pool: &FleetPool,
-        ip: IpAddr,
-        endpoint: &str,
-        container: &str,
-    ) -> Result<()> {
-        let me = self.me()?;
-        let key = claim_key(&pool.pool, ip);
-        let Some((value, rev)) = self.coord(pool)?.get(&key)? else {
-            return Ok(());
-        };
-        let Some(mut c) = Claim::parse(&value) else {
-            return Ok(());
-        };
-        if c.host != me.id || c.endpoint != endpoint || c.container == container {
-            return Ok(());
-        }
-        c.container = container.to_string();
-        self.coord(pool)?.swap(&key, rev, &c.to_json())?;
-        Ok(())
-    }
-
-    /// Brings `net`'s spares to the count its pool asks for: checks the unconfirmed ones
-    /// nobody is making any more (a detach's, or a crashed top-up's) against etcd, gives
-    /// extra ones back, and claims new ones, each a row first and a claim after.
+    /// Keeps `net`'s spares between the count its pool asks for and twice that: checks the
+    /// unconfirmed ones nobody is making any more (a detach's, or a crashed top-up's)
+    /// against etcd, gives back those beyond twice the count, and claims new ones below
+    /// the count, each a row first and a claim after.
     pub fn top_up(&mut self, net: &Network) -> Result<()> {
         let Some(pool) = net.fleet.clone() else {
             return Ok(());
@@ -416,14 +390,10 @@ impl FleetStore {
             }
             let key = claim_key(&pool.pool, s.ip);
             match self.coord(&pool)?.get(&key)? {
-                Some((v, rev)) => match Claim::parse(&v) {
-                    Some(mut c) if c.host == me.id && c.endpoint == s.id => {
+                Some((v, _)) => match Claim::parse(&v) {
+                    Some(c) if c.host == me.id && c.endpoint == s.id => {
                         if self.inner.confirm_spare(&s.id)? {
                             have += 1;
-                            if !c.container.is_empty() {
-                                c.container.clear();
-                                self.coord(&pool)?.swap(&key, rev, &c.to_json())?;
-                            }
                         }
                     }
                     _ => {
@@ -437,13 +407,13 @@ impl FleetStore {
             }
         }
         let want = pool.spares as usize;
-        if have > want {
+        if have > 2 * want {
             let extra: Vec<Spare> = self
                 .inner
                 .spares(&net.id)?
                 .into_iter()
                 .filter(|s| s.confirmed)
-                .take(have - want)
+                .take(have - 2 * want)
                 .collect();
             for s in extra {
                 if self.inner.remove_spare(&s.id)?.is_some() {
@@ -586,11 +556,6 @@ impl Store for FleetStore {
     }
 
     fn after_reply(&mut self) {
-        for (pool, ip, endpoint, container) in std::mem::take(&mut self.retag) {
-            if let Err(e) = self.retag_claim(&pool, ip, &endpoint, &container) {
-                tracing::debug!(error = %e, %ip, "claim not rewritten (the keeper will)");
-            }
-        }
         for net in std::mem::take(&mut self.touched) {
             if let Err(e) = self.top_up(&net) {
                 tracing::debug!(error = %e, network = %net.name, "spares not topped up (the keeper will)");
@@ -700,10 +665,8 @@ impl Store for FleetStore {
             self.touch(net);
             if self.seen_recently(&pool) {
                 if let Some(ep) = self.inner.take_spare(net, req)? {
-                    if let Some((ip, _)) = ep.ipv4 {
-                        self.retag
-                            .push((pool, ip, ep.id.clone(), ep.container_name.clone()));
-                    }
+                    // Its claim still reads "spare": the keeper's reconcile writes the
+                    // container's name into it later, off every attach's path.
                     self.ensure_keeper();
                     return Ok(ep);
                 }
