@@ -850,7 +850,7 @@ fn report(args: &Args, names: &[String], mut results: Value) {
         per_pair(CNI_POOL, "range_per_pair"),
     );
     table += &format!(
-        "\nShared pool with 4 spares (`\"spares\": 4`): ADD {:.2} ms ({:.2}x the local store), DEL {:.2} ms; etcd requests per ADD + DEL pair: {:.2} transactions, {:.2} reads, none of them before the reply (an ADD takes a spare and a DEL gives it back locally; the agent checks and rewrites claims after it answers)\n",
+        "\nShared pool with 4 spares (`\"spares\": 4`): ADD {:.2} ms ({:.2}x the local store), DEL {:.2} ms; etcd requests per ADD + DEL pair: {:.2} transactions, {:.2} reads, none of them before the reply (an ADD takes a spare and a DEL gives it back, both in one local transaction; after it answers, the agent reads the returned spare's claim to check it is still this host's, and claims a new spare when fewer than 4 are left; the keeper writes container names into the claims every 2 s)\n",
         m(CNI_SPARES, "add_ms"),
         m(CNI_SPARES, "add_ms") / m(me, "add_ms"),
         m(CNI_SPARES, "del_ms"),
