@@ -105,24 +105,24 @@ pub fn version(conf: Option<&NetConf>) -> Value {
     })
 }
 
-/// `MVNET_TIMING=1`: phase timings on stderr, to see where an ADD spends its time.
-struct Phases(Option<(std::time::Instant, Vec<(&'static str, f64)>)>);
+/// `MVNET_TIMING=1`: phase timings on stderr, to see where an ADD spends its time (the
+/// engine's own phases come in between, through `mvnet_core::timing`).
+struct Phases;
 
 impl Phases {
     fn new() -> Phases {
-        Phases(std::env::var_os("MVNET_TIMING").map(|_| (std::time::Instant::now(), Vec::new())))
+        mvnet_core::timing::begin();
+        Phases
     }
     fn mark(&mut self, what: &'static str) {
-        if let Some((t, v)) = &mut self.0 {
-            v.push((what, t.elapsed().as_secs_f64() * 1e3));
-            *t = std::time::Instant::now();
-        }
+        mvnet_core::timing::mark(what);
     }
 }
 
 impl Drop for Phases {
     fn drop(&mut self) {
-        if let Some((_, v)) = &self.0 {
+        let v = mvnet_core::timing::take();
+        if !v.is_empty() {
             let parts: Vec<String> = v.iter().map(|(w, ms)| format!("{w}={ms:.3}ms")).collect();
             mvnet_core::to_stderr(&format!("mvnet-cni timing: {}", parts.join(" ")));
         }

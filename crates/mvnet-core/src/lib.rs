@@ -25,6 +25,7 @@ pub mod probe;
 pub mod process;
 pub mod resident;
 pub mod runtime;
+pub mod timing;
 pub mod views;
 
 /// A warning for the person at the terminal (stderr; CNI runtimes log a plugin's stderr).

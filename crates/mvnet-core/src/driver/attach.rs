@@ -221,6 +221,7 @@ pub fn configure(
             fast_dad: window.filter(|_| has_v6),
         },
     )?;
+    crate::timing::mark("enter-ns");
     let nl = inside.rtnl.as_mut();
     let where_ = format!("{} in {}", plan.ifname, ns.path().display());
     let k = |op: &str| {
@@ -260,6 +261,7 @@ pub fn configure(
     if window.is_none() {
         bring_up(nl, link.index, plan)?;
     }
+    crate::timing::mark("address+up");
     if dad {
         settle_ipv6_dad(
             nl,
@@ -295,6 +297,7 @@ pub fn configure(
         };
         announcer.announce(&what, listener)?;
     }
+    crate::timing::mark("announce");
     let nl = inside.rtnl.as_mut();
     for r in &plan.routes {
         match nl.add_route(r.dst, r.gateway, link.index) {
@@ -303,6 +306,7 @@ pub fn configure(
             other => other.map_err(k("add route"))?,
         }
     }
+    crate::timing::mark("routes");
     Ok(())
 }
 
@@ -432,7 +436,9 @@ pub fn attach(
     replace_leftover: bool,
     on_conflict: ConflictHandler,
 ) -> Result<()> {
-    if let CreateOutcome::NameTaken = create_link(os, parent_ns, ns, plan)? {
+    let created = create_link(os, parent_ns, ns, plan)?;
+    crate::timing::mark("create-link");
+    if let CreateOutcome::NameTaken = created {
         if !replace_leftover {
             return Err(crate::conflict!(
                 "namespace {} already has an interface named {}; remove it or choose another interface name (--ifname)",

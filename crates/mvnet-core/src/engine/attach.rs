@@ -434,7 +434,9 @@ impl Engine {
         parent_ns: ParentNs,
     ) -> Result<Attached> {
         let opts = &req.options;
+        crate::timing::mark("netns+parent");
         let host_addresses = self.host_addresses_in(net, &[opts.ipv4, opts.ipv6])?;
+        crate::timing::mark("host-addresses");
         let ipvlan = matches!(
             req.link.kind.unwrap_or(LinkKind::of(net)),
             LinkKind::Ipvlan(..)
@@ -461,13 +463,16 @@ impl Engine {
                     .is_some(),
         };
         let mut ep = self.store.reserve_endpoint(net, &reservation)?;
+        crate::timing::mark("reserve");
         self.delete_reclaimed_links();
         let mut refused = None;
         let mut mac_skips = 0;
         loop {
             match self.build_endpoint(net, req, &ep, parent, ns, parent_ns, &mut refused) {
                 Ok(built) => {
-                    if let Err(e) = self.store.activate_endpoint(&built.id) {
+                    let activated = self.store.activate_endpoint(&built.id);
+                    crate::timing::mark("activate");
+                    if let Err(e) = activated {
                         let _ = driver::delete_endpoint_link(
                             self.os.as_mut(),
                             &built.netns,
