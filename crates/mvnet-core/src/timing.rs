@@ -13,7 +13,10 @@ thread_local! {
 
 /// Starts timing this thread's command, if `MVNET_TIMING` is set.
 pub fn begin() {
-    let on = std::env::var_os("MVNET_TIMING").is_some();
+    begin_if(std::env::var_os("MVNET_TIMING").is_some());
+}
+
+fn begin_if(on: bool) {
     PHASES.with(|p| *p.borrow_mut() = on.then(|| (Instant::now(), Vec::new())));
 }
 
@@ -38,8 +41,7 @@ mod tests {
     fn marks_only_between_begin_and_take() {
         super::mark("before");
         assert!(super::take().is_empty());
-        std::env::set_var("MVNET_TIMING", "1");
-        super::begin();
+        super::begin_if(true);
         super::mark("a");
         super::mark("b");
         let v = super::take();
