@@ -121,6 +121,7 @@ pub fn forward(service: &Service, root: &Path, args: Vec<String>, stdin: &[u8]) 
     if std::env::var_os(OFF_ENV).is_some() {
         return Forwarded::NotServed { start_agent: false };
     }
+    let began = Instant::now();
     let start = Forwarded::NotServed { start_agent: true };
     let Ok(mut stream) = UnixStream::connect(service.socket(root)) else {
         return start;
@@ -143,9 +144,11 @@ pub fn forward(service: &Service, root: &Path, args: Vec<String>, stdin: &[u8]) 
     let Ok(netns) = std::fs::File::open("/proc/thread-self/ns/net") else {
         return Forwarded::NotServed { start_agent: false };
     };
+    let timing = header.request.env.contains_key("MVNET_TIMING");
     if send_request(&stream, &header, stdin, netns.as_raw_fd()).is_err() {
         return start;
     }
+    let sent = began.elapsed();
     let mut verdict = [0u8; 1];
     if stream.read_exact(&mut verdict).is_err() || verdict[0] != b'A' {
         // Declined (another binary or environment) or gone before taking it: our turn.
@@ -155,6 +158,13 @@ pub fn forward(service: &Service, root: &Path, args: Vec<String>, stdin: &[u8]) 
         Ok((reply, stderr)) => {
             if !stderr.is_empty() {
                 let _ = std::io::stderr().write_all(stderr.as_bytes());
+            }
+            if timing {
+                crate::to_stderr(&format!(
+                    "mvnet forward timing: connect+send={:.3}ms until-reply={:.3}ms",
+                    sent.as_secs_f64() * 1e3,
+                    (began.elapsed() - sent).as_secs_f64() * 1e3
+                ));
             }
             Forwarded::Served(reply)
         }
@@ -514,9 +524,11 @@ fn worker(shared: &Shared, ctx: &WorkerCtx) {
 
 /// Serves one connection; false if this thread is no longer fit to serve.
 fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
+    let taken = Instant::now();
     let Ok((header, caller_ns)) = read_request(&stream) else {
         return true;
     };
+    let read = taken.elapsed();
     let decline = |stream: &mut UnixStream, why: &str| {
         let mut out = vec![b'D'];
         write_chunk(&mut out, why.as_bytes());
@@ -548,8 +560,21 @@ fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
     let mut out = Vec::new();
     if served {
         let handle = ctx.service.handle;
+        let checked = taken.elapsed();
+        let timing = header.request.env.contains_key("MVNET_TIMING");
         let (result, stderr) = crate::capture_stderr(|| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&header.request)))
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&header.request)));
+            if timing {
+                // The agent's share of the request (the caller adds its own around it).
+                crate::to_stderr(&format!(
+                    "mvnet agent timing: read={:.3}ms checks+setns={:.3}ms handle={:.3}ms",
+                    read.as_secs_f64() * 1e3,
+                    (checked - read).as_secs_f64() * 1e3,
+                    (taken.elapsed() - checked).as_secs_f64() * 1e3,
+                ));
+            }
+            r
         });
         let (reply, stderr) = match result {
             Ok(reply) => (reply, stderr),
