@@ -906,9 +906,9 @@ fn report(args: &Args, names: &[String], mut results: Value) {
             false,
         ),
         (
-            "etcd transactions per shared-pool ADD + DEL pair, no spares (one each)",
+            "etcd transactions per shared-pool ADD + DEL pair, no spares (one each; up to 0.1 more from the keepers' background writes that fall in a window)",
             per_pair(CNI_POOL, "txn_per_pair"),
-            2.0,
+            2.1,
             false,
         ),
         (
