@@ -145,6 +145,10 @@ pub fn ensure_running(root: &Path) {
 struct Cluster {
     coord: EtcdCoordinator,
     lease: Option<i64>,
+    /// The last keep-alive went through. Until one does after the keeper starts or after
+    /// a failure, this host may have looked gone to the others, who may have taken over
+    /// its spares: those are checked again before any is used.
+    in_touch: bool,
 }
 
 /// The keeper's loop (`mvnet fleet-keeper`). Returns when another keeper holds the lock,
@@ -219,13 +223,37 @@ pub fn run(root: &Path, stay: bool) -> Result<()> {
                     Cluster {
                         coord: EtcdCoordinator::new(eps)?,
                         lease: None,
+                        in_touch: false,
                     },
                 );
             }
             let c = clusters.get_mut(eps).expect("inserted above");
             match keep_alive(c, &me) {
-                Ok(at) => note_seen(root, eps, at),
-                Err(e) => eprintln!("mvnet fleet-keeper: {e}"),
+                Ok(at) => {
+                    if !c.in_touch {
+                        // Before the spares count as usable again (the seen time below).
+                        c.in_touch = nets
+                            .iter()
+                            .filter(|n| {
+                                n.fleet.as_ref().and_then(|p| super::etcd_endpoints(p).ok())
+                                    == Some(eps.clone())
+                            })
+                            .all(|n| match store.unconfirm_spares(&n.id) {
+                                Ok(_) => true,
+                                Err(e) => {
+                                    eprintln!("mvnet fleet-keeper: spares of {}: {e}", n.name);
+                                    false
+                                }
+                            });
+                    }
+                    if c.in_touch {
+                        note_seen(root, eps, at);
+                    }
+                }
+                Err(e) => {
+                    c.in_touch = false;
+                    eprintln!("mvnet fleet-keeper: {e}");
+                }
             }
         }
         // 2. Queued releases.

@@ -554,6 +554,9 @@ impl Store for FleetStore {
     fn spares(&mut self, network_id: &str) -> Result<Vec<Spare>> {
         self.inner.spares(network_id)
     }
+    fn unconfirm_spares(&mut self, network_id: &str) -> Result<usize> {
+        self.inner.unconfirm_spares(network_id)
+    }
 
     fn after_reply(&mut self) {
         for net in std::mem::take(&mut self.touched) {
@@ -1200,6 +1203,17 @@ mod tests {
         let (released, _) =
             super::super::keeper::reconcile(&mut c, &mut a, &net, "a", "host-a", &root).unwrap();
         assert_eq!(released, 0);
+        // Out of touch for a while (the keeper unconfirms them): no spare is taken until
+        // each is checked again.
+        assert_eq!(a.unconfirm_spares("net1").unwrap(), 2);
+        coord.set_down(true);
+        let e = attach(&mut a, &net, "while-unsure", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did not answer"), "{e}");
+        coord.set_down(false);
+        a.top_up(&net).unwrap();
+        assert!(a.spares("net1").unwrap().iter().all(|s| s.confirmed));
         // Another host never gets a spare of a.
         let (mut b, _) = sqlite_host(&coord, "b", &net);
         let mut got = Vec::new();

@@ -278,6 +278,12 @@ pub trait Store {
     fn confirm_spare(&mut self, _id: &str) -> Result<bool> {
         Ok(false)
     }
+    /// Marks every spare of a network unconfirmed and owned by nobody, so each is checked
+    /// against etcd again before an attach may take it (after this host was out of touch
+    /// with etcd long enough that another host might have taken its addresses over).
+    fn unconfirm_spares(&mut self, _network_id: &str) -> Result<usize> {
+        Ok(0)
+    }
     /// Deletes a spare and frees its address here; returns it if it existed.
     fn remove_spare(&mut self, _id: &str) -> Result<Option<Spare>> {
         Ok(None)

@@ -1315,6 +1315,13 @@ impl Store for SqliteStore {
         Ok(self.write_one("UPDATE spares SET confirmed = 1 WHERE id = ?1", [id])? > 0)
     }
 
+    fn unconfirm_spares(&mut self, network_id: &str) -> Result<usize> {
+        self.write_one(
+            "UPDATE spares SET confirmed = 0, owner_pid = 0 WHERE network_id = ?1",
+            [network_id],
+        )
+    }
+
     fn remove_spare(&mut self, id: &str) -> Result<Option<Spare>> {
         let (tx, _lock) = self.write()?;
         let spare = delete_spare(&tx, id)?;
