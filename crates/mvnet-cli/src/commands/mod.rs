@@ -11,6 +11,21 @@ use crate::cli::{Cli, Command};
 /// Runs one command; returns the process exit code.
 /// `root_given`: `--root` was on the command line (not from MVNET_ROOT or the default).
 pub fn dispatch(cli: Cli, root_given: bool) -> Result<u8> {
+    mvnet_core::timing::begin();
+    let done = dispatch_timed(cli, root_given);
+    // `MVNET_TIMING=1`: the engine's phases of this command.
+    let phases = mvnet_core::timing::take();
+    if !phases.is_empty() {
+        let parts: Vec<String> = phases
+            .iter()
+            .map(|(w, ms)| format!("{w}={ms:.3}ms"))
+            .collect();
+        mvnet_core::to_stderr(&format!("mvnet timing: {}", parts.join(" ")));
+    }
+    done
+}
+
+fn dispatch_timed(cli: Cli, root_given: bool) -> Result<u8> {
     // What needs neither root nor a store.
     match &cli.command {
         Command::Completion { shell } => return system::completion(*shell),
@@ -25,6 +40,7 @@ pub fn dispatch(cli: Cli, root_given: bool) -> Result<u8> {
         }
     }
     mvnet_core::kernel::require_privileges()?;
+    mvnet_core::timing::mark("start");
     match cli.command {
         Command::Lab(_) | Command::Demo { .. } if root_given => Err(mvnet_core::invalid!(
             "--root does not apply to lab and demo: a lab keeps its own state in /run/mvnet/lab/NAME; leave --root out"
@@ -34,6 +50,7 @@ pub fn dispatch(cli: Cli, root_given: bool) -> Result<u8> {
         other => {
             let cli_root = cli.root.clone();
             let mut engine = mvnet_core::resident::engine(&cli.root)?;
+            mvnet_core::timing::mark("store-open");
             match other {
                 Command::Network(cmd) => network::run(&mut engine, cmd),
                 Command::Run(args) => container::run(&mut engine, args),

@@ -197,6 +197,7 @@ pub fn run(engine: &mut Engine, cmd: NetworkCmd) -> Result<u8> {
             };
             let net = engine.network(&network)?;
             let target = target(engine, netns.as_deref(), container.as_deref())?;
+            mvnet_core::timing::mark("network+target");
             engine.connect(&net, &target, &opts)?;
         }
         NetworkCmd::Disconnect {
