@@ -668,8 +668,8 @@ impl Store for FleetStore {
             self.touch(net);
             if self.seen_recently(&pool) {
                 if let Some(ep) = self.inner.take_spare(net, req)? {
-                    // Its claim still reads "spare": the keeper's reconcile writes the
-                    // container's name into it later, off every attach's path.
+                    // Its claim still reads "spare": the keeper writes the container's
+                    // name into it within a tick, off every attach's path.
                     self.ensure_keeper();
                     return Ok(ep);
                 }
@@ -1215,7 +1215,7 @@ mod tests {
         a.top_up(&net).unwrap();
         assert!(a.spares("net1").unwrap().iter().all(|s| s.confirmed));
         // Another host never gets a spare of a.
-        let (mut b, _) = sqlite_host(&coord, "b", &net);
+        let (mut b, root_b) = sqlite_host(&coord, "b", &net);
         let mut got = Vec::new();
         while let Ok(ep) = attach(&mut b, &net, &format!("b{}", got.len()), None) {
             got.push(ep.ipv4.unwrap().0);
@@ -1232,5 +1232,8 @@ mod tests {
             "{:?}",
             claims(&coord)
         );
+        for r in [root, root_b] {
+            let _ = std::fs::remove_dir_all(r);
+        }
     }
 }
