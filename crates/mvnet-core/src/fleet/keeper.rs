@@ -177,6 +177,8 @@ pub fn run(root: &Path, stay: bool) -> Result<()> {
     let mut clusters: HashMap<Vec<String>, Cluster> = HashMap::new();
     let mut idle_since: Option<Instant> = None;
     let mut last_reconcile: Option<Instant> = None;
+    // The store that tops spares up (networks with --ipam-opt spares=N), if any.
+    let mut spares_store: Option<super::FleetStore> = None;
     loop {
         // The root went away (a lab torn down): so does its keeper, without re-creating it.
         if !root.join("mvnet.db").exists() {
@@ -316,13 +318,23 @@ pub fn run(root: &Path, stay: bool) -> Result<()> {
             .iter()
             .filter(|n| n.fleet.as_ref().is_some_and(|p| p.spares > 0))
             .collect();
-        if !with_spares.is_empty() {
-            let mut fleet = super::FleetStore::for_keeper(root, Box::new(SqliteStore::open(root)?));
+        if with_spares.is_empty() {
+            spares_store = None;
+        } else {
+            // Kept from tick to tick, with its etcd connections.
+            if spares_store.is_none() {
+                spares_store = Some(super::FleetStore::for_keeper(
+                    root,
+                    Box::new(SqliteStore::open(root)?),
+                ));
+            }
+            let fleet = spares_store.as_mut().expect("set above");
             for n in with_spares {
                 if let Err(e) = fleet.top_up(n) {
                     eprintln!("mvnet fleet-keeper: spares of {}: {e}", n.name);
                 }
             }
+            fleet.end_of_request();
         }
         std::thread::sleep(TICK);
     }
