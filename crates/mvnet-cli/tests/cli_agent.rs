@@ -125,3 +125,22 @@ fn the_agent_answers_like_the_command_itself() {
         }
     }
 }
+
+/// The commands mvnet starts in the background (a container's monitor, the fleet keeper)
+/// may wake up after their state root was removed (a lab torn down): they leave it removed.
+#[test]
+fn background_commands_leave_a_removed_root_removed() {
+    let root = std::env::temp_dir().join(format!("mvnet-gone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for args in [&["__monitor", "0123456789ab"][..], &["fleet-keeper"][..]] {
+        let o = Command::new(MVNET)
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .env("MVNET_NO_KEEPER", "1")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {o:?}");
+        assert!(!root.exists(), "{args:?} created {}", root.display());
+    }
+}

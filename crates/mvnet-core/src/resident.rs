@@ -324,7 +324,7 @@ pub fn engine(root: &Path) -> crate::Result<EngineGuard> {
             store.drop_connections();
             store
         }
-        _ => Engine::open_store(root)?,
+        _ => Engine::open_existing_store(root)?,
     };
     Ok(EngineGuard {
         engine: Some(Engine::with_store(root, store)),
@@ -545,6 +545,11 @@ fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
     }
     if header.mnt != ctx.mnt {
         decline(&mut stream, "another mount namespace");
+        return true;
+    }
+    if !ctx.root.join("mvnet.db").exists() {
+        // Removed under us: the caller does it itself (and so creates it, if it means to).
+        decline(&mut stream, "the state root is gone");
         return true;
     }
     if compared_env(header.request.env.clone().into_iter()) != ctx.env {

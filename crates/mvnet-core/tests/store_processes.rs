@@ -377,3 +377,25 @@ fn host_addresses_are_never_allocated() {
     let e = s.reserve_endpoint(&net, &req("f", None)).unwrap_err();
     assert!(e.to_string().contains("no free address"), "{e}");
 }
+
+/// Background processes (keepers, agents, monitors) open with `open_existing`: a removed
+/// state root, or one without its database, stays as it is.
+#[test]
+fn open_existing_never_creates_a_root_or_a_database() {
+    let root = temp_root("existing");
+    let gone = root.join("removed");
+    assert!(matches!(
+        SqliteStore::open_existing(&gone),
+        Err(mvnet_core::Error::NotFound(_))
+    ));
+    assert!(!gone.exists(), "the root came back");
+    assert!(matches!(
+        SqliteStore::open_existing(&root),
+        Err(mvnet_core::Error::NotFound(_))
+    ));
+    assert!(!root.join("mvnet.db").exists(), "a database was created");
+    // Made by a command, it opens.
+    drop(SqliteStore::open(&root).unwrap());
+    let mut s = SqliteStore::open_existing(&root).unwrap();
+    assert!(s.networks().unwrap().is_empty());
+}

@@ -47,6 +47,14 @@ fn dispatch_timed(cli: Cli, root_given: bool) -> Result<u8> {
         )),
         Command::Lab(cmd) => lab::run(cmd),
         Command::Demo { keep, name } => crate::demo::run(&name, keep),
+        // Background commands whose state root was removed meanwhile (a lab torn down):
+        // nothing to do, and the root must not come back. (The systemd unit's keeper,
+        // `--stay`, is started on purpose and may create it.)
+        Command::Monitor { .. } | Command::FleetKeeper { stay: false }
+            if !cli.root.join("mvnet.db").exists() =>
+        {
+            Ok(0)
+        }
         other => {
             let cli_root = cli.root.clone();
             let mut engine = mvnet_core::resident::engine(&cli.root)?;

@@ -54,6 +54,14 @@ impl Engine {
         Ok(Box::new(store))
     }
 
+    /// `open_store` for a root whose database must exist already (a resident agent's
+    /// worker: its root may have been removed under it, and must stay removed).
+    pub fn open_existing_store(root: &Path) -> Result<Box<dyn Store>> {
+        let store =
+            crate::fleet::FleetStore::new(root, Box::new(SqliteStore::open_existing(root)?));
+        Ok(Box::new(store))
+    }
+
     /// The engine of `root` over a store opened before (a resident process keeps its store,
     /// and its etcd connections, from one request to the next).
     pub fn with_store(root: &Path, store: Box<dyn Store>) -> Engine {

@@ -185,7 +185,14 @@ pub fn run(root: &Path, stay: bool) -> Result<()> {
             eprintln!("mvnet fleet-keeper: {} is gone; leaving", root.display());
             return Ok(());
         }
-        let mut store = SqliteStore::open(root)?;
+        let mut store = match SqliteStore::open_existing(root) {
+            Ok(s) => s,
+            Err(Error::NotFound(_)) => {
+                eprintln!("mvnet fleet-keeper: {} is gone; leaving", root.display());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let nets: Vec<_> = store
             .networks()?
             .into_iter()
@@ -325,7 +332,7 @@ pub fn run(root: &Path, stay: bool) -> Result<()> {
             if spares_store.is_none() {
                 spares_store = Some(super::FleetStore::for_keeper(
                     root,
-                    Box::new(SqliteStore::open(root)?),
+                    Box::new(SqliteStore::open_existing(root)?),
                 ));
             }
             let fleet = spares_store.as_mut().expect("set above");

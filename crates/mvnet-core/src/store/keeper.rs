@@ -100,10 +100,14 @@ fn keep(root: &Path) {
         tracing::warn!(error = %e, "the store keeper cannot drop its capabilities; not keeping");
         return;
     }
+    // A root removed meanwhile (a lab torn down) stays removed: nothing is created here.
+    if !root.join("mvnet.db").exists() {
+        return;
+    }
     let Some(_lock) = try_lock(root) else {
         return; // another keeper won the race
     };
-    let Ok(mut store) = super::SqliteStore::open_without_keeper(root) else {
+    let Ok(mut store) = super::SqliteStore::open_existing_without_keeper(root) else {
         return;
     };
     // A first read maps the shared WAL index; from now on it stays valid for others.

@@ -204,11 +204,35 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Opens the store only if its database exists, never creating the state root or the
+    /// database: what background processes use (a keeper, an agent, a container's
+    /// monitor), which may wake up after their state root was removed and must not bring
+    /// it back.
+    pub fn open_existing(root: &Path) -> Result<SqliteStore> {
+        let store = SqliteStore::open_inner(root, false)?;
+        super::keeper::ensure(root);
+        Ok(store)
+    }
+
     /// Opens the store without starting a keeper (the keeper itself uses this).
     pub(super) fn open_without_keeper(root: &Path) -> Result<SqliteStore> {
-        super::root::prepare(root)?;
-        let lock = super::root::open_private(&root.join("mvnet.lock"))?;
+        SqliteStore::open_inner(root, true)
+    }
+
+    /// `open_existing` without starting a keeper (the keeper itself uses this).
+    pub(super) fn open_existing_without_keeper(root: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_inner(root, false)
+    }
+
+    fn open_inner(root: &Path, create: bool) -> Result<SqliteStore> {
         let db = root.join("mvnet.db");
+        let gone = || not_found!("state database {} does not exist", db.display());
+        if create {
+            super::root::prepare(root)?;
+        } else if !db.exists() {
+            return Err(gone());
+        }
+        let lock = super::root::open_private(&root.join("mvnet.lock"))?;
         // A new database is created under the write lock, so an empty file found while
         // holding it is not one being created: it is a store that lost its contents.
         let new_or_empty = std::fs::symlink_metadata(&db).map_or(true, |m| m.len() == 0);
@@ -225,6 +249,7 @@ impl SqliteStore {
                     ))
                 }
                 (Some(_), Ok(_)) => false,
+                (Some(_), Err(_)) if !create => return Err(gone()),
                 (Some(_), Err(_)) => true,
             };
             if creating {
