@@ -358,7 +358,8 @@ fn prefix_mask(prefix: u8) -> Ipv4Addr {
 /// address book).
 fn record(spec: &Spec, lease: &Lease) {
     let (container, network) = spec.owner();
-    let done = Engine::open(&spec.root).and_then(|mut e| e.record_lease(container, network, lease));
+    let done = Engine::open_existing(&spec.root)
+        .and_then(|mut e| e.record_lease(container, network, lease));
     if let Err(e) = done {
         log(&spec.key, &format!("cannot record the renewal: {e}"));
     }

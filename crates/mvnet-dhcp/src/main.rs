@@ -119,7 +119,7 @@ fn lock(path: &Path) -> Result<Option<std::fs::File>, String> {
 
 /// Starts a thread for every lease recorded in the store whose container still exists.
 fn resume(root: &Path, leases: &Leases) {
-    let Ok(mut engine) = Engine::open(root) else {
+    let Ok(mut engine) = Engine::open_existing(root) else {
         return;
     };
     for net in engine

@@ -79,7 +79,9 @@ pub fn learn_in_background(root: PathBuf, docker: PathBuf, ids: Vec<String>) {
                     if name.is_empty() {
                         return true;
                     }
-                    match Engine::open(&root).and_then(|mut e| e.record_runtime_name(id, &name)) {
+                    match Engine::open_existing(&root)
+                        .and_then(|mut e| e.record_runtime_name(id, &name))
+                    {
                         Ok(n) => eprintln!(
                             "mvnet-docker: Docker network {name} is mvnet network {}",
                             n.name

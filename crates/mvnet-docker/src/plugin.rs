@@ -675,7 +675,7 @@ impl Plugin {
             std::thread::spawn(move || {
                 let started = Instant::now();
                 let mut last = String::from("not configured yet");
-                let mut engine = match Engine::open(&root) {
+                let mut engine = match Engine::open_existing(&root) {
                     Ok(e) => e,
                     Err(e) => {
                         eprintln!("mvnet-docker: warning: not announced: {e}");

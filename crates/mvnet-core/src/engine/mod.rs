@@ -47,6 +47,13 @@ impl Engine {
         Ok(Engine::with_store(root, Engine::open_store(root)?))
     }
 
+    /// `open`, for a root whose database exists already: what work in the background uses
+    /// (a lease renewal, a plugin's delayed announcement), which may come after the root was
+    /// removed and must not bring it back.
+    pub fn open_existing(root: &Path) -> Result<Engine> {
+        Ok(Engine::with_store(root, Engine::open_existing_store(root)?))
+    }
+
     /// The store `open` uses: SQLite, and for shared pools (`--ipam-opt pool=`) the etcd
     /// claims around it; other networks pass straight through.
     pub fn open_store(root: &Path) -> Result<Box<dyn Store>> {
