@@ -65,8 +65,16 @@ fn run(root: &Path) -> Result<(), String> {
     if unsafe { libc::geteuid() } != 0 {
         return Err("mvnet-dhcp must run as root (it enters containers' namespaces)".into());
     }
-    // Opening the engine creates (or checks) the private root and the store.
-    Engine::open(root).map_err(|e| e.to_string())?;
+    // The command that started this agent made the root and its store. A root removed
+    // since (a lab torn down while its containers' leases were released) stays removed.
+    match Engine::open_existing(root) {
+        Ok(_) => {}
+        Err(mvnet_core::Error::NotFound(_)) => {
+            eprintln!("mvnet-dhcp: {} is gone; leaving", root.display());
+            return Ok(());
+        }
+        Err(e) => return Err(e.to_string()),
+    }
     let dir = mvnet_core::dhcp::agent_dir(root);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let _lock = match lock(&dir.join("agent.lock"))? {

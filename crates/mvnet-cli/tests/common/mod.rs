@@ -361,22 +361,25 @@ fn orphan_pass() -> Vec<String> {
         .map(|n| format!("/run/mvnet/lab/{n}"))
         .collect();
     roots.push(mvnet_core::engine::DEFAULT_ROOT.to_string());
-    for root in roots
-        .iter()
-        .filter(|r| std::path::Path::new(r).join("mvnet.db").exists())
-    {
-        let out = Command::new(env!("CARGO_BIN_EXE_mvnet"))
-            .args(["ps", "-a", "-q"])
-            .env("MVNET_ROOT", root)
-            .env("MVNET_NO_KEEPER", "1")
-            .output();
-        if let Ok(o) = out {
-            let listed = String::from_utf8_lossy(&o.stdout).into_owned();
-            candidates.retain(|n| {
-                let short = n.trim_start_matches("mvnet-");
-                !listed.lines().any(|id| id.trim() == short)
-            });
-        }
+    for root in &roots {
+        // Read in place, never created: another test's lab may be going away right now,
+        // and `mvnet ps` on a root removed a moment ago would make it again.
+        use mvnet_core::store::Store;
+        let Ok(mut store) =
+            mvnet_core::store::SqliteStore::open_existing(std::path::Path::new(root))
+        else {
+            continue;
+        };
+        let ids: Vec<String> = store
+            .containers()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        candidates.retain(|n| {
+            let short = n.trim_start_matches("mvnet-");
+            !ids.iter().any(|id| id.starts_with(short))
+        });
     }
     candidates.sort();
     candidates
