@@ -394,6 +394,11 @@ fn open_existing_never_creates_a_root_or_a_database() {
         Err(mvnet_core::Error::NotFound(_))
     ));
     assert!(!root.join("mvnet.db").exists(), "a database was created");
+    // An emptied database is not filled in either.
+    std::fs::write(root.join("mvnet.db"), b"").unwrap();
+    assert!(SqliteStore::open_existing(&root).is_err());
+    assert_eq!(std::fs::metadata(root.join("mvnet.db")).unwrap().len(), 0);
+    std::fs::remove_file(root.join("mvnet.db")).unwrap();
     // Made by a command, it opens.
     drop(SqliteStore::open(&root).unwrap());
     let mut s = SqliteStore::open_existing(&root).unwrap();

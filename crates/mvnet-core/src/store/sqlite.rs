@@ -292,16 +292,26 @@ impl SqliteStore {
             lock,
             reclaimed: Vec::new(),
         };
-        store.migrate()?;
+        store.migrate(create)?;
         Ok(store)
     }
 
-    fn migrate(&mut self) -> Result<()> {
+    /// Brings the schema up to date. `create`: a database without one (new, or emptied
+    /// under us) may get it; without, only an existing schema is upgraded, so a process
+    /// that only looks (a keeper, an agent, a test's observer) never writes a database
+    /// into a file someone else just created or emptied.
+    fn migrate(&mut self, create: bool) -> Result<()> {
         let v: i64 = self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))?;
         if v == SCHEMA_VERSION {
             return Ok(());
+        }
+        if v == 0 && !create {
+            return Err(not_found!(
+                "state database {} has no schema yet",
+                self.conn.path().unwrap_or_default()
+            ));
         }
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         let (tx, _lock) = self.write()?;
