@@ -494,6 +494,14 @@ fn delete_endpoint(tx: &Transaction, id: &str) -> Result<Option<Endpoint>> {
     let Some(body) = body else { return Ok(None) };
     // A corrupt row still gives its addresses back.
     let ep: Option<Endpoint> = from_json(&body).ok();
+    free_allocations_of(tx, id)?;
+    tx.execute("DELETE FROM endpoints WHERE id = ?1", [id])?;
+    Ok(ep)
+}
+
+/// Frees every address held under `id` (an endpoint's or a spare's), keeping the domains'
+/// counts, inside `tx`.
+fn free_allocations_of(tx: &Transaction, id: &str) -> Result<()> {
     let mut st = tx.prepare_cached("SELECT domain FROM allocations WHERE endpoint_id = ?1")?;
     let domains: Vec<String> = st
         .query_map([id], |r| r.get(0))?
@@ -502,8 +510,7 @@ fn delete_endpoint(tx: &Transaction, id: &str) -> Result<Option<Endpoint>> {
         tx.execute("UPDATE domain_counts SET n = n - 1 WHERE domain = ?1", [d])?;
     }
     tx.execute("DELETE FROM allocations WHERE endpoint_id = ?1", [id])?;
-    tx.execute("DELETE FROM endpoints WHERE id = ?1", [id])?;
-    Ok(ep)
+    Ok(())
 }
 
 /// Checks an attach against the rows (network still there, not connected twice, passthru
@@ -628,14 +635,7 @@ fn delete_spare(tx: &Transaction, id: &str) -> Result<Option<Spare>> {
         return Ok(None);
     };
     tx.execute("DELETE FROM spares WHERE id = ?1", [id])?;
-    let domains: Vec<String> = tx
-        .prepare_cached("SELECT domain FROM allocations WHERE endpoint_id = ?1")?
-        .query_map([id], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for d in &domains {
-        tx.execute("UPDATE domain_counts SET n = n - 1 WHERE domain = ?1", [d])?;
-    }
-    tx.execute("DELETE FROM allocations WHERE endpoint_id = ?1", [id])?;
+    free_allocations_of(tx, id)?;
     Ok(key_to_ip(&key).map(|ip| Spare {
         id: id.to_string(),
         network_id,
