@@ -288,3 +288,119 @@ fn twenty_parallel_adds_through_the_agent_get_twenty_addresses() {
         assert!(w.link(t, "eth0").is_none());
     }
 }
+
+/// The agent's worker threads that wait for `lock` (flock), from /proc/locks: a waiter
+/// shows as "-> FLOCK ... WRITE <pid> <dev>:<inode> ...".
+fn waiting_for_lock(agent: u32, lock: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(lock).unwrap().ino();
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{agent}/task"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("->") && l.contains("FLOCK"))
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // "N: -> FLOCK ADVISORY WRITE PID MAJ:MIN:INODE START END"
+            let (pid, id) = (f.get(5).copied(), f.get(6).copied());
+            pid.is_some_and(|p| p == agent.to_string() || tids.iter().any(|t| t == p))
+                && id.is_some_and(|i| i.rsplit(':').next() == Some(&ino.to_string()))
+        })
+}
+
+/// A runtime that kills a plugin mid-ADD counts that attachment as never made, and may run
+/// GC at once. The agent still serving the ADD must not commit it behind that GC: the
+/// endpoint would stay, belonging to nobody. Made deterministic by holding the store's
+/// write lock: the agent has taken the ADD and waits to reserve the address, the caller is
+/// killed and reaped, GC runs (it finds nothing to collect), the lock is let go.
+#[test]
+fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let mut w = World::new();
+    let root = w.root.join("g");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_s = root.display().to_string();
+    let c = conf_for("10.1.10.0/24");
+    let t = w.netns("g");
+    start_agent(&w, &t, &root, &c);
+    let agent = agent_pid(&root).expect("an agent runs");
+
+    let lock_path = root.join("mvnet.lock");
+    let lock = std::fs::File::open(&lock_path).unwrap();
+    // SAFETY: flock(2) on an fd this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+
+    let origin = std::fs::File::open(format!("/run/netns/{}", w.origin())).unwrap();
+    let mut cmd = Command::new(PLUGIN);
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", format!("ctr-{t}"))
+        .env("CNI_NETNS", format!("/run/netns/{t}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .env("MVNET_ROOT", &root_s)
+        .env("MVNET_AGENT_REQUIRED", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let fd = origin.as_raw_fd();
+    // SAFETY: setns(2) on an fd that is open for the call; only the child's namespace.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(c.to_string().as_bytes());
+    wait_for("the agent to take the ADD and wait for the store", || {
+        waiting_for_lock(agent, &lock_path)
+    });
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
+
+    // The runtime's GC: no attachment is valid, and none exists yet.
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let (code, r) = w.exec(PLUGIN, "GC", "", "eth0", &gc, &[("MVNET_ROOT", &root_s)]);
+    assert_eq!(code, 0, "GC: {r}");
+
+    // SAFETY: flock(2) on an fd this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) }, 0);
+    wait_for("the agent done with the ADD", || {
+        !waiting_for_lock(agent, &lock_path)
+    });
+    // Its worker finishes (or rolls back) right after it has the lock.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut store = mvnet_core::store::SqliteStore::open(&root).unwrap();
+    use mvnet_core::store::Store;
+    assert_eq!(store.check_consistency().unwrap(), Vec::<String>::new());
+    // The rolled-back ADD may take the network it made with it.
+    let left = match store.network("resnet2") {
+        Ok(net) => store.endpoints_of_network(&net.id).unwrap(),
+        Err(_) => Vec::new(),
+    };
+    assert!(
+        left.is_empty(),
+        "an endpoint nobody believes in stayed: {:?}",
+        left.iter().map(|e| &e.container_id).collect::<Vec<_>>()
+    );
+    assert!(w.link(&t, "eth0").is_none(), "a link stayed in {t}");
+}

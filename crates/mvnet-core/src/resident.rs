@@ -271,6 +271,9 @@ static RESIDENT: AtomicBool = AtomicBool::new(false);
 type OpenStore = (PathBuf, u64, Box<dyn Store>);
 
 thread_local! {
+    /// The connection of the request this worker thread is serving (-1: none), so that
+    /// the engine can ask whether the caller is still there before it commits an attach.
+    static CALLER: std::cell::Cell<RawFd> = const { std::cell::Cell::new(-1) };
     static CACHED: std::cell::RefCell<Option<OpenStore>> = const { std::cell::RefCell::new(None) };
 }
 
@@ -302,6 +305,29 @@ impl Drop for EngineGuard {
             }
         }
     }
+}
+
+/// True when the command runs in an agent for a caller that has ended (killed while it
+/// waited for the reply). A command run in its own process has no such caller: false.
+///
+/// Why it matters: a runtime that kills a plugin mid-ADD counts the attachment as never
+/// made, and may run GC right after. An agent that finished that ADD after the GC would
+/// leave an endpoint nobody believes in. The caller's socket is closed by the kernel
+/// before its parent can reap it, so an attach that checks this after its reservation is
+/// committed and before it activates is either seen by that GC or rolled back here.
+pub fn caller_gone() -> bool {
+    let fd = CALLER.with(|c| c.get());
+    if fd < 0 {
+        return false;
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one live pollfd, without waiting.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// The engine of `root`: a fresh one, or in the agent, one over this worker's open store.
@@ -567,6 +593,7 @@ fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
         let handle = ctx.service.handle;
         let checked = taken.elapsed();
         let timing = header.request.env.contains_key("MVNET_TIMING");
+        CALLER.with(|c| c.set(stream.as_raw_fd()));
         let (result, stderr) = crate::capture_stderr(|| {
             let r =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&header.request)));
@@ -598,6 +625,7 @@ fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
                 )
             }
         };
+        CALLER.with(|c| c.set(-1));
         out.push(reply.status);
         write_chunk(&mut out, reply.stdout.as_bytes());
         write_chunk(&mut out, stderr.as_bytes());
@@ -754,5 +782,19 @@ mod tests {
         assert_eq!(h.request.stdin, b"{\"x\":1}");
         let passed = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
         assert_eq!(passed.ino(), ns.metadata().unwrap().ino());
+    }
+
+    #[test]
+    fn a_caller_is_gone_once_its_end_of_the_socket_is_closed_with_unread_data_or_not() {
+        assert!(!caller_gone(), "no request, no caller");
+        let (caller, agent) = UnixStream::pair().unwrap();
+        // The caller's request is still unread in the agent's buffer, as in a real serve.
+        (&caller).write_all(b"request").unwrap();
+        CALLER.with(|c| c.set(agent.as_raw_fd()));
+        assert!(!caller_gone());
+        drop(caller);
+        assert!(caller_gone());
+        CALLER.with(|c| c.set(-1));
+        assert!(!caller_gone());
     }
 }

@@ -470,7 +470,7 @@ impl Engine {
         loop {
             match self.build_endpoint(net, req, &ep, parent, ns, parent_ns, &mut refused) {
                 Ok(built) => {
-                    let activated = self.store.activate_endpoint(&built.id);
+                    let activated = self.commit_endpoint(&built.id);
                     crate::timing::mark("activate");
                     if let Err(e) = activated {
                         let _ = driver::delete_endpoint_link(

@@ -202,7 +202,7 @@ impl Engine {
                         ),
                         None => Ok(()),
                     })
-                    .and_then(|()| self.store.activate_endpoint(&ep.id));
+                    .and_then(|()| self.commit_endpoint(&ep.id));
             if let Err(e) = configured {
                 let _ = self.store.remove_endpoint(&ep.id);
                 let Some(who) = in_use.into_inner() else {

@@ -91,6 +91,18 @@ impl Engine {
         ))
     }
 
+    /// Commits a reserved endpoint (marks it active). In an agent whose caller ended while
+    /// it waited (see `resident::caller_gone`), fails instead, so the attach rolls back as
+    /// it would have in the killed process itself.
+    pub(crate) fn commit_endpoint(&mut self, id: &str) -> Result<()> {
+        if crate::resident::caller_gone() {
+            return Err(Error::Unavailable(
+                "the command's caller ended before the attach was committed; rolled back: run it again".into(),
+            ));
+        }
+        self.store.activate_endpoint(id)
+    }
+
     /// An engine over any store and OS (unit tests use the in-memory ones).
     pub fn with_parts(root: &Path, store: Box<dyn Store>, os: Box<dyn Os>) -> Engine {
         Engine {
