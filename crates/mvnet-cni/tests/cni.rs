@@ -623,7 +623,7 @@ fn kill_minus_nine_mid_add_then_gc_leaves_a_consistent_store() {
     let ns = std::fs::File::open(format!("/run/netns/{}", w.origin())).unwrap();
     let mut kids = Vec::new();
     for t in &targets {
-        let mut cmd = Command::new(PLUGIN);
+        let mut cmd = Command::new(common::chosen_plugin());
         cmd.env("CNI_COMMAND", "ADD")
             .env("CNI_CONTAINERID", format!("ctr-{t}"))
             .env("CNI_NETNS", format!("/run/netns/{t}"))

@@ -341,7 +341,8 @@ fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
 
     let origin = std::fs::File::open(format!("/run/netns/{}", w.origin())).unwrap();
-    let mut cmd = Command::new(PLUGIN);
+    // The agent serves only its own binary: the one start_agent ran.
+    let mut cmd = Command::new(common::chosen_plugin());
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", "ADD")

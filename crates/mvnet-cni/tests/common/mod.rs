@@ -11,6 +11,12 @@ use serde_json::Value;
 
 pub const PLUGIN: &str = env!("CARGO_BIN_EXE_mvnet-cni");
 
+/// The plugin under test: this build's, or the package's static build when
+/// scripts/test.sh runs the tests again with it (`MVNET_TEST_CNI_PLUGIN`).
+pub fn chosen_plugin() -> String {
+    std::env::var("MVNET_TEST_CNI_PLUGIN").unwrap_or_else(|_| PLUGIN.to_string())
+}
+
 /// Named namespaces for one test, deleted on drop.
 pub struct World {
     pub tag: String,
@@ -120,12 +126,8 @@ impl World {
         extra_env: &[(&str, &str)],
     ) -> (i32, Vec<u8>, String) {
         let ns = std::fs::File::open(format!("/run/netns/{}", self.origin())).unwrap();
-        // scripts/test.sh runs these tests again with the package's static build.
-        let chosen = std::env::var("MVNET_TEST_CNI_PLUGIN").ok();
-        let plugin = match &chosen {
-            Some(p) if plugin == PLUGIN => p.as_str(),
-            _ => plugin,
-        };
+        let chosen = chosen_plugin();
+        let plugin = if plugin == PLUGIN { &chosen } else { plugin };
         let mut c = Command::new(plugin);
         c.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
