@@ -20,20 +20,50 @@ mapfile -t bins < <(cargo test --workspace --no-run --message-format=json 2>/dev
 # and would slow the timing-sensitive tests after them.
 mapfile -t bins < <(printf '%s\n' "${bins[@]}" | grep -v '/docker_fullkernel-'; printf '%s\n' "${bins[@]}" | grep '/docker_fullkernel-')
 [ "${#bins[@]}" -ge 12 ] || { echo "vm-tests: expected 12 test binaries, found ${#bins[@]}" >&2; exit 1; }
-# dockerd needs the cgroup file system, which the VM's minimal init does not mount.
-cmd="mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup"
-cmd+="; export MVNET_REQUIRE_FULL_KERNEL=1 RUST_BACKTRACE=1; cd /tmp; failed=0"
-for b in "${bins[@]}"; do
-  cmd+="; echo \"== \$(basename $b) under \$(uname -r)\"; $b --test-threads=2 || failed=\$((failed+1))"
-done
-cmd+="; exit \$failed"
-log=$(mktemp); trap 'rm -f "$log"' EXIT
-set +e
-bash scripts/kernel-vm.sh "$cmd" | tee "$log"
-status=${PIPESTATUS[0]}
-set -e
-passed=$(grep -o 'test result: [a-zA-Z]*\. [0-9]* passed' "$log" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -o '[0-9]* failed;' "$log" | awk '{s+=$1} END {print s+0}')
+# One VM running the given test binaries in turn; its console goes to stdout and to LOG.
+run_vm() {   # run_vm LOG BIN...
+  local log=$1; shift
+  # dockerd needs the cgroup file system, which the VM's minimal init does not mount.
+  local cmd="mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup"
+  cmd+="; export MVNET_REQUIRE_FULL_KERNEL=1 RUST_BACKTRACE=1; cd /tmp; failed=0"
+  local b
+  for b in "$@"; do
+    cmd+="; echo \"== \$(basename $b) under \$(uname -r)\"; $b --test-threads=2 || failed=\$((failed+1))"
+  done
+  cmd+="; exit \$failed"
+  set +e
+  bash scripts/kernel-vm.sh "$cmd" | tee "$log"
+  local status=${PIPESTATUS[0]}
+  set -e
+  return "$status"
+}
+passed_in() { grep -o 'test result: [a-zA-Z]*\. [0-9]* passed' "$1" | awk '{s+=$4} END {print s+0}'; }
+failed_in() { grep -o '[0-9]* failed;' "$1" | awk '{s+=$1} END {print s+0}'; }
+
+log=$(mktemp); log2=$(mktemp); trap 'rm -f "$log" "$log2"' EXIT
+status=0
+run_vm "$log" "${bins[@]}" || status=$?
+if [ "$status" -eq 99 ] && grep -q 'soft lockup' "$log"; then
+  # The guest kernel locked up (software emulation; the VM panicked on it). Not a test's
+  # verdict: run the binary it happened in, and the ones after it, once more in a new VM.
+  # Binaries that had finished keep their results.
+  last=$(grep -o '^== [^ ]*' "$log" | tail -1 | cut -c4-)
+  rest=(); found=
+  for b in "${bins[@]}"; do
+    [ "$(basename "$b")" = "$last" ] && found=1
+    [ -n "$found" ] && rest+=("$b")
+  done
+  echo "vm-tests: the VM's kernel locked up during $last; running it and the ${#rest[@]} binaries from it again in a new VM" >&2
+  # Results of the binaries before the one that locked up.
+  awk -v last="== $last" 'index($0, last) == 1 {exit} {print}' "$log" > "$log.done"
+  mv "$log.done" "$log"
+  status=0
+  run_vm "$log2" "${rest[@]}" || status=$?
+  cat "$log2" >> "$log"
+fi
+passed=$(passed_in "$log")
+failed=$(failed_in "$log")
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+if [ "$failed" -ne 0 ] && [ "$status" -eq 0 ]; then status=1; fi
 echo "vm: $passed passed, $failed failed"
 exit "$status"
