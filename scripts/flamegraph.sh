@@ -36,7 +36,7 @@ agent=$(cat "$work/state/cni-agent.lock")
 export -f cni; export conf tag work plugin
 perf record -q -e cpu-clock -F 20000 -a --call-graph dwarf,16384 -o "$work/perf.data" -- \
   bash -c "for i in \$(seq 1 $n); do cni ADD \$i; done" 2>/dev/null
-perf script -i "$work/perf.data" -F comm,pid,tid,ip,sym --comm mvnet-cni 2>/dev/null \
+perf script -i "$work/perf.data" -F comm,pid,tid,ip,sym --comm mvnet-cni,mvnet-cni-full 2>/dev/null \
   | target/release/mvnet-flame --title "mvnet-cni ADD, $n ADDs through the resident agent (static musl build)" \
       --agent-pid "$agent" --per "$n" --hz 20000 > "$out"
 for i in $(seq 0 "$n"); do cni DEL "$i"; done

@@ -27,6 +27,7 @@ touch "$root/var/lib/dpkg/status"
 
 dpkg_root -i "$deb"
 for f in usr/bin/mvnet usr/bin/mvnet-docker usr/bin/mvnet-dhcp usr/lib/cni/mvnet-cni \
+         usr/lib/cni/mvnet-cni-full \
          lib/systemd/system/mvnet-dhcp.service lib/systemd/system/mvnet-fleet.service \
          lib/systemd/system/mvnet-docker.service lib/systemd/system/mvnet-restore.service \
          usr/share/man/man1/mvnet.1 usr/share/man/man1/mvnet-network-create.1 \
@@ -46,6 +47,9 @@ man -l "$root/usr/share/man/man1/mvnet-network-create.1" 2>/dev/null | grep -q -
   || grep -q -- 'subnet' "$root/usr/share/man/man1/mvnet-network-create.1" \
   || fail "mvnet-network-create.1 does not document --subnet"
 "$root/usr/bin/mvnet" version >/dev/null || fail "mvnet version"
+# The forwarder, run under the reference's name through its link, finds the full plugin.
+echo '{"cniVersion":"1.1.0"}' | CNI_COMMAND=VERSION "$root/usr/lib/mvnet/cni/macvlan" \
+  | grep -q '"supportedVersions"' || fail "CNI VERSION through /usr/lib/mvnet/cni/macvlan"
 "$root/usr/bin/mvnet-docker" --version >/dev/null || fail "mvnet-docker --version"
 
 # The seed's scenario from the installed binary (the demo builds and removes its own lab).

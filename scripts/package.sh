@@ -16,7 +16,10 @@ bash scripts/build-static.sh
 assets=target/release/package-assets
 rm -rf "$assets"
 mkdir -p "$assets"/{man,completions,systemd,cni,static}
-cp target/x86_64-unknown-linux-musl/release/mvnet target/x86_64-unknown-linux-musl/release/mvnet-cni "$assets/static/"
+# mvnet-cni is the small forwarder runtimes start; it runs mvnet-cni-full, beside it, for
+# whatever the resident agent does not serve.
+static=target/x86_64-unknown-linux-musl/release
+cp "$static/mvnet" "$static/mvnet-cni" "$static/mvnet-cni-full" "$assets/static/"
 target/release/mvnet __man "$assets/man"
 target/release/mvnet completion bash > "$assets/completions/mvnet"
 target/release/mvnet completion zsh > "$assets/completions/_mvnet"

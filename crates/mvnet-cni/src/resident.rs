@@ -17,6 +17,8 @@ use crate::error::{code, CniError};
 
 /// Tests: fail instead of doing the work here when no agent serves the command.
 const REQUIRED_ENV: &str = "MVNET_AGENT_REQUIRED";
+/// Set by the forwarder binary when the agent ended after taking the command.
+const LOST_ENV: &str = "MVNET_AGENT_CNI_LOST";
 
 pub static SERVICE: Service = Service {
     name: "cni",
@@ -50,9 +52,17 @@ pub fn forward(raw: &[u8], argv0: &str) -> Route {
         && conf
             .as_ref()
             .is_some_and(|c| matches!(c.ipam_type(), "mvnet" | ""));
+    // The forwarder (`mvnet-cni`) lost the agent that had taken this command: say so, as
+    // when it happens here.
+    let lost = std::env::var_os(LOST_ENV).is_some();
     let route = match (eligible, root) {
         (true, Some(root)) => {
-            match resident::forward(&SERVICE, &root, vec![argv0.to_string()], raw) {
+            let forwarded = if lost {
+                Forwarded::Lost
+            } else {
+                resident::forward(&SERVICE, &root, vec![argv0.to_string()], raw)
+            };
+            match forwarded {
                 Forwarded::Served(reply) => Route::Served(reply),
                 Forwarded::NotServed { start_agent } => Route::Here {
                     start_agent: start_agent.then_some(root),

@@ -29,6 +29,11 @@ fn differential_against_the_reference_ipvlan_plugin() {
     let as_ipvlan = w.root.join("bin/ipvlan");
     std::fs::create_dir_all(as_ipvlan.parent().unwrap()).unwrap();
     std::fs::copy(PLUGIN, &as_ipvlan).unwrap();
+    std::fs::copy(
+        common::FULL_PLUGIN,
+        as_ipvlan.with_file_name("mvnet-cni-full"),
+    )
+    .unwrap();
     let mut n = 0;
     for v in ["0.3.1", "0.4.0", "1.0.0"] {
         for mode in ["l2", "l3", "l3s"] {

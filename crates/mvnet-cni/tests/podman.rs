@@ -38,6 +38,11 @@ fn podman_runs_a_busybox_container_on_an_mvnet_cni_network() {
         std::fs::create_dir_all(dir(d)).unwrap();
     }
     std::fs::copy(env!("CARGO_BIN_EXE_mvnet-cni"), dir("cni-bin/mvnet-cni")).unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_mvnet-cni-full"),
+        dir("cni-bin/mvnet-cni-full"),
+    )
+    .unwrap();
     std::fs::copy("/bin/busybox", dir("rootfs/bin/busybox")).expect("busybox-static is installed");
     for applet in ["sh", "ip", "ping", "cat", "sleep"] {
         std::os::unix::fs::symlink("busybox", dir(&format!("rootfs/bin/{applet}"))).unwrap();

@@ -405,3 +405,54 @@ fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
     );
     assert!(w.link(&t, "eth0").is_none(), "a link stayed in {t}");
 }
+
+/// An agent killed after it took an ADD: the plugin says "try again" (code 11), as the
+/// spec asks of a transient failure, and the runtime's DEL then leaves nothing behind.
+/// The agent is caught mid-ADD by holding the store's write lock.
+#[test]
+fn an_agent_killed_mid_add_makes_the_plugin_say_try_again_and_del_cleans_up() {
+    use std::os::fd::AsRawFd;
+    let mut w = World::new();
+    let root = w.root.join("l");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_s = root.display().to_string();
+    let c = conf_for("10.1.11.0/24");
+    let t = w.netns("l");
+    start_agent(&w, &t, &root, &c);
+    let agent = agent_pid(&root).expect("an agent runs");
+    let lock_path = root.join("mvnet.lock");
+    let lock = std::fs::File::open(&lock_path).unwrap();
+    // SAFETY: flock(2) on an fd this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let (code, r) = std::thread::scope(|s| {
+        let add = s.spawn(|| {
+            w.exec(
+                PLUGIN,
+                "ADD",
+                &t,
+                "eth0",
+                &c,
+                &[("MVNET_ROOT", &root_s), ("MVNET_AGENT_REQUIRED", "1")],
+            )
+        });
+        wait_for("the agent to take the ADD and wait for the store", || {
+            waiting_for_lock(agent, &lock_path)
+        });
+        // SAFETY: kill(2) of the agent this test started.
+        unsafe { libc::kill(agent as i32, libc::SIGKILL) };
+        add.join().unwrap()
+    });
+    drop(lock);
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(r["code"], 11, "{r}");
+    assert!(r["msg"].as_str().unwrap().contains("agent ended"), "{r}");
+    let (code, r) = w.exec(PLUGIN, "DEL", &t, "eth0", &c, &[("MVNET_ROOT", &root_s)]);
+    assert_eq!(code, 0, "DEL: {r}");
+    assert!(w.link(&t, "eth0").is_none(), "a link stayed in {t}");
+    let mut store = mvnet_core::store::SqliteStore::open(&root).unwrap();
+    use mvnet_core::store::Store;
+    assert_eq!(store.check_consistency().unwrap(), Vec::<String>::new());
+    if let Ok(net) = store.network("resnet2") {
+        assert!(store.endpoints_of_network(&net.id).unwrap().is_empty());
+    }
+}

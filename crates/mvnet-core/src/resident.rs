@@ -20,8 +20,8 @@
 //! Its pid is in its lock file (`<root>/<name>.lock`).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -29,13 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::engine::Engine;
 use crate::store::Store;
 
-/// Set to anything to never use or start an agent.
-pub const OFF_ENV: &str = "MVNET_NO_AGENT";
 /// Variables that start with this are the agents' own: not compared between caller and
 /// agent (tests set `MVNET_AGENT_REQUIRED`).
 const OWN_PREFIX: &str = "MVNET_AGENT";
@@ -48,7 +44,6 @@ const MAX_WORKERS: usize = 32;
 /// serializes link changes anyway; but a slow request (a probe, a DHCP lease) must not
 /// hold up the others for long.
 const SPAWN_AFTER: Duration = Duration::from_millis(3);
-const MAGIC: &[u8; 4] = b"MVN1";
 
 /// One front end's agent: its files in the state root and how it serves a command.
 pub struct Service {
@@ -60,7 +55,8 @@ pub struct Service {
 }
 
 impl Service {
-    fn socket(&self, root: &Path) -> PathBuf {
+    /// The socket the agent of `root` listens on.
+    pub fn socket(&self, root: &Path) -> PathBuf {
         root.join(format!("{}-agent.sock", self.name))
     }
     fn lock(&self, root: &Path) -> PathBuf {
@@ -72,148 +68,13 @@ impl Service {
     }
 }
 
-/// A forwarded command: the caller's CNI_*/MVNET_* environment, its arguments (argv[0]
-/// first) and its stdin.
-#[derive(Serialize, Deserialize)]
-pub struct Request {
-    pub env: BTreeMap<String, String>,
-    pub args: Vec<String>,
-    #[serde(skip)]
-    pub stdin: Vec<u8>,
-}
+use mvnet_forward::{mnt_identity, read_request, write_chunk};
+pub use mvnet_forward::{Forwarded, Reply, Request, OFF_ENV};
 
-impl Request {
-    pub fn var(&self, k: &str) -> Option<String> {
-        self.env.get(k).cloned()
-    }
-}
-
-/// What a command prints on stdout, and its exit status.
-pub struct Reply {
-    pub stdout: String,
-    pub status: u8,
-}
-
-/// What the caller sends besides the command.
-#[derive(Serialize, Deserialize)]
-struct Header {
-    /// The caller's binary (see `exe_identity`): an agent only serves its own twin.
-    exe: String,
-    /// The caller's mount namespace: paths (a netns file, the state root) must mean the same.
-    mnt: String,
-    request: Request,
-}
-
-/// The answer of `forward`.
-pub enum Forwarded {
-    /// The agent's reply; its stderr was written to ours.
-    Served(Reply),
-    /// Do the work here; `start_agent`: no agent could take it (start one afterwards).
-    NotServed { start_agent: bool },
-    /// The agent took the command and ended before it answered.
-    Lost,
-}
-
-// ---------------------------------------------------------------- the caller's side
-
-/// Hands a command to `root`'s agent of `service`, if one can serve it.
+/// Hands a command to `root`'s agent of `service`, if one can serve it (an agent of this
+/// very binary).
 pub fn forward(service: &Service, root: &Path, args: Vec<String>, stdin: &[u8]) -> Forwarded {
-    if std::env::var_os(OFF_ENV).is_some() {
-        return Forwarded::NotServed { start_agent: false };
-    }
-    let began = Instant::now();
-    let start = Forwarded::NotServed { start_agent: true };
-    let Ok(mut stream) = UnixStream::connect(service.socket(root)) else {
-        return start;
-    };
-    let (Some(exe), Some(mnt)) = (exe_identity(), mnt_identity()) else {
-        return Forwarded::NotServed { start_agent: false };
-    };
-    let env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("CNI_") || k.starts_with("MVNET_"))
-        .collect();
-    let header = Header {
-        exe,
-        mnt,
-        request: Request {
-            env,
-            args,
-            stdin: Vec::new(),
-        },
-    };
-    let Ok(netns) = std::fs::File::open("/proc/thread-self/ns/net") else {
-        return Forwarded::NotServed { start_agent: false };
-    };
-    let timing = header.request.env.contains_key("MVNET_TIMING");
-    if send_request(&stream, &header, stdin, netns.as_raw_fd()).is_err() {
-        return start;
-    }
-    let sent = began.elapsed();
-    let mut verdict = [0u8; 1];
-    if stream.read_exact(&mut verdict).is_err() || verdict[0] != b'A' {
-        // Declined (another binary or environment) or gone before taking it: our turn.
-        return start;
-    }
-    match read_reply(&mut stream) {
-        Ok((reply, stderr)) => {
-            if !stderr.is_empty() {
-                let _ = std::io::stderr().write_all(stderr.as_bytes());
-            }
-            if timing {
-                crate::to_stderr(&format!(
-                    "mvnet forward timing: connect+send={:.3}ms until-reply={:.3}ms",
-                    sent.as_secs_f64() * 1e3,
-                    (began.elapsed() - sent).as_secs_f64() * 1e3
-                ));
-            }
-            Forwarded::Served(reply)
-        }
-        Err(_) => Forwarded::Lost,
-    }
-}
-
-fn send_request(
-    stream: &UnixStream,
-    header: &Header,
-    raw: &[u8],
-    fd: RawFd,
-) -> std::io::Result<()> {
-    let head = serde_json::to_vec(header).map_err(std::io::Error::other)?;
-    let mut msg = Vec::with_capacity(12 + head.len() + raw.len());
-    msg.extend_from_slice(MAGIC);
-    msg.extend_from_slice(&(head.len() as u32).to_le_bytes());
-    msg.extend_from_slice(&head);
-    msg.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-    msg.extend_from_slice(raw);
-    let sent = send_with_fd(stream.as_raw_fd(), &msg, fd)?;
-    (&*stream).write_all(&msg[sent..])
-}
-
-fn read_reply(stream: &mut UnixStream) -> std::io::Result<(Reply, String)> {
-    let mut status = [0u8; 1];
-    stream.read_exact(&mut status)?;
-    let stdout = read_chunk(stream)?;
-    let stderr = read_chunk(stream)?;
-    Ok((
-        Reply {
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            status: status[0],
-        },
-        String::from_utf8_lossy(&stderr).into_owned(),
-    ))
-}
-
-fn read_chunk(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len)?;
-    let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
-    stream.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-fn write_chunk(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
+    mvnet_forward::forward(&service.socket(root), exe_identity(), args, stdin)
 }
 
 /// Starts the agent of `root` unless one holds its lock. Best effort: without an agent,
@@ -229,22 +90,9 @@ pub fn start(service: &Service, root: &Path) {
 
 // ---------------------------------------------------------------- identities
 
-/// The running binary: device, inode, size and modification time of /proc/self/exe.
+/// The running binary (`mvnet_forward::file_identity` of /proc/self/exe).
 fn exe_identity() -> Option<String> {
-    let m = std::fs::metadata("/proc/self/exe").ok()?;
-    Some(format!(
-        "{}:{}:{}:{}.{}",
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec()
-    ))
-}
-
-fn mnt_identity() -> Option<String> {
-    let m = std::fs::metadata("/proc/thread-self/ns/mnt").ok()?;
-    Some(format!("{}:{}", m.dev(), m.ino()))
+    mvnet_forward::file_identity(Path::new("/proc/self/exe"))
 }
 
 /// The MVNET_* environment that must be the same on both sides (the agent's own knobs
@@ -645,24 +493,6 @@ fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
     unsafe { libc::setns(ctx.own_ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 }
 }
 
-fn read_request(stream: &UnixStream) -> std::io::Result<(Header, OwnedFd)> {
-    // Big enough for most configs; the rest is read from the stream.
-    let mut first = vec![0u8; 8 * 1024];
-    let (n, fd) = recv_with_fd(stream.as_raw_fd(), &mut first)?;
-    let fd = fd.ok_or_else(|| std::io::Error::other("no namespace passed"))?;
-    first.truncate(n);
-    let mut rest = std::io::Cursor::new(first).chain(stream);
-    let mut magic = [0u8; 4];
-    rest.read_exact(&mut magic)?;
-    if &magic != MAGIC {
-        return Err(std::io::Error::other("not a request"));
-    }
-    let head = read_chunk(&mut rest)?;
-    let mut header: Header = serde_json::from_slice(&head).map_err(std::io::Error::other)?;
-    header.request.stdin = read_chunk(&mut rest)?;
-    Ok((header, fd))
-}
-
 fn peer_uid(stream: &UnixStream) -> Option<u32> {
     // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
     let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
@@ -680,71 +510,6 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
     (rc == 0).then_some(cred.uid)
 }
 
-// ---------------------------------------------------------------- SCM_RIGHTS
-
-const CMSG_SPACE: usize = 64;
-
-fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> std::io::Result<usize> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let mut control = [0u8; CMSG_SPACE];
-    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    // SAFETY: CMSG_SPACE/CMSG_LEN compute sizes only.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as _;
-    // SAFETY: the control buffer is large enough for one header with one fd.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
-    }
-    // SAFETY: msg points at live buffers for the duration of the call.
-    let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
-fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<OwnedFd>)> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    let mut control = [0u8; CMSG_SPACE];
-    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = control.len() as _;
-    // SAFETY: msg points at live buffers for the duration of the call.
-    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut fd = None;
-    // SAFETY: walking the control messages the kernel wrote into our buffer.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
-                fd = Some(OwnedFd::from_raw_fd(raw));
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    Ok((n as usize, fd))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -760,28 +525,6 @@ mod tests {
         let c = compared_env(env.into_iter());
         assert_eq!(c.len(), 1);
         assert_eq!(c["MVNET_ROOT"], "/x");
-    }
-
-    #[test]
-    fn a_request_and_its_namespace_pass_through_a_socket_pair() {
-        let (a, b) = UnixStream::pair().unwrap();
-        let header = Header {
-            exe: "e".into(),
-            mnt: "m".into(),
-            request: Request {
-                env: [("CNI_COMMAND".to_string(), "ADD".to_string())].into(),
-                args: vec!["mvnet-cni".into()],
-                stdin: Vec::new(),
-            },
-        };
-        let ns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
-        send_request(&a, &header, b"{\"x\":1}", ns.as_raw_fd()).unwrap();
-        let (h, fd) = read_request(&b).unwrap();
-        assert_eq!(h.request.env["CNI_COMMAND"], "ADD");
-        assert_eq!(h.request.args, ["mvnet-cni"]);
-        assert_eq!(h.request.stdin, b"{\"x\":1}");
-        let passed = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
-        assert_eq!(passed.ino(), ns.metadata().unwrap().ino());
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 pub const PLUGIN: &str = env!("CARGO_BIN_EXE_mvnet-cni");
+/// The full plugin the forwarder (`PLUGIN`) runs from its own directory.
+pub const FULL_PLUGIN: &str = env!("CARGO_BIN_EXE_mvnet-cni-full");
 
 /// The plugin under test: this build's, or the package's static build when
 /// scripts/test.sh runs the tests again with it (`MVNET_TEST_CNI_PLUGIN`).
