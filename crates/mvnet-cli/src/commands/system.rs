@@ -41,6 +41,10 @@ pub fn info(engine: &mut Engine, format: &str) -> Result<u8> {
         .count();
     let feature = |k: ProbeKind| mvnet_core::kernel::supports(k).unwrap_or(false);
     let plugin = |p: &str| Path::new(p).exists();
+    // The forwarder and the full plugin it runs are installed together.
+    let cni_installed = ["/usr/lib/cni", "/opt/cni/bin"]
+        .iter()
+        .any(|d| plugin(&format!("{d}/mvnet-cni")) && plugin(&format!("{d}/mvnet-cni-full")));
     let v = json!({
         "StateRoot": engine.root().display().to_string(),
         "Store": "sqlite (WAL)",
@@ -55,7 +59,7 @@ pub fn info(engine: &mut Engine, format: &str) -> Result<u8> {
             "macvtap": feature(ProbeKind::Macvtap),
         },
         "Plugins": {
-            "cni": plugin("/usr/lib/cni/mvnet-cni") || plugin("/opt/cni/bin/mvnet-cni"),
+            "cni": cni_installed,
             "docker": {
                 "installed": plugin("/usr/bin/mvnet-docker") || plugin("/usr/local/bin/mvnet-docker"),
                 // Connecting (and hanging up) is how Docker itself finds a live plugin.
