@@ -5,10 +5,7 @@
 //! Each test builds its own namespaces ("origin" holds the master, like a host; targets are
 //! containers) and removes them on drop, even on failure. Nothing touches real interfaces.
 
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -620,37 +617,11 @@ fn kill_minus_nine_mid_add_then_gc_leaves_a_consistent_store() {
     );
     let targets: Vec<String> = (0..40).map(|i| w.netns(&format!("k{i}"))).collect();
     // Start ADDs and kill them at staggered moments.
-    let ns = std::fs::File::open(format!("/run/netns/{}", w.origin())).unwrap();
-    let mut kids = Vec::new();
-    for t in &targets {
-        let mut cmd = Command::new(common::chosen_plugin());
-        cmd.env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", format!("ctr-{t}"))
-            .env("CNI_NETNS", format!("/run/netns/{t}"))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .env("MVNET_ROOT", &w.root)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let fd = ns.as_raw_fd();
-        // SAFETY: setns(2) on an fd that is open for the call; it changes only this thread's namespace.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().unwrap();
-        let _ = child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(c.to_string().as_bytes());
-        kids.push(child);
-    }
+    let root = w.root.display().to_string();
+    let mut kids: Vec<_> = targets
+        .iter()
+        .map(|t| w.spawn(PLUGIN, "ADD", t, "eth0", &c, &[("MVNET_ROOT", &root)]))
+        .collect();
     for (i, k) in kids.iter_mut().enumerate() {
         std::thread::sleep(std::time::Duration::from_micros(300 * (i as u64 % 7)));
         // SAFETY: kill(2) only sends a signal; no memory is involved.

@@ -321,10 +321,7 @@ fn waiting_for_lock(agent: u32, lock: &Path) -> bool {
 /// killed and reaped, GC runs (it finds nothing to collect), the lock is let go.
 #[test]
 fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
-    use std::io::Write;
     use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
 
     let mut w = World::new();
     let root = w.root.join("g");
@@ -340,37 +337,15 @@ fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
     // SAFETY: flock(2) on an fd this test owns.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
 
-    let origin = std::fs::File::open(format!("/run/netns/{}", w.origin())).unwrap();
-    // The agent serves only its own binary: the one start_agent ran.
-    let mut cmd = Command::new(common::chosen_plugin());
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", format!("ctr-{t}"))
-        .env("CNI_NETNS", format!("/run/netns/{t}"))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .env("MVNET_ROOT", &root_s)
-        .env("MVNET_AGENT_REQUIRED", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let fd = origin.as_raw_fd();
-    // SAFETY: setns(2) on an fd that is open for the call; only the child's namespace.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    let _ = child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(c.to_string().as_bytes());
+    // The plugin under test: the agent serves only its own binary, the one start_agent ran.
+    let mut child = w.spawn(
+        PLUGIN,
+        "ADD",
+        &t,
+        "eth0",
+        &c,
+        &[("MVNET_ROOT", &root_s), ("MVNET_AGENT_REQUIRED", "1")],
+    );
     wait_for("the agent to take the ADD and wait for the store", || {
         waiting_for_lock(agent, &lock_path)
     });

@@ -127,6 +127,24 @@ impl World {
         conf: &Value,
         extra_env: &[(&str, &str)],
     ) -> (i32, Vec<u8>, String) {
+        let child = self.spawn(plugin, cmd, target, ifname, conf, extra_env);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code().unwrap_or(-1), out.stdout, stderr)
+    }
+
+    /// Starts the plugin as a runtime does: in the origin namespace, with the CNI
+    /// environment for `target` and `conf` on stdin (stdout and stderr piped). `PLUGIN`
+    /// means the plugin under test (`chosen_plugin`).
+    pub fn spawn(
+        &self,
+        plugin: &str,
+        cmd: &str,
+        target: &str,
+        ifname: &str,
+        conf: &Value,
+        extra_env: &[(&str, &str)],
+    ) -> std::process::Child {
         let ns = std::fs::File::open(format!("/run/netns/{}", self.origin())).unwrap();
         let chosen = chosen_plugin();
         let plugin = if plugin == PLUGIN { &chosen } else { plugin };
@@ -168,9 +186,7 @@ impl World {
             .take()
             .unwrap()
             .write_all(conf.to_string().as_bytes());
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        (out.status.code().unwrap_or(-1), out.stdout, stderr)
+        child
     }
 
     pub fn ok(&self, cmd: &str, target: &str, conf: &Value) -> Value {
