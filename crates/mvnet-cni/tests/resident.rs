@@ -314,6 +314,35 @@ fn waiting_for_lock(agent: u32, lock: &Path) -> bool {
         })
 }
 
+/// Takes the store's write lock (`<root>/mvnet.lock`), as a writer does: an agent then
+/// stops inside an ADD, at its reservation, until the file is dropped.
+fn hold_store_lock(lock_path: &Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let lock = std::fs::File::open(lock_path).unwrap();
+    // SAFETY: flock(2) on an fd this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    lock
+}
+
+/// The store of `root` is consistent and holds no endpoint of the tests' network, and `t`
+/// has no eth0.
+fn assert_nothing_left(w: &World, root: &Path, t: &str) {
+    let mut store = mvnet_core::store::SqliteStore::open(root).unwrap();
+    use mvnet_core::store::Store;
+    assert_eq!(store.check_consistency().unwrap(), Vec::<String>::new());
+    // A rolled-back ADD may take the network it made with it.
+    let left = match store.network("resnet2") {
+        Ok(net) => store.endpoints_of_network(&net.id).unwrap(),
+        Err(_) => Vec::new(),
+    };
+    assert!(
+        left.is_empty(),
+        "an endpoint nobody believes in stayed: {:?}",
+        left.iter().map(|e| &e.container_id).collect::<Vec<_>>()
+    );
+    assert!(w.link(t, "eth0").is_none(), "a link stayed in {t}");
+}
+
 /// A runtime that kills a plugin mid-ADD counts that attachment as never made, and may run
 /// GC at once. The agent still serving the ADD must not commit it behind that GC: the
 /// endpoint would stay, belonging to nobody. Made deterministic by holding the store's
@@ -321,8 +350,6 @@ fn waiting_for_lock(agent: u32, lock: &Path) -> bool {
 /// killed and reaped, GC runs (it finds nothing to collect), the lock is let go.
 #[test]
 fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
-    use std::os::fd::AsRawFd;
-
     let mut w = World::new();
     let root = w.root.join("g");
     std::fs::create_dir_all(&root).unwrap();
@@ -333,9 +360,7 @@ fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
     let agent = agent_pid(&root).expect("an agent runs");
 
     let lock_path = root.join("mvnet.lock");
-    let lock = std::fs::File::open(&lock_path).unwrap();
-    // SAFETY: flock(2) on an fd this test owns.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let lock = hold_store_lock(&lock_path);
 
     // The plugin under test: the agent serves only its own binary, the one start_agent ran.
     let mut child = w.spawn(
@@ -358,27 +383,13 @@ fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
     let (code, r) = w.exec(PLUGIN, "GC", "", "eth0", &gc, &[("MVNET_ROOT", &root_s)]);
     assert_eq!(code, 0, "GC: {r}");
 
-    // SAFETY: flock(2) on an fd this test owns.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) }, 0);
+    drop(lock);
     wait_for("the agent done with the ADD", || {
         !waiting_for_lock(agent, &lock_path)
     });
     // Its worker finishes (or rolls back) right after it has the lock.
     std::thread::sleep(Duration::from_millis(300));
-    let mut store = mvnet_core::store::SqliteStore::open(&root).unwrap();
-    use mvnet_core::store::Store;
-    assert_eq!(store.check_consistency().unwrap(), Vec::<String>::new());
-    // The rolled-back ADD may take the network it made with it.
-    let left = match store.network("resnet2") {
-        Ok(net) => store.endpoints_of_network(&net.id).unwrap(),
-        Err(_) => Vec::new(),
-    };
-    assert!(
-        left.is_empty(),
-        "an endpoint nobody believes in stayed: {:?}",
-        left.iter().map(|e| &e.container_id).collect::<Vec<_>>()
-    );
-    assert!(w.link(&t, "eth0").is_none(), "a link stayed in {t}");
+    assert_nothing_left(&w, &root, &t);
 }
 
 /// An agent killed after it took an ADD: the plugin says "try again" (code 11), as the
@@ -386,7 +397,6 @@ fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
 /// The agent is caught mid-ADD by holding the store's write lock.
 #[test]
 fn an_agent_killed_mid_add_makes_the_plugin_say_try_again_and_del_cleans_up() {
-    use std::os::fd::AsRawFd;
     let mut w = World::new();
     let root = w.root.join("l");
     std::fs::create_dir_all(&root).unwrap();
@@ -396,9 +406,7 @@ fn an_agent_killed_mid_add_makes_the_plugin_say_try_again_and_del_cleans_up() {
     start_agent(&w, &t, &root, &c);
     let agent = agent_pid(&root).expect("an agent runs");
     let lock_path = root.join("mvnet.lock");
-    let lock = std::fs::File::open(&lock_path).unwrap();
-    // SAFETY: flock(2) on an fd this test owns.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let lock = hold_store_lock(&lock_path);
     let (code, r) = std::thread::scope(|s| {
         let add = s.spawn(|| {
             w.exec(
@@ -423,11 +431,5 @@ fn an_agent_killed_mid_add_makes_the_plugin_say_try_again_and_del_cleans_up() {
     assert!(r["msg"].as_str().unwrap().contains("agent ended"), "{r}");
     let (code, r) = w.exec(PLUGIN, "DEL", &t, "eth0", &c, &[("MVNET_ROOT", &root_s)]);
     assert_eq!(code, 0, "DEL: {r}");
-    assert!(w.link(&t, "eth0").is_none(), "a link stayed in {t}");
-    let mut store = mvnet_core::store::SqliteStore::open(&root).unwrap();
-    use mvnet_core::store::Store;
-    assert_eq!(store.check_consistency().unwrap(), Vec::<String>::new());
-    if let Ok(net) = store.network("resnet2") {
-        assert!(store.endpoints_of_network(&net.id).unwrap().is_empty());
-    }
+    assert_nothing_left(&w, &root, &t);
 }
