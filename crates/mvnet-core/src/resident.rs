@@ -9,7 +9,9 @@
 //! thread, and sends announcements from one thread (`announce::announce_from_a_thread`).
 //!
 //! When is an agent used: when the front end says the command may be forwarded, the agent
-//! runs the same binary as the caller (a replaced binary makes the old agent leave), in the
+//! runs the binary that would otherwise do the work (the caller's own; for the CNI plugin's
+//! small forwarder, the full plugin beside it; a replaced binary makes the old agent
+//! leave), in the
 //! same mount namespace, with the same `MVNET_*` environment, and the caller is root.
 //! Anything else, or no agent, and the front end does the work itself, then starts an agent
 //! for the next command. An agent that ends after taking a request (`kill -9`) makes that
