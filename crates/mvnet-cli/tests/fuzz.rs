@@ -6,7 +6,7 @@
 //! `MVNET_FUZZ_CASES` replay or widen a run.
 
 mod common;
-use common::TestLab;
+use common::{Scratch, TestLab};
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -113,7 +113,7 @@ fn fuzz_cni_and_cli_inputs() {
     let links_before = lab.host_links();
 
     let bare = lab.bare_netns("fz");
-    let scratch = std::env::temp_dir().join(format!("mvnet-fuzz-{}", mvnet_core::ids::new_id()));
+    let scratch = Scratch::new("mvnet-fuzz");
     std::fs::create_dir_all(&scratch).unwrap();
     let fifo = scratch.join("fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();

@@ -2,7 +2,7 @@
 //! test names its item; each failed before its fix.
 
 mod common;
-use common::{one_line_error, TestLab};
+use common::{one_line_error, Scratch, TestLab};
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -248,7 +248,7 @@ fn item08_planted_links_are_not_followed() {
     let lab = TestLab::new();
     lab.seed_network("base", &[]);
     let root = lab.root();
-    let target = std::env::temp_dir().join(format!("mvnet-victim-{}", mvnet_core::ids::new_id()));
+    let target = Scratch::new("mvnet-victim");
     std::fs::remove_file(root.join("mvnet.keeper")).ok();
     std::os::unix::fs::symlink(&target, root.join("mvnet.keeper")).unwrap();
     std::fs::remove_file(root.join("mvnet.lock")).unwrap();
@@ -268,7 +268,7 @@ fn item09_crafted_rows_cannot_steer_rm() {
     let lab = TestLab::new();
     lab.seed_network("base", &[]);
     lab.container("real", "base", &[]);
-    let dir = std::env::temp_dir().join(format!("mvnet-victim-{}", mvnet_core::ids::new_id()));
+    let dir = Scratch::new("mvnet-victim");
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     std::fs::write(dir.join("file"), "keep").unwrap();
     std::fs::write(dir.join("logs/log"), "keep").unwrap();
@@ -314,7 +314,7 @@ fn item10_no_inherited_descriptors_and_a_powerless_keeper() {
     let lab = TestLab::new();
     lab.seed_network("base", &[]);
     // A fresh root, so that this command starts the keeper itself.
-    let root = std::env::temp_dir().join(format!("mvnet-fd-{}", mvnet_core::ids::new_id()));
+    let root = Scratch::new("mvnet-fd");
     let script = format!(
         "out=$(MVNET_ROOT={} {} network ls 9>&1); echo done",
         root.display(),
@@ -427,7 +427,7 @@ fn item01_cni_gc_leaves_cli_containers_alone() {
 fn item15_a_fifo_is_no_namespace() {
     let lab = TestLab::new();
     lab.seed_network("base", &[]);
-    let fifo = std::env::temp_dir().join(format!("mvnet-fifo-{}", mvnet_core::ids::new_id()));
+    let fifo = Scratch::new("mvnet-fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: the path is a live NUL-terminated string for the length of the call.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);

@@ -394,3 +394,32 @@ pub fn full_kernel_or_skip(kind: &str, test: &str) -> bool {
     require_root();
     mvnet_lab::testkit::full_kernel_or_skip(kind, test)
 }
+
+/// A fresh path under the temp directory (not created), removed with whatever the test
+/// put there when the guard goes, even when the test fails.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(prefix: &str) -> Scratch {
+        Scratch(std::env::temp_dir().join(format!("{prefix}-{}", mvnet_core::ids::new_id())))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0).or_else(|_| std::fs::remove_file(&self.0));
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}

@@ -913,7 +913,30 @@ mod tests {
         }
     }
 
-    fn host(coord: &MemoryCoordinator, id: &str, net: &Network) -> FleetStore {
+    /// A host's store over its own state root, which goes away with it (even when the test
+    /// fails).
+    struct TestHost(FleetStore);
+
+    impl std::ops::Deref for TestHost {
+        type Target = FleetStore;
+        fn deref(&self) -> &FleetStore {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for TestHost {
+        fn deref_mut(&mut self) -> &mut FleetStore {
+            &mut self.0
+        }
+    }
+
+    impl Drop for TestHost {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0.root);
+        }
+    }
+
+    fn host(coord: &MemoryCoordinator, id: &str, net: &Network) -> TestHost {
         let root = std::env::temp_dir().join(format!("mvnet-fleet-{id}-{}", crate::ids::new_id()));
         crate::store::root::prepare(&root).unwrap();
         let mut s = FleetStore::with_memory(
@@ -926,7 +949,7 @@ mod tests {
             },
         );
         s.create_network(net, &|_| Ok(()), false).unwrap();
-        s
+        TestHost(s)
     }
 
     fn attach(s: &mut FleetStore, net: &Network, name: &str, ip: Option<&str>) -> Result<Endpoint> {
@@ -998,7 +1021,7 @@ mod tests {
         let mut other = net.clone();
         other.pools[0].gateway = Some("10.103.19.6".parse().unwrap());
         let root = std::env::temp_dir().join(format!("mvnet-fleet-c-{}", crate::ids::new_id()));
-        let mut c = FleetStore::with_memory(
+        let mut c = TestHost(FleetStore::with_memory(
             &root,
             Box::new(MemoryStore::new()),
             coord.clone(),
@@ -1006,7 +1029,7 @@ mod tests {
                 id: "c".into(),
                 name: "host-c".into(),
             },
-        );
+        ));
         let e = c
             .create_network(&other, &|_| Ok(()), false)
             .unwrap_err()
@@ -1046,7 +1069,6 @@ mod tests {
         // Back: the next attach gets the queued release through first.
         attach(&mut a, &net, "new", None).unwrap();
         assert!(queue::pending(&a.root).is_empty());
-        let _ = std::fs::remove_dir_all(&a.root);
     }
 
     #[test]
@@ -1115,7 +1137,7 @@ mod tests {
         );
     }
     /// A host with `--ipam-opt spares=2` over the real SQLite store.
-    fn sqlite_host(coord: &MemoryCoordinator, id: &str, net: &Network) -> (FleetStore, PathBuf) {
+    fn sqlite_host(coord: &MemoryCoordinator, id: &str, net: &Network) -> TestHost {
         let root = std::env::temp_dir().join(format!("mvnet-spares-{id}-{}", crate::ids::new_id()));
         crate::store::root::prepare(&root).unwrap();
         let inner = crate::store::SqliteStore::open(&root).unwrap();
@@ -1129,7 +1151,7 @@ mod tests {
             },
         );
         s.create_network(net, &|_| Ok(()), false).unwrap();
-        (s, root)
+        TestHost(s)
     }
 
     fn claims(coord: &MemoryCoordinator) -> Vec<(IpAddr, Claim)> {
@@ -1152,7 +1174,8 @@ mod tests {
         let coord = MemoryCoordinator::new();
         let mut net = pooled(0);
         net.fleet.as_mut().unwrap().spares = 2;
-        let (mut a, root) = sqlite_host(&coord, "a", &net);
+        let mut a = sqlite_host(&coord, "a", &net);
+        let root = a.root.clone();
         a.top_up(&net).unwrap();
         let spares = a.spares("net1").unwrap();
         assert_eq!(spares.len(), 2);
@@ -1201,7 +1224,7 @@ mod tests {
         assert_eq!(claims(&coord).len(), 3);
         let mut c = coord.clone();
         let (released, _) =
-            super::super::keeper::reconcile(&mut c, &mut a, &net, "a", "host-a", &root).unwrap();
+            super::super::keeper::reconcile(&mut c, &mut a.0, &net, "a", "host-a", &root).unwrap();
         assert_eq!(released, 0);
         // Out of touch for a while (the keeper unconfirms them): no spare is taken until
         // each is checked again.
@@ -1215,7 +1238,7 @@ mod tests {
         a.top_up(&net).unwrap();
         assert!(a.spares("net1").unwrap().iter().all(|s| s.confirmed));
         // Another host never gets a spare of a.
-        let (mut b, root_b) = sqlite_host(&coord, "b", &net);
+        let mut b = sqlite_host(&coord, "b", &net);
         let mut got = Vec::new();
         while let Ok(ep) = attach(&mut b, &net, &format!("b{}", got.len()), None) {
             got.push(ep.ipv4.unwrap().0);
@@ -1232,8 +1255,5 @@ mod tests {
             "{:?}",
             claims(&coord)
         );
-        for r in [root, root_b] {
-            let _ = std::fs::remove_dir_all(r);
-        }
     }
 }
