@@ -20,15 +20,14 @@ use serde_json::Value;
 
 /// The full plugin, beside this binary.
 const FULL: &str = "mvnet-cni-full";
-/// Set for the full plugin when the agent ended after it took the command: it then prints
-/// the "try again" error it prints when it forwards itself and loses its agent.
-const LOST_ENV: &str = "MVNET_AGENT_CNI_LOST";
 /// `mvnet_core::engine::DEFAULT_ROOT` (a test checks they agree).
 const DEFAULT_ROOT: &str = "/var/lib/mvnet";
 /// `mvnet_core::resident`'s socket for the CNI service (a test checks they agree).
 const SOCKET: &str = "cni-agent.sock";
 
 fn main() -> ExitCode {
+    let full = full_path();
+    let exec_full = |raw: &[u8], lost: bool| exec_full(full.as_deref(), raw, lost);
     let mut raw = Vec::new();
     let command = std::env::var("CNI_COMMAND").ok();
     if command.is_none() || std::io::stdin().read_to_end(&mut raw).is_err() {
@@ -39,7 +38,6 @@ fn main() -> ExitCode {
     let Some(root) = command.as_deref().and_then(|c| forwardable(c, &raw)) else {
         return exec_full(&raw, false);
     };
-    let full = full_path();
     let exe = full.as_deref().and_then(mvnet_forward::file_identity);
     match mvnet_forward::forward(&root.join(SOCKET), exe, vec![argv0], &raw) {
         Forwarded::Served(reply) => {
@@ -91,8 +89,8 @@ fn full_path() -> Option<PathBuf> {
 }
 
 /// Becomes the full plugin, with our arguments and environment, and `raw` as its stdin.
-fn exec_full(raw: &[u8], lost: bool) -> ExitCode {
-    let Some(full) = full_path() else {
+fn exec_full(full: Option<&std::path::Path>, raw: &[u8], lost: bool) -> ExitCode {
+    let Some(full) = full else {
         return fail("cannot read /proc/self/exe to find mvnet-cni-full".into());
     };
     let stdin = match stdin_of(raw) {
@@ -100,13 +98,15 @@ fn exec_full(raw: &[u8], lost: bool) -> ExitCode {
         Err(e) => return fail(format!("cannot pass the config on to {FULL}: {e}")),
     };
     let mut args = std::env::args_os();
-    let mut cmd = Command::new(&full);
+    let mut cmd = Command::new(full);
     if let Some(argv0) = args.next() {
         cmd.arg0(argv0);
     }
     cmd.args(args).stdin(Stdio::from(stdin));
     if lost {
-        cmd.env(LOST_ENV, "1");
+        // The full plugin then prints the "try again" error it prints when it loses its
+        // own agent.
+        cmd.env(mvnet_forward::LOST_ENV, "1");
     }
     let e = cmd.exec();
     fail(format!(

@@ -17,8 +17,6 @@ use crate::error::{code, CniError};
 
 /// Tests: fail instead of doing the work here when no agent serves the command.
 const REQUIRED_ENV: &str = "MVNET_AGENT_REQUIRED";
-/// Set by the forwarder binary when the agent ended after taking the command.
-const LOST_ENV: &str = "MVNET_AGENT_CNI_LOST";
 
 pub static SERVICE: Service = Service {
     name: "cni",
@@ -54,7 +52,7 @@ pub fn forward(raw: &[u8], argv0: &str) -> Route {
             .is_some_and(|c| matches!(c.ipam_type(), "mvnet" | ""));
     // The forwarder (`mvnet-cni`) lost the agent that had taken this command: say so, as
     // when it happens here.
-    let lost = std::env::var_os(LOST_ENV).is_some();
+    let lost = std::env::var_os(mvnet_forward::LOST_ENV).is_some();
     let route = match (eligible, root) {
         (true, Some(root)) => {
             let forwarded = if lost {

@@ -314,14 +314,55 @@ fn waiting_for_lock(agent: u32, lock: &Path) -> bool {
         })
 }
 
-/// Takes the store's write lock (`<root>/mvnet.lock`), as a writer does: an agent then
-/// stops inside an ADD, at its reservation, until the file is dropped.
-fn hold_store_lock(lock_path: &Path) -> std::fs::File {
-    use std::os::fd::AsRawFd;
-    let lock = std::fs::File::open(lock_path).unwrap();
-    // SAFETY: flock(2) on an fd this test owns.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    lock
+/// A running agent on its own state root, with the store's write lock held by the test:
+/// an ADD it takes stops at its reservation until `release` (or drop).
+struct AgentHeldAtReserve {
+    w: World,
+    root: std::path::PathBuf,
+    root_s: String,
+    c: Value,
+    t: String,
+    agent: u32,
+    lock_path: std::path::PathBuf,
+    lock: Option<std::fs::File>,
+}
+
+impl AgentHeldAtReserve {
+    fn new(name: &str, subnet: &str) -> AgentHeldAtReserve {
+        use std::os::fd::AsRawFd;
+        let mut w = World::new();
+        let root = w.root.join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let c = conf_for(subnet);
+        let t = w.netns(name);
+        start_agent(&w, &t, &root, &c);
+        let agent = agent_pid(&root).expect("an agent runs");
+        let lock_path = root.join("mvnet.lock");
+        let lock = std::fs::File::open(&lock_path).unwrap();
+        // SAFETY: flock(2) on an fd this test owns.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        AgentHeldAtReserve {
+            root_s: root.display().to_string(),
+            w,
+            root,
+            c,
+            t,
+            agent,
+            lock_path,
+            lock: Some(lock),
+        }
+    }
+
+    /// Waits until the agent has taken a request and waits for the store.
+    fn wait_until_taken(&self) {
+        wait_for("the agent to take the ADD and wait for the store", || {
+            waiting_for_lock(self.agent, &self.lock_path)
+        });
+    }
+
+    fn release(&mut self) {
+        self.lock = None;
+    }
 }
 
 /// The store of `root` is consistent and holds no endpoint of the tests' network, and `t`
@@ -350,46 +391,31 @@ fn assert_nothing_left(w: &World, root: &Path, t: &str) {
 /// killed and reaped, GC runs (it finds nothing to collect), the lock is let go.
 #[test]
 fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
-    let mut w = World::new();
-    let root = w.root.join("g");
-    std::fs::create_dir_all(&root).unwrap();
-    let root_s = root.display().to_string();
-    let c = conf_for("10.1.10.0/24");
-    let t = w.netns("g");
-    start_agent(&w, &t, &root, &c);
-    let agent = agent_pid(&root).expect("an agent runs");
-
-    let lock_path = root.join("mvnet.lock");
-    let lock = hold_store_lock(&lock_path);
-
+    let mut h = AgentHeldAtReserve::new("g", "10.1.10.0/24");
+    let root_s = h.root_s.clone();
+    let env = [
+        ("MVNET_ROOT", root_s.as_str()),
+        ("MVNET_AGENT_REQUIRED", "1"),
+    ];
     // The plugin under test: the agent serves only its own binary, the one start_agent ran.
-    let mut child = w.spawn(
-        PLUGIN,
-        "ADD",
-        &t,
-        "eth0",
-        &c,
-        &[("MVNET_ROOT", &root_s), ("MVNET_AGENT_REQUIRED", "1")],
-    );
-    wait_for("the agent to take the ADD and wait for the store", || {
-        waiting_for_lock(agent, &lock_path)
-    });
+    let mut child = h.w.spawn(PLUGIN, "ADD", &h.t, "eth0", &h.c, &env);
+    h.wait_until_taken();
     child.kill().unwrap();
     assert!(!child.wait().unwrap().success());
 
     // The runtime's GC: no attachment is valid, and none exists yet.
-    let mut gc = c.clone();
+    let mut gc = h.c.clone();
     gc["cni.dev/valid-attachments"] = json!([]);
-    let (code, r) = w.exec(PLUGIN, "GC", "", "eth0", &gc, &[("MVNET_ROOT", &root_s)]);
+    let (code, r) = h.w.exec(PLUGIN, "GC", "", "eth0", &gc, &env[..1]);
     assert_eq!(code, 0, "GC: {r}");
 
-    drop(lock);
+    h.release();
     wait_for("the agent done with the ADD", || {
-        !waiting_for_lock(agent, &lock_path)
+        !waiting_for_lock(h.agent, &h.lock_path)
     });
     // Its worker finishes (or rolls back) right after it has the lock.
     std::thread::sleep(Duration::from_millis(300));
-    assert_nothing_left(&w, &root, &t);
+    assert_nothing_left(&h.w, &h.root, &h.t);
 }
 
 /// An agent killed after it took an ADD: the plugin says "try again" (code 11), as the
@@ -397,39 +423,24 @@ fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
 /// The agent is caught mid-ADD by holding the store's write lock.
 #[test]
 fn an_agent_killed_mid_add_makes_the_plugin_say_try_again_and_del_cleans_up() {
-    let mut w = World::new();
-    let root = w.root.join("l");
-    std::fs::create_dir_all(&root).unwrap();
-    let root_s = root.display().to_string();
-    let c = conf_for("10.1.11.0/24");
-    let t = w.netns("l");
-    start_agent(&w, &t, &root, &c);
-    let agent = agent_pid(&root).expect("an agent runs");
-    let lock_path = root.join("mvnet.lock");
-    let lock = hold_store_lock(&lock_path);
+    let mut h = AgentHeldAtReserve::new("l", "10.1.11.0/24");
+    let root_s = h.root_s.clone();
+    let env = [
+        ("MVNET_ROOT", root_s.as_str()),
+        ("MVNET_AGENT_REQUIRED", "1"),
+    ];
     let (code, r) = std::thread::scope(|s| {
-        let add = s.spawn(|| {
-            w.exec(
-                PLUGIN,
-                "ADD",
-                &t,
-                "eth0",
-                &c,
-                &[("MVNET_ROOT", &root_s), ("MVNET_AGENT_REQUIRED", "1")],
-            )
-        });
-        wait_for("the agent to take the ADD and wait for the store", || {
-            waiting_for_lock(agent, &lock_path)
-        });
+        let add = s.spawn(|| h.w.exec(PLUGIN, "ADD", &h.t, "eth0", &h.c, &env));
+        h.wait_until_taken();
         // SAFETY: kill(2) of the agent this test started.
-        unsafe { libc::kill(agent as i32, libc::SIGKILL) };
+        unsafe { libc::kill(h.agent as i32, libc::SIGKILL) };
         add.join().unwrap()
     });
-    drop(lock);
+    h.release();
     assert_eq!(code, 1, "{r}");
     assert_eq!(r["code"], 11, "{r}");
     assert!(r["msg"].as_str().unwrap().contains("agent ended"), "{r}");
-    let (code, r) = w.exec(PLUGIN, "DEL", &t, "eth0", &c, &[("MVNET_ROOT", &root_s)]);
+    let (code, r) = h.w.exec(PLUGIN, "DEL", &h.t, "eth0", &h.c, &env[..1]);
     assert_eq!(code, 0, "DEL: {r}");
-    assert_nothing_left(&w, &root, &t);
+    assert_nothing_left(&h.w, &h.root, &h.t);
 }

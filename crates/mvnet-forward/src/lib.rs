@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 
 /// Set to anything to never use or start an agent.
 pub const OFF_ENV: &str = "MVNET_NO_AGENT";
+/// Set by a forwarder for the binary it hands a command to after the agent that took it
+/// ended: that binary then reports the loss as it does when it forwards itself.
+pub const LOST_ENV: &str = "MVNET_AGENT_LOST";
 /// The first bytes of every request.
 pub const MAGIC: &[u8; 4] = b"MVN1";
 
