@@ -6,7 +6,13 @@ use std::io::Read;
 pub fn new_id() -> String {
     let mut bytes = [0u8; 32];
     random_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(64);
+    for b in bytes {
+        id.push(HEX[(b >> 4) as usize] as char);
+        id.push(HEX[(b & 15) as usize] as char);
+    }
+    id
 }
 
 /// The 12-character form shown in tables (`NETWORK ID`, `CONTAINER ID`).
@@ -14,11 +20,25 @@ pub fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// Fills `buf` from the kernel's CSPRNG (getrandom via /dev/urandom; never blocks after boot).
+/// Fills `buf` from the kernel's CSPRNG: getrandom(2), one system call (it never blocks
+/// after boot), falling back to /dev/urandom where the call is missing or filtered.
 pub fn random_bytes(buf: &mut [u8]) {
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .expect("/dev/urandom must be readable");
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: getrandom(2) writes at most the given length into the live buffer.
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        match n {
+            n if n > 0 => filled += n as usize,
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            _ => {
+                std::fs::File::open("/dev/urandom")
+                    .and_then(|mut f| f.read_exact(&mut buf[filled..]))
+                    .expect("/dev/urandom must be readable");
+                return;
+            }
+        }
+    }
 }
 
 /// Whether `s` looks like an id prefix (hex only), so lookups can accept both names and ids.

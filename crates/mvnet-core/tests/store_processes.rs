@@ -207,6 +207,32 @@ fn state_survives_reopen() {
     assert_eq!(allocate_one(&mut s, &net, "b"), "10.70.0.2");
 }
 
+/// A store that stays open (the CNI agent's) keeps parsed networks and prepared statements:
+/// a network another process changed or removed meanwhile is read as it is now.
+#[test]
+fn a_store_kept_open_sees_networks_changed_by_another_process() {
+    let root = temp_root("kept-open");
+    let net = make_network(&root.0, "10.71.0.0/24");
+    let mut kept = SqliteStore::open(&root.0).unwrap();
+    assert_eq!(kept.network("net").unwrap(), net);
+    assert_eq!(kept.network(&net.id).unwrap(), net);
+    let mut changed = net.clone();
+    changed.name = "renamed".into();
+    changed.labels.insert("k".into(), "v".into());
+    SqliteStore::open(&root.0)
+        .unwrap()
+        .update_network(&changed)
+        .unwrap();
+    assert_eq!(kept.network(&net.id).unwrap(), changed);
+    assert!(kept.network("net").is_err(), "the old name is gone");
+    assert_eq!(allocate_one(&mut kept, &changed, "a"), "10.71.0.1");
+    SqliteStore::open(&root.0)
+        .unwrap()
+        .remove_network(&net.id)
+        .unwrap_err(); // it has an endpoint
+    assert_eq!(kept.network("renamed").unwrap(), changed);
+}
+
 /// A probe's finding: the address is recorded as LAN-held, the endpoint moves to the next
 /// one (MAC following it), the allocator skips the held address, a static request may still
 /// take it, and removing the network forgets it. The store stays consistent throughout.

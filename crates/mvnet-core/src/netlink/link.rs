@@ -4,8 +4,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoMacVtap, InfoPortData,
-    InfoPortKind, InfoVeth, InfoVlan, IpVlanFlags, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage, MacVlanMode, MacVtapMode,
+    InfoPortKind, InfoVeth, InfoVlan, IpVlanFlags, IpVlanMode, LinkAttribute, LinkExtentMask,
+    LinkFlags, LinkInfo, LinkMessage, MacVlanMode, MacVtapMode,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -55,7 +55,9 @@ pub struct Link {
     pub ipvlan_mode: Option<IpvlanMode>,
 }
 
+#[cfg(test)]
 impl Link {
+    /// The reference parse, through netlink-packet-route (for the tests of `parse`).
     fn from_message(m: LinkMessage) -> Link {
         let mut l = Link {
             index: m.header.index,
@@ -116,6 +118,112 @@ impl Link {
     }
 }
 
+/// The attributes of a link message, walked by hand (see `Netlink::receive_raw`).
+fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+        // NLA_F_NESTED and NLA_F_NET_BYTEORDER are flags, not part of the type.
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
+        if len < 4 || len > buf.len() {
+            return None;
+        }
+        let value = &buf[4..len];
+        buf = &buf[((len + 3) & !3).min(buf.len())..];
+        Some((kind, value))
+    })
+}
+
+fn u32_of(v: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(v.get(0..4)?.try_into().ok()?))
+}
+
+fn string_of(v: &[u8]) -> String {
+    let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+    String::from_utf8_lossy(&v[..end]).into_owned()
+}
+
+impl Link {
+    /// A link from the payload of an RTM_NEWLINK message (ifinfomsg, then attributes):
+    /// only what `Link` holds is read. `from_message` is the same through
+    /// netlink-packet-route (the unit tests hold them to the same answers).
+    fn parse(payload: &[u8]) -> Option<Link> {
+        const IFLA_ADDRESS: u16 = 1;
+        const IFLA_IFNAME: u16 = 3;
+        const IFLA_MTU: u16 = 4;
+        const IFLA_LINK: u16 = 5;
+        const IFLA_MASTER: u16 = 10;
+        const IFLA_LINKINFO: u16 = 18;
+        const IFLA_MAX_MTU: u16 = 51;
+        const IFLA_INFO_KIND: u16 = 1;
+        const IFLA_INFO_DATA: u16 = 2;
+        // The mode is attribute 1 of both IFLA_MACVLAN_* and IFLA_IPVLAN_*.
+        const IFLA_MODE: u16 = 1;
+        let header = payload.get(0..16)?;
+        let flags = u32_of(&header[8..12])?;
+        let mut l = Link {
+            index: u32_of(&header[4..8])?,
+            name: String::new(),
+            kind: String::new(),
+            mtu: 0,
+            max_mtu: None,
+            up: flags & libc::IFF_UP as u32 != 0,
+            loopback: flags & libc::IFF_LOOPBACK as u32 != 0,
+            carrier: flags & libc::IFF_LOWER_UP as u32 != 0,
+            mac: None,
+            parent_index: None,
+            master_index: None,
+            macvlan_mode: None,
+            ipvlan_mode: None,
+        };
+        for (kind, v) in attributes(&payload[16..]) {
+            match kind {
+                IFLA_IFNAME => l.name = string_of(v),
+                IFLA_MTU => l.mtu = u32_of(v)?,
+                IFLA_MAX_MTU => l.max_mtu = u32_of(v),
+                IFLA_LINK => l.parent_index = u32_of(v),
+                IFLA_MASTER => l.master_index = u32_of(v),
+                IFLA_ADDRESS if v.len() == 6 => {
+                    l.mac = Some(MacAddr(v.try_into().expect("6 bytes")))
+                }
+                IFLA_LINKINFO => {
+                    let mut data = None;
+                    for (k, v) in attributes(v) {
+                        match k {
+                            IFLA_INFO_KIND => l.kind = string_of(v),
+                            IFLA_INFO_DATA => data = Some(v),
+                            _ => {}
+                        }
+                    }
+                    let mode = data.and_then(|d| {
+                        attributes(d).find_map(|(k, v)| (k == IFLA_MODE).then_some(v))
+                    });
+                    match (l.kind.as_str(), mode) {
+                        ("macvlan", Some(m)) => {
+                            l.macvlan_mode =
+                                u32_of(m).and_then(|m| from_kernel_mode(MacVlanMode::from(m)));
+                        }
+                        ("ipvlan", Some(m)) if m.len() >= 2 => {
+                            l.ipvlan_mode = match u16::from_ne_bytes([m[0], m[1]]) {
+                                0 => Some(IpvlanMode::L2),
+                                1 => Some(IpvlanMode::L3),
+                                2 => Some(IpvlanMode::L3s),
+                                _ => None,
+                            };
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(l)
+    }
+}
+
+#[cfg(test)]
 fn kind_name(k: &InfoKind) -> String {
     match k {
         InfoKind::Other(s) => s.clone(),
@@ -204,38 +312,55 @@ impl Netlink {
             ));
         }
         let m = new_link_message(name, None);
-        match self.query(RouteNetlinkMessage::GetLink(m), false) {
-            Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
-                _ => None,
-            })),
+        match self.query_links(m, false) {
+            Ok(links) => Ok(links.into_iter().next()),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
+    /// A GET (or a dump) of links, without their statistics, parsed by hand (`Link::parse`).
+    fn query_links(&mut self, mut m: LinkMessage, dump: bool) -> io::Result<Vec<Link>> {
+        const RTM_NEWLINK: u16 = 16;
+        m.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let flags = if dump {
+            netlink_packet_core::NLM_F_DUMP
+        } else {
+            netlink_packet_core::NLM_F_ACK
+        };
+        let seq = self.send(RouteNetlinkMessage::GetLink(m), flags)?;
+        let mut out = Vec::new();
+        let mut bad = false;
+        self.receive_raw(seq, |kind, payload| {
+            if kind == RTM_NEWLINK {
+                match Link::parse(payload) {
+                    Some(l) => out.push(l),
+                    None => bad = true,
+                }
+            }
+        })?;
+        if bad {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed RTM_NEWLINK message",
+            ));
+        }
+        Ok(out)
+    }
+
     pub fn link_by_index(&mut self, index: u32) -> io::Result<Option<Link>> {
         let mut m = LinkMessage::default();
         m.header.index = index;
-        match self.query(RouteNetlinkMessage::GetLink(m), false) {
-            Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
-                _ => None,
-            })),
+        match self.query_links(m, false) {
+            Ok(links) => Ok(links.into_iter().next()),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     pub fn links(&mut self) -> io::Result<Vec<Link>> {
-        let msgs = self.query(RouteNetlinkMessage::GetLink(LinkMessage::default()), true)?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
-                _ => None,
-            })
-            .collect())
+        self.query_links(LinkMessage::default(), true)
     }
 
     pub fn create_macvlan(&mut self, spec: &MacvlanLink) -> io::Result<()> {
@@ -441,5 +566,112 @@ impl Netlink {
             Some(l) => self.delete_link(l.index).map(|_| true),
             None => Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use netlink_packet_core::Emitable;
+    use netlink_packet_route::link::{
+        InfoData, InfoIpVlan, InfoKind, InfoMacVlan, IpVlanMode, LinkAttribute, LinkFlags,
+        LinkInfo, LinkMessage, MacVlanMode, State,
+    };
+
+    use super::Link;
+
+    fn both_ways(m: LinkMessage) -> Link {
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        let by_hand = Link::parse(&buf).expect("parses");
+        assert_eq!(by_hand, Link::from_message(m));
+        by_hand
+    }
+
+    fn message(flags: LinkFlags, attributes: Vec<LinkAttribute>) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = 7;
+        m.header.flags = flags;
+        m.attributes = attributes;
+        m
+    }
+
+    #[test]
+    fn a_macvlan_reads_the_same_by_hand_as_through_the_library() {
+        let l = both_ways(message(
+            LinkFlags::Up | LinkFlags::LowerUp | LinkFlags::Broadcast,
+            vec![
+                LinkAttribute::IfName("eth0".into()),
+                LinkAttribute::Mtu(1500),
+                LinkAttribute::MaxMtu(9000),
+                LinkAttribute::Link(3),
+                LinkAttribute::Address(vec![2, 0x42, 10, 0, 0, 9]),
+                LinkAttribute::OperState(State::Up),
+                LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(InfoKind::MacVlan),
+                    LinkInfo::Data(InfoData::MacVlan(vec![
+                        InfoMacVlan::Mode(MacVlanMode::Passthrough),
+                        InfoMacVlan::BcQueueLen(1000),
+                    ])),
+                ]),
+            ],
+        ));
+        assert_eq!(l.name, "eth0");
+        assert_eq!(
+            (l.index, l.mtu, l.max_mtu, l.parent_index),
+            (7, 1500, Some(9000), Some(3))
+        );
+        assert!(l.up && l.carrier && !l.loopback);
+        assert_eq!(l.macvlan_mode, Some(crate::model::MacvlanMode::Passthru));
+        assert_eq!(l.mac.unwrap().to_string(), "02:42:0a:00:00:09");
+    }
+
+    #[test]
+    fn ipvlan_bridge_port_and_bare_links_read_the_same_by_hand() {
+        let l = both_ways(message(
+            LinkFlags::empty(),
+            vec![
+                LinkAttribute::IfName("ipv1".into()),
+                LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(InfoKind::IpVlan),
+                    LinkInfo::Data(InfoData::IpVlan(vec![InfoIpVlan::Mode(IpVlanMode::L3S)])),
+                ]),
+            ],
+        ));
+        assert_eq!(l.ipvlan_mode, Some(crate::model::network::IpvlanMode::L3s));
+        assert!(!l.up);
+        let l = both_ways(message(
+            LinkFlags::Loopback | LinkFlags::Up,
+            vec![
+                LinkAttribute::IfName("veth-a".into()),
+                LinkAttribute::Controller(12),
+                LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
+            ],
+        ));
+        assert_eq!((l.kind.as_str(), l.master_index), ("veth", Some(12)));
+        assert!(l.loopback);
+        // No kind at all (plain hardware), and a kind the library does not know.
+        let l = both_ways(message(
+            LinkFlags::Up,
+            vec![LinkAttribute::IfName("lo".into())],
+        ));
+        assert_eq!(l.kind, "");
+        let l = both_ways(message(
+            LinkFlags::Up,
+            vec![LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Other("newkind".into()),
+            )])],
+        ));
+        assert_eq!(l.kind, "newkind");
+    }
+
+    #[test]
+    fn a_truncated_message_is_refused_not_misread() {
+        let m = message(LinkFlags::Up, vec![LinkAttribute::IfName("eth0".into())]);
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        assert!(Link::parse(&buf[..10]).is_none());
+        // An attribute whose length runs past the end stops the walk: no garbage name.
+        let cut = Link::parse(&buf[..buf.len() - 4]).expect("the header is whole");
+        assert_eq!(cut.name, "");
     }
 }

@@ -112,6 +112,51 @@ impl Netlink {
         }
     }
 
+    /// `receive` for replies parsed by hand: calls `on_message(type, payload)` for each
+    /// message of `seq`. For links, whose full parse by netlink-packet-route (every
+    /// attribute, the per-protocol settings included) was most of the CPU time of a look-up.
+    fn receive_raw(&mut self, seq: u32, mut on_message: impl FnMut(u16, &[u8])) -> io::Result<()> {
+        const NLMSG_ERROR: u16 = 2;
+        const NLMSG_DONE: u16 = 3;
+        loop {
+            self.buf.clear();
+            let n = self.sock.recv(&mut self.buf, 0)?;
+            let mut rest = &self.buf[..n];
+            while rest.len() >= 16 {
+                let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+                if len < 16 || len > rest.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "truncated netlink message",
+                    ));
+                }
+                let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+                let msg_seq = u32::from_ne_bytes(rest[8..12].try_into().expect("4 bytes"));
+                let payload = &rest[16..len];
+                rest = &rest[((len + 3) & !3).min(rest.len())..];
+                if msg_seq != seq {
+                    continue;
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let code = payload
+                            .get(0..4)
+                            .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
+                            .ok_or_else(|| {
+                                io::Error::new(io::ErrorKind::InvalidData, "short netlink error")
+                            })?;
+                        return match code {
+                            0 => Ok(()),
+                            c => Err(io::Error::from_raw_os_error(-c)),
+                        };
+                    }
+                    _ => on_message(kind, payload),
+                }
+            }
+        }
+    }
+
     /// Sends a request that changes something and waits for the kernel's verdict.
     pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
         let seq = self.send(msg, flags | NLM_F_ACK)?;

@@ -93,7 +93,15 @@ pub struct SqliteStore {
     /// Endpoints whose creator died mid-attach, reclaimed by the last write: the engine
     /// deletes their half-made links (`Store::take_reclaimed`).
     reclaimed: Vec<Endpoint>,
+    /// Networks parsed lately, with the stored text they came from. A network is read on
+    /// every attach and detach; a resident process (the CNI agent) keeps its store, so a
+    /// row whose text has not changed is not parsed again. Always checked against the row
+    /// just read, so it can never be stale.
+    parsed_networks: Vec<(String, Network)>,
 }
+
+/// How many parsed networks a store keeps (`SqliteStore::parsed_networks`).
+const PARSED_NETWORKS: usize = 8;
 
 /// Holds the write lock; released on drop (after the transaction beside it).
 struct WriteLock<'a>(&'a std::fs::File);
@@ -322,6 +330,7 @@ impl SqliteStore {
             conn,
             lock,
             reclaimed: Vec::new(),
+            parsed_networks: Vec::new(),
         };
         store.migrate(create)?;
         Ok(store)
@@ -374,9 +383,7 @@ impl SqliteStore {
     /// (empty when consistent). Used by the crash tests and by repair tooling.
     pub fn check_consistency(&mut self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
-        let ic: String = self
-            .conn
-            .row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        let ic: String = self.conn.row("PRAGMA integrity_check", [], |r| r.get(0))?;
         if ic != "ok" {
             problems.push(format!("integrity_check: {ic}"));
         }
@@ -1066,13 +1073,23 @@ impl Store for SqliteStore {
 
     fn network(&mut self, name_or_id: &str) -> Result<Network> {
         match lookup(&self.conn, "networks", "network", name_or_id)? {
-            Some(b) => from_json(&b).map_err(|e| {
-                invalid!(
-                    "network {} is stored corrupt ({e}); remove it with: mvnet network rm {}",
-                    crate::quote(name_or_id),
-                    crate::quote(name_or_id)
-                )
-            }),
+            Some(b) => {
+                if let Some((_, net)) = self.parsed_networks.iter().find(|(text, _)| *text == b) {
+                    return Ok(net.clone());
+                }
+                let net: Network = from_json(&b).map_err(|e| {
+                    invalid!(
+                        "network {} is stored corrupt ({e}); remove it with: mvnet network rm {}",
+                        crate::quote(name_or_id),
+                        crate::quote(name_or_id)
+                    )
+                })?;
+                if self.parsed_networks.len() == PARSED_NETWORKS {
+                    self.parsed_networks.remove(0);
+                }
+                self.parsed_networks.push((b, net.clone()));
+                Ok(net)
+            }
             None => Err(not_found!(
                 "network {name_or_id} not found; see the networks that exist with: mvnet network ls"
             )),
@@ -1115,9 +1132,7 @@ impl Store for SqliteStore {
             let still_used = tx
                 .prepare_cached("SELECT 1 FROM networks WHERE parent = ?1")?
                 .exists([&parent])?;
-            if !still_used
-                && tx.exec("DELETE FROM owned_parents WHERE name = ?1", [&parent])? > 0
-            {
+            if !still_used && tx.exec("DELETE FROM owned_parents WHERE name = ?1", [&parent])? > 0 {
                 to_delete = Some(parent);
             }
         }
