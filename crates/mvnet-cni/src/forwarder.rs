@@ -28,7 +28,9 @@ const SOCKET: &str = "cni-agent.sock";
 fn main() -> ExitCode {
     let full = full_path();
     let exec_full = |raw: &[u8], lost: bool| exec_full(full.as_deref(), raw, lost);
-    let mut raw = Vec::new();
+    // Room for any usual config up front: read_to_end then takes it in one read, not in
+    // growing steps from 32 bytes.
+    let mut raw = Vec::with_capacity(16 * 1024);
     let command = std::env::var("CNI_COMMAND").ok();
     if command.is_none() || std::io::stdin().read_to_end(&mut raw).is_err() {
         // Run by a person (version text), or stdin unreadable: the full plugin says it.

@@ -80,25 +80,27 @@ pub fn forward(socket: &Path, exe: Option<String>, args: Vec<String>, stdin: &[u
     }
     let began = Instant::now();
     let start = Forwarded::NotServed { start_agent: true };
+    // The whole request is ready before we connect: the agent's worker then wakes once,
+    // with the request waiting, rather than for the connection and again for the data.
+    let prepared = (|| {
+        let header = Header {
+            exe: exe?,
+            mnt: mnt_identity()?,
+            request: Request {
+                env: std::env::vars()
+                    .filter(|(k, _)| k.starts_with("CNI_") || k.starts_with("MVNET_"))
+                    .collect::<BTreeMap<String, String>>(),
+                args,
+                stdin: Vec::new(),
+            },
+        };
+        let netns = std::fs::File::open("/proc/thread-self/ns/net").ok()?;
+        Some((header, netns))
+    })();
     let Ok(mut stream) = UnixStream::connect(socket) else {
         return start;
     };
-    let (Some(exe), Some(mnt)) = (exe, mnt_identity()) else {
-        return Forwarded::NotServed { start_agent: false };
-    };
-    let env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("CNI_") || k.starts_with("MVNET_"))
-        .collect();
-    let header = Header {
-        exe,
-        mnt,
-        request: Request {
-            env,
-            args,
-            stdin: Vec::new(),
-        },
-    };
-    let Ok(netns) = std::fs::File::open("/proc/thread-self/ns/net") else {
+    let Some((header, netns)) = prepared else {
         return Forwarded::NotServed { start_agent: false };
     };
     let timing = header.request.env.contains_key("MVNET_TIMING");
