@@ -124,7 +124,33 @@ thread_local! {
     /// The connection of the request this worker thread is serving (-1: none), so that
     /// the engine can ask whether the caller is still there before it commits an attach.
     static CALLER: std::cell::Cell<RawFd> = const { std::cell::Cell::new(-1) };
+    /// The store of the request this thread serves (or just served), until `park_store`.
     static CACHED: std::cell::RefCell<Option<OpenStore>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The agent's open stores between requests, the most recently used last. Any worker
+/// takes the most recent one: idle workers take turns at `accept`, and a connection that
+/// another one wrote through since its last use must drop its page cache and read its
+/// pages again (measured: a sizeable part of each network look-up).
+static PARKED: std::sync::Mutex<Vec<OpenStore>> = std::sync::Mutex::new(Vec::new());
+
+/// Hands this thread's store back to the agent's pool (`PARKED`).
+fn park_store() {
+    if let Some(open) = CACHED.with(|c| c.borrow_mut().take()) {
+        if let Ok(mut parked) = PARKED.lock() {
+            parked.push(open);
+        }
+    }
+}
+
+/// The most recently parked store of `root`: one made in namespace `ns` if there is one.
+fn unpark_store(root: &Path, ns: u64) -> Option<OpenStore> {
+    let mut parked = PARKED.lock().ok()?;
+    let at = parked
+        .iter()
+        .rposition(|(r, n, _)| r == root && *n == ns)
+        .or_else(|| parked.iter().rposition(|(r, _, _)| r == root))?;
+    Some(parked.remove(at))
 }
 
 /// An engine whose store goes back to the worker's cache when the command is done.
@@ -193,7 +219,9 @@ pub fn engine(root: &Path) -> crate::Result<EngineGuard> {
     let ns = std::fs::metadata("/proc/thread-self/ns/net")
         .map(|m| m.ino())
         .unwrap_or(0);
-    let cached = CACHED.with(|c| c.borrow_mut().take());
+    let cached = CACHED
+        .with(|c| c.borrow_mut().take())
+        .or_else(|| unpark_store(root, ns));
     let store = match cached {
         Some((r, n, store)) if r == root && n == ns => store,
         Some((r, _, mut store)) if r == root => {
@@ -371,6 +399,7 @@ fn worker(shared: &Shared, ctx: &WorkerCtx) {
     // the root is gone: opening would create it again, for nobody.
     if ctx.root.join("mvnet.db").exists() {
         let _ = engine(&ctx.root);
+        park_store();
     }
     loop {
         shared.idle_workers.fetch_add(1, Ordering::SeqCst);
@@ -491,6 +520,7 @@ fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
             }
         });
     }
+    park_store();
     // SAFETY: back to the agent's own namespace, from an fd we own.
     unsafe { libc::setns(ctx.own_ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 }
 }

@@ -15,13 +15,13 @@ use crate::store::{EndpointRequest, MemoryStore, Store};
 struct World {
     engine: Engine,
     kernel: Rc<RefCell<FakeKernel>>,
-    store: Rc<RefCell<MemoryStore>>,
+    store: std::sync::Arc<std::sync::Mutex<MemoryStore>>,
 }
 
 fn world(containers: &[&str]) -> World {
     let os = FakeOs::new(containers);
     let kernel = os.kernel.clone();
-    let store = Rc::new(RefCell::new(MemoryStore::new()));
+    let store = std::sync::Arc::new(std::sync::Mutex::new(MemoryStore::new()));
     let engine = Engine::with_parts(
         Path::new("/nonexistent"),
         Box::new(store.clone()),
@@ -104,10 +104,15 @@ fn nothing_left(w: &World, net: &Network, ns: &str, step: usize) {
         "step {step}: links left in {ns}: {:?} (calls: {calls:?})",
         extra_links(w, ns)
     );
-    let eps = w.store.borrow_mut().endpoints_of_network(&net.id).unwrap();
+    let eps = w
+        .store
+        .lock()
+        .unwrap()
+        .endpoints_of_network(&net.id)
+        .unwrap();
     assert!(eps.is_empty(), "step {step}: rows left: {eps:?}");
     assert_eq!(
-        w.store.borrow().allocation_count(),
+        w.store.lock().unwrap().allocation_count(),
         0,
         "step {step}: an address is still held"
     );
@@ -181,13 +186,13 @@ fn rollback_after_a_probe_conflict_keeps_only_the_conflict() {
         },
         |w, net, step| {
             assert!(extra_links(w, "c1").is_empty(), "step {step}");
-            let mut s = w.store.borrow_mut();
+            let mut s = w.store.lock().unwrap();
             assert!(s.endpoints_of_network(&net.id).unwrap().is_empty());
             // Only the conflict the probe found (if it got that far) holds an address.
             let conflicts = s.lan_conflicts(net).unwrap().len();
             drop(s);
             assert_eq!(
-                w.store.borrow().allocation_count(),
+                w.store.lock().unwrap().allocation_count(),
                 conflicts,
                 "step {step}"
             );
@@ -210,9 +215,9 @@ fn rollback_of_a_static_address_the_lan_holds_records_it() {
     let e = w.engine.connect(&net, &target("c1"), &opts).unwrap_err();
     assert!(e.to_string().contains("already used on the LAN"), "{e}");
     assert!(extra_links(&w, "c1").is_empty());
-    let held = w.store.borrow_mut().lan_conflicts(&net).unwrap();
+    let held = w.store.lock().unwrap().lan_conflicts(&net).unwrap();
     assert_eq!(held.len(), 1, "the refused address is remembered");
-    assert_eq!(w.store.borrow().allocation_count(), 1);
+    assert_eq!(w.store.lock().unwrap().allocation_count(), 1);
 }
 
 #[test]
@@ -258,7 +263,8 @@ fn rollback_bring_up_waits_out_a_busy_mac_then_gives_up_cleanly() {
     assert!(extra_links(&w, "c2").is_empty());
     assert_eq!(
         w.store
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .endpoints_of_network(&net.id)
             .unwrap()
             .len(),
@@ -292,12 +298,12 @@ fn rollback_network_create_with_a_vlan_parent() {
                     .contains(&"eth0.10".to_string()),
                 "step {n}: the VLAN parent was left"
             );
-            assert!(w.store.borrow_mut().networks().unwrap().is_empty());
+            assert!(w.store.lock().unwrap().networks().unwrap().is_empty());
         }
     }
     // The store refusing the record (a full disk, say) also takes the parent away.
     let mut w = setup();
-    w.store.borrow_mut().fail_write_at = Some(1);
+    w.store.lock().unwrap().fail_write_at = Some(1);
     assert!(create(&mut w, "v", "eth0.10", &[]).is_err());
     assert!(!w
         .kernel
@@ -311,7 +317,7 @@ fn rollback_of_a_store_failure_at_activation() {
     let mut w = world(&["c1"]);
     let net = create(&mut w, "n", "eth0", &["probe_ms=0"]).unwrap();
     // Writes so far: create_network. The attach writes reserve (2), then activate (3).
-    w.store.borrow_mut().fail_write_at = Some(3);
+    w.store.lock().unwrap().fail_write_at = Some(3);
     assert!(w
         .engine
         .connect(&net, &target("c1"), &AttachOptions::default())
@@ -328,7 +334,8 @@ fn rollback_kill9_reclaim_deletes_the_abandoned_link() {
     let dead_pid = 0x3fff_fff0;
     let ep = w
         .store
-        .borrow_mut()
+        .lock()
+        .unwrap()
         .reserve_endpoint(
             &net,
             &EndpointRequest {
@@ -446,7 +453,7 @@ fn rollback_of_an_ensured_network_takes_the_new_record_away() {
     let before = calls(&w);
     w.kernel.borrow_mut().fail_at = Some(before + 6);
     assert!(w.engine.attach(&req).is_err());
-    assert!(w.store.borrow_mut().networks().unwrap().is_empty());
+    assert!(w.store.lock().unwrap().networks().unwrap().is_empty());
     assert!(extra_links(&w, "c1").is_empty());
     w.kernel.borrow_mut().fail_at = None;
     let done = w.engine.attach(&req).unwrap();

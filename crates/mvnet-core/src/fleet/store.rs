@@ -25,7 +25,7 @@ use crate::{conflict, Error, Result};
 /// How many held addresses one attach steps over before it gives up.
 const TRIES: usize = 64;
 
-type Connector = Box<dyn FnMut(&[String]) -> Result<Box<dyn Coordinator>>>;
+type Connector = Box<dyn FnMut(&[String]) -> Result<Box<dyn Coordinator>> + Send>;
 
 pub struct FleetStore {
     inner: Box<dyn Store>,

@@ -610,44 +610,50 @@ impl Store for MemoryStore {
 }
 
 /// A `MemoryStore` shared with the test that inspects it.
-impl Store for std::rc::Rc<std::cell::RefCell<MemoryStore>> {
+impl Store for std::sync::Arc<std::sync::Mutex<MemoryStore>> {
     fn create_network(
         &mut self,
         net: &Network,
         check: NetworkCheck,
         created_parent: bool,
     ) -> Result<()> {
-        self.borrow_mut().create_network(net, check, created_parent)
+        self.lock()
+            .expect("not poisoned")
+            .create_network(net, check, created_parent)
     }
     fn networks(&mut self) -> Result<Vec<Network>> {
-        self.borrow_mut().networks()
+        self.lock().expect("not poisoned").networks()
     }
     fn update_network(&mut self, net: &Network) -> Result<()> {
-        self.borrow_mut().update_network(net)
+        self.lock().expect("not poisoned").update_network(net)
     }
     fn network(&mut self, name_or_id: &str) -> Result<Network> {
-        self.borrow_mut().network(name_or_id)
+        self.lock().expect("not poisoned").network(name_or_id)
     }
     fn remove_network(&mut self, id: &str) -> Result<Option<String>> {
-        self.borrow_mut().remove_network(id)
+        self.lock().expect("not poisoned").remove_network(id)
     }
     fn parent_is_owned(&mut self, name: &str) -> Result<bool> {
-        self.borrow_mut().parent_is_owned(name)
+        self.lock().expect("not poisoned").parent_is_owned(name)
     }
     fn reserve_endpoint(&mut self, net: &Network, req: &EndpointRequest) -> Result<Endpoint> {
-        self.borrow_mut().reserve_endpoint(net, req)
+        self.lock()
+            .expect("not poisoned")
+            .reserve_endpoint(net, req)
     }
     fn activate_endpoint(&mut self, id: &str) -> Result<()> {
-        self.borrow_mut().activate_endpoint(id)
+        self.lock().expect("not poisoned").activate_endpoint(id)
     }
     fn update_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
-        self.borrow_mut().update_endpoint(ep)
+        self.lock().expect("not poisoned").update_endpoint(ep)
     }
     fn remove_endpoint(&mut self, id: &str) -> Result<Option<Endpoint>> {
-        self.borrow_mut().remove_endpoint(id)
+        self.lock().expect("not poisoned").remove_endpoint(id)
     }
     fn endpoints_of_network(&mut self, network_id: &str) -> Result<Vec<Endpoint>> {
-        self.borrow_mut().endpoints_of_network(network_id)
+        self.lock()
+            .expect("not poisoned")
+            .endpoints_of_network(network_id)
     }
     fn replace_conflicting_address(
         &mut self,
@@ -656,7 +662,8 @@ impl Store for std::rc::Rc<std::cell::RefCell<MemoryStore>> {
         ip: IpAddr,
         holder: Option<MacAddr>,
     ) -> Result<Endpoint> {
-        self.borrow_mut()
+        self.lock()
+            .expect("not poisoned")
             .replace_conflicting_address(net, endpoint_id, ip, holder)
     }
     fn move_leased_address(
@@ -665,7 +672,8 @@ impl Store for std::rc::Rc<std::cell::RefCell<MemoryStore>> {
         endpoint_id: &str,
         lease: &crate::model::Lease,
     ) -> Result<Endpoint> {
-        self.borrow_mut()
+        self.lock()
+            .expect("not poisoned")
             .move_leased_address(net, endpoint_id, lease)
     }
     fn record_lan_conflict(
@@ -674,48 +682,60 @@ impl Store for std::rc::Rc<std::cell::RefCell<MemoryStore>> {
         ip: IpAddr,
         holder: Option<MacAddr>,
     ) -> Result<()> {
-        self.borrow_mut().record_lan_conflict(net, ip, holder)
+        self.lock()
+            .expect("not poisoned")
+            .record_lan_conflict(net, ip, holder)
     }
     fn mark_held_elsewhere(&mut self, net: &Network, ip: IpAddr) -> Result<()> {
-        self.borrow_mut().mark_held_elsewhere(net, ip)
+        self.lock()
+            .expect("not poisoned")
+            .mark_held_elsewhere(net, ip)
     }
     fn set_cursor(&mut self, net: &Network, ip: IpAddr) -> Result<()> {
-        self.borrow_mut().set_cursor(net, ip)
+        self.lock().expect("not poisoned").set_cursor(net, ip)
     }
     fn forget_held_elsewhere(&mut self, net: &Network) -> Result<usize> {
-        self.borrow_mut().forget_held_elsewhere(net)
+        self.lock()
+            .expect("not poisoned")
+            .forget_held_elsewhere(net)
     }
     fn lan_conflicts(&mut self, net: &Network) -> Result<Vec<LanConflict>> {
-        self.borrow_mut().lan_conflicts(net)
+        self.lock().expect("not poisoned").lan_conflicts(net)
     }
     fn clear_lan_conflicts(&mut self, net: &Network) -> Result<usize> {
-        self.borrow_mut().clear_lan_conflicts(net)
+        self.lock().expect("not poisoned").clear_lan_conflicts(net)
     }
     fn endpoints_of_container(&mut self, container_id: &str) -> Result<Vec<Endpoint>> {
-        self.borrow_mut().endpoints_of_container(container_id)
+        self.lock()
+            .expect("not poisoned")
+            .endpoints_of_container(container_id)
     }
     fn create_container(&mut self, c: &Container) -> Result<()> {
-        self.borrow_mut().create_container(c)
+        self.lock().expect("not poisoned").create_container(c)
     }
     fn update_container(&mut self, c: &Container) -> Result<()> {
-        self.borrow_mut().update_container(c)
+        self.lock().expect("not poisoned").update_container(c)
     }
     fn containers(&mut self) -> Result<Vec<Container>> {
-        self.borrow_mut().containers()
+        self.lock().expect("not poisoned").containers()
     }
     fn container(&mut self, name_or_id: &str) -> Result<Container> {
-        self.borrow_mut().container(name_or_id)
+        self.lock().expect("not poisoned").container(name_or_id)
     }
     fn remove_container(&mut self, id: &str) -> Result<()> {
-        self.borrow_mut().remove_container(id)
+        self.lock().expect("not poisoned").remove_container(id)
     }
     fn take_reclaimed(&mut self) -> Vec<Endpoint> {
-        self.borrow_mut().take_reclaimed()
+        self.lock().expect("not poisoned").take_reclaimed()
     }
     fn remove_unreadable_network(&mut self, name_or_id: &str) -> Result<Option<Vec<Endpoint>>> {
-        self.borrow_mut().remove_unreadable_network(name_or_id)
+        self.lock()
+            .expect("not poisoned")
+            .remove_unreadable_network(name_or_id)
     }
     fn remove_unreadable_container(&mut self, name_or_id: &str) -> Result<bool> {
-        self.borrow_mut().remove_unreadable_container(name_or_id)
+        self.lock()
+            .expect("not poisoned")
+            .remove_unreadable_container(name_or_id)
     }
 }

@@ -199,7 +199,7 @@ pub(crate) fn take_over_pools(
 /// at that instant, so two concurrent creates cannot both pass.
 pub type NetworkCheck<'a> = &'a dyn Fn(&[Network]) -> Result<()>;
 
-pub trait Store {
+pub trait Store: Send {
     /// Adds `net` if `check` accepts it against the current networks. `created_parent` says
     /// mvnet itself just created the parent link (an 802.1Q sub-interface), so it is
     /// recorded as owned: deleted with the last network using it, re-created after a reboot.
