@@ -223,10 +223,11 @@ pub fn configure(
     )?;
     crate::timing::mark("enter-ns");
     let nl = inside.rtnl.as_mut();
-    let where_ = format!("{} in {}", plan.ifname, ns.path().display());
-    let k = |op: &str| {
-        let op = format!("{op} on {where_}");
-        move |e: io::Error| Error::kernel(op, e)
+    // The error's context is written only when there is an error (this runs per attach).
+    let ifname = plan.ifname.clone();
+    let k = |op: &'static str| {
+        let ifname = &ifname;
+        move |e: io::Error| Error::kernel(format!("{op} on {ifname} in {}", ns.path().display()), e)
     };
     let link = nl
         .link_by_name(&plan.ifname)
