@@ -332,7 +332,7 @@ impl Netlink {
         let seq = self.send(RouteNetlinkMessage::GetLink(m), flags)?;
         let mut out = Vec::new();
         let mut bad = false;
-        self.receive_raw(seq, |kind, payload| {
+        self.receive_raw(seq, |kind, _, payload| {
             if kind == RTM_NEWLINK {
                 match Link::parse(payload) {
                     Some(l) => out.push(l),

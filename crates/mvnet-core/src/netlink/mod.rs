@@ -75,47 +75,40 @@ impl Netlink {
         Ok(self.seq)
     }
 
-    /// Reads replies to `seq` until the ACK, the error, or the end of a dump.
+    /// Reads replies to `seq` until the ACK, the error, or the end of a dump, each parsed
+    /// by netlink-packet-route.
     fn receive(
         &mut self,
         seq: u32,
         mut on_message: impl FnMut(RouteNetlinkMessage),
     ) -> io::Result<()> {
-        loop {
-            self.buf.clear();
-            let n = self.sock.recv(&mut self.buf, 0)?;
-            let mut offset = 0;
-            while offset < n {
-                let packet =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..n])
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let len = packet.header.length as usize;
-                if len == 0 {
-                    break;
-                }
-                offset += (len + 3) & !3;
-                if packet.header.sequence_number != seq {
-                    continue;
-                }
-                match packet.payload {
-                    NetlinkPayload::Done(_) => return Ok(()),
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            None => Ok(()),
-                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                        }
+        let mut bad = None;
+        self.receive_raw(seq, |_, whole, _| {
+            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(whole) {
+                Ok(packet) => {
+                    if let NetlinkPayload::InnerMessage(m) = packet.payload {
+                        on_message(m);
                     }
-                    NetlinkPayload::InnerMessage(m) => on_message(m),
-                    _ => {}
+                }
+                Err(e) => {
+                    bad.get_or_insert_with(|| {
+                        io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+                    });
                 }
             }
-        }
+        })?;
+        bad.map_or(Ok(()), Err)
     }
 
-    /// `receive` for replies parsed by hand: calls `on_message(type, payload)` for each
-    /// message of `seq`. For links, whose full parse by netlink-packet-route (every
-    /// attribute, the per-protocol settings included) was most of the CPU time of a look-up.
-    fn receive_raw(&mut self, seq: u32, mut on_message: impl FnMut(u16, &[u8])) -> io::Result<()> {
+    /// Reads replies to `seq` until the ACK, the error, or the end of a dump, and calls
+    /// `on_message(type, whole message, payload)` for each of the others, unparsed. Links
+    /// are parsed by hand from here: netlink-packet-route's full parse (every attribute,
+    /// the per-protocol settings included) was most of the CPU time of a look-up.
+    fn receive_raw(
+        &mut self,
+        seq: u32,
+        mut on_message: impl FnMut(u16, &[u8], &[u8]),
+    ) -> io::Result<()> {
         const NLMSG_ERROR: u16 = 2;
         const NLMSG_DONE: u16 = 3;
         loop {
@@ -132,7 +125,7 @@ impl Netlink {
                 }
                 let kind = u16::from_ne_bytes([rest[4], rest[5]]);
                 let msg_seq = u32::from_ne_bytes(rest[8..12].try_into().expect("4 bytes"));
-                let payload = &rest[16..len];
+                let (whole, payload) = (&rest[..len], &rest[16..len]);
                 rest = &rest[((len + 3) & !3).min(rest.len())..];
                 if msg_seq != seq {
                     continue;
@@ -151,7 +144,7 @@ impl Netlink {
                             c => Err(io::Error::from_raw_os_error(-c)),
                         };
                     }
-                    _ => on_message(kind, payload),
+                    _ => on_message(kind, whole, payload),
                 }
             }
         }
