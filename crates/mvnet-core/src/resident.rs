@@ -547,6 +547,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_worker_gets_the_most_recently_parked_store_of_its_root_and_namespace_first() {
+        // Roots of their own: other tests of this process may park stores too.
+        let root = PathBuf::from(format!("/nonexistent/parked-{}", crate::ids::new_id()));
+        let other = root.join("other");
+        // A store is told by its address, which parking does not change (it stays boxed).
+        let address = |store: &dyn Store| store as *const dyn Store as *const u8 as usize;
+        let park = |r: &Path, ns: u64| {
+            let store: Box<dyn Store> = Box::new(crate::store::MemoryStore::new());
+            let at = address(store.as_ref());
+            CACHED.with(|c| *c.borrow_mut() = Some((r.to_path_buf(), ns, store)));
+            park_store();
+            at
+        };
+        let got = |open: Option<OpenStore>| address(open.expect("a parked store").2.as_ref());
+        let old_in_1 = park(&root, 1);
+        let in_2 = park(&root, 2);
+        let new_in_1 = park(&root, 1);
+        assert_eq!(got(unpark_store(&root, 1)), new_in_1);
+        assert_eq!(got(unpark_store(&root, 2)), in_2);
+        // No store of namespace 3: the most recent one of the root (its caller drops its
+        // connections, which belong to namespace 1).
+        assert_eq!(got(unpark_store(&root, 3)), old_in_1);
+        assert!(unpark_store(&root, 1).is_none());
+        let others = park(&other, 1);
+        assert!(
+            unpark_store(&root, 1).is_none(),
+            "never another root's store"
+        );
+        assert_eq!(got(unpark_store(&other, 1)), others);
+    }
+
+    #[test]
     fn only_mvnet_variables_are_compared_and_the_agents_own_are_not() {
         let env = vec![
             ("MVNET_ROOT".to_string(), "/x".to_string()),
