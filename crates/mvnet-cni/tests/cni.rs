@@ -684,7 +684,8 @@ fn probe_skips_an_address_the_lan_answers_for() {
     // With probing, the ADD moves on to .11 and says why on stderr.
     let probing = conf("1.1.0", ipam.clone(), json!({"probe": true}));
     let b = w.netns("b");
-    let (code, r, stderr) = w.exec_with_stderr(PLUGIN, "ADD", &b, "eth0", &probing, &[]);
+    let (code, stdout, stderr) = w.exec_raw(PLUGIN, "ADD", &b, "eth0", &probing, &[]);
+    let r: Value = serde_json::from_slice(&stdout).unwrap_or(Value::Null);
     assert_eq!(code, 0, "{r} {stderr}");
     assert_eq!(r["ips"][0]["address"], "192.0.2.11/24", "{stderr}");
     assert_eq!(

@@ -324,7 +324,7 @@ struct AgentHeldAtReserve {
     t: String,
     agent: u32,
     lock_path: std::path::PathBuf,
-    lock: Option<std::fs::File>,
+    lock: std::cell::Cell<Option<std::fs::File>>,
 }
 
 impl AgentHeldAtReserve {
@@ -349,7 +349,7 @@ impl AgentHeldAtReserve {
             t,
             agent,
             lock_path,
-            lock: Some(lock),
+            lock: std::cell::Cell::new(Some(lock)),
         }
     }
 
@@ -360,8 +360,13 @@ impl AgentHeldAtReserve {
         });
     }
 
-    fn release(&mut self) {
-        self.lock = None;
+    /// The plugin's environment: this root, and no doing the work itself.
+    fn env(&self) -> [(&str, &str); 2] {
+        [("MVNET_ROOT", &self.root_s), ("MVNET_AGENT_REQUIRED", "1")]
+    }
+
+    fn release(&self) {
+        drop(self.lock.take());
     }
 }
 
@@ -391,12 +396,8 @@ fn assert_nothing_left(w: &World, root: &Path, t: &str) {
 /// killed and reaped, GC runs (it finds nothing to collect), the lock is let go.
 #[test]
 fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
-    let mut h = AgentHeldAtReserve::new("g", "10.1.10.0/24");
-    let root_s = h.root_s.clone();
-    let env = [
-        ("MVNET_ROOT", root_s.as_str()),
-        ("MVNET_AGENT_REQUIRED", "1"),
-    ];
+    let h = AgentHeldAtReserve::new("g", "10.1.10.0/24");
+    let env = h.env();
     // The plugin under test: the agent serves only its own binary, the one start_agent ran.
     let mut child = h.w.spawn(PLUGIN, "ADD", &h.t, "eth0", &h.c, &env);
     h.wait_until_taken();
@@ -423,12 +424,8 @@ fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
 /// The agent is caught mid-ADD by holding the store's write lock.
 #[test]
 fn an_agent_killed_mid_add_makes_the_plugin_say_try_again_and_del_cleans_up() {
-    let mut h = AgentHeldAtReserve::new("l", "10.1.11.0/24");
-    let root_s = h.root_s.clone();
-    let env = [
-        ("MVNET_ROOT", root_s.as_str()),
-        ("MVNET_AGENT_REQUIRED", "1"),
-    ];
+    let h = AgentHeldAtReserve::new("l", "10.1.11.0/24");
+    let env = h.env();
     let (code, r) = std::thread::scope(|s| {
         let add = s.spawn(|| h.w.exec(PLUGIN, "ADD", &h.t, "eth0", &h.c, &env));
         h.wait_until_taken();

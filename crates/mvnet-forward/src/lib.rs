@@ -220,17 +220,25 @@ pub fn write_chunk(out: &mut Vec<u8>, bytes: &[u8]) {
 
 const CMSG_SPACE: usize = 64;
 
+/// A message of one data buffer (`iov`) with room for control messages (`control`, all
+/// of it; a sender sets `msg_controllen` to what it fills in).
+fn one_buffer_message(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
+    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = control.len() as _;
+    msg
+}
+
 fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> std::io::Result<usize> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
     let mut control = [0u8; CMSG_SPACE];
-    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    let mut msg = one_buffer_message(&mut iov, &mut control);
     // SAFETY: CMSG_SPACE/CMSG_LEN compute sizes only.
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as _;
     // SAFETY: the control buffer is large enough for one header with one fd.
@@ -255,12 +263,7 @@ fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<O
         iov_len: buf.len(),
     };
     let mut control = [0u8; CMSG_SPACE];
-    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = control.len() as _;
+    let mut msg = one_buffer_message(&mut iov, &mut control);
     // SAFETY: msg points at live buffers for the duration of the call.
     let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {

@@ -88,7 +88,8 @@ impl World {
         format!("cni-{}-lan", self.tag)
     }
 
-    /// Runs a plugin binary inside the origin namespace with the CNI environment.
+    /// Runs a plugin binary inside the origin namespace with the CNI environment: its
+    /// exit code and its stdout as JSON (`Null` if it printed none).
     pub fn exec(
         &self,
         plugin: &str,
@@ -98,26 +99,11 @@ impl World {
         conf: &Value,
         extra_env: &[(&str, &str)],
     ) -> (i32, Value) {
-        let (code, v, _) = self.exec_with_stderr(plugin, cmd, target, ifname, conf, extra_env);
-        (code, v)
+        let (code, stdout, _) = self.exec_raw(plugin, cmd, target, ifname, conf, extra_env);
+        (code, serde_json::from_slice(&stdout).unwrap_or(Value::Null))
     }
 
-    /// `exec`, also returning what the plugin wrote to stderr (warnings).
-    pub fn exec_with_stderr(
-        &self,
-        plugin: &str,
-        cmd: &str,
-        target: &str,
-        ifname: &str,
-        conf: &Value,
-        extra_env: &[(&str, &str)],
-    ) -> (i32, Value, String) {
-        let (code, stdout, stderr) = self.exec_raw(plugin, cmd, target, ifname, conf, extra_env);
-        let v = serde_json::from_slice(&stdout).unwrap_or(Value::Null);
-        (code, v, stderr)
-    }
-
-    /// `exec` with stdout as the plugin printed it, byte for byte.
+    /// `exec` with stdout as the plugin printed it, byte for byte, and its stderr.
     pub fn exec_raw(
         &self,
         plugin: &str,
