@@ -511,7 +511,11 @@ pub fn gc(env: &Env, conf: &NetConf, raw: &[u8]) -> CniResult<()> {
                 .flatten()
                 .map(|a| (a.container_id.clone(), a.ifname.clone()))
                 .collect();
-            let mut engine = mvnet_core::resident::engine(&state_root(conf)?)?;
+            let root = state_root(conf)?;
+            // A plugin the runtime killed mid-ADD may still be served by an agent: wait until
+            // such requests have committed or rolled back, so none outlives this GC.
+            let _quiet = mvnet_core::resident::quiet_agents(&root)?;
+            let mut engine = mvnet_core::resident::engine(&root)?;
             let Some(net) = engine.network_by_exact_name(&conf.name)? else {
                 return Ok(());
             };

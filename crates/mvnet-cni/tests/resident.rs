@@ -390,10 +390,11 @@ fn assert_nothing_left(w: &World, root: &Path, t: &str) {
 }
 
 /// A runtime that kills a plugin mid-ADD counts that attachment as never made, and may run
-/// GC at once. The agent still serving the ADD must not commit it behind that GC: the
-/// endpoint would stay, belonging to nobody. Made deterministic by holding the store's
-/// write lock: the agent has taken the ADD and waits to reserve the address, the caller is
-/// killed and reaped, GC runs (it finds nothing to collect), the lock is let go.
+/// GC at once. The agent still serving the ADD must not commit it behind that GC, and the
+/// GC must not return while that ADD may still change anything: the runtime looks at the
+/// result right after. Made deterministic by holding the store's write lock: the agent has
+/// taken the ADD and waits to reserve the address, the caller is killed and reaped, GC
+/// starts and must wait; the lock is let go, and once GC has returned nothing is left.
 #[test]
 fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
     let h = AgentHeldAtReserve::new("g", "10.1.10.0/24");
@@ -404,18 +405,23 @@ fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
     child.kill().unwrap();
     assert!(!child.wait().unwrap().success());
 
-    // The runtime's GC: no attachment is valid, and none exists yet.
+    // The runtime's GC: no attachment is valid.
     let mut gc = h.c.clone();
     gc["cni.dev/valid-attachments"] = json!([]);
-    let (code, r) = h.w.exec(PLUGIN, "GC", "", "eth0", &gc, &env[..1]);
-    assert_eq!(code, 0, "GC: {r}");
-
-    h.release();
-    wait_for("the agent done with the ADD", || {
-        !waiting_for_lock(h.agent, &h.lock_path)
-    });
-    // Its worker finishes (or rolls back) right after it has the lock.
+    let mut gc = h.w.spawn(PLUGIN, "GC", "", "eth0", &gc, &env[..1]);
     std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        gc.try_wait().unwrap().is_none(),
+        "GC returned while the killed plugin's ADD was still in the agent"
+    );
+    h.release();
+    let out = gc.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "GC: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // No waiting here: what GC leaves is what the runtime sees.
     assert_nothing_left(&h.w, &h.root, &h.t);
 }
 

@@ -111,6 +111,85 @@ fn try_lock(path: &Path) -> Option<std::fs::File> {
     (rc == 0).then_some(f)
 }
 
+// ---------------------------------------------------------------- requests in flight
+
+/// What a GC needs from the agents: a killed plugin's request may still be in an agent
+/// (queued, or half done) after the runtime has reaped the plugin and started its GC. Each
+/// request holds a shared lock on `<root>/agents-busy.lock` while it runs; a GC holds it
+/// exclusively, so it starts once those requests have ended (committed, or rolled back
+/// because their caller is gone), and a request taken after it sees its caller gone and
+/// does nothing. A second lock, the gate, lets a waiting GC stop new requests from
+/// starting, so a stream of ADDs cannot starve it.
+struct InFlightLocks {
+    gate: std::fs::File,
+    busy: std::fs::File,
+}
+
+impl InFlightLocks {
+    fn open(root: &Path) -> Option<InFlightLocks> {
+        Some(InFlightLocks {
+            gate: crate::store::root::open_private(&root.join("agents-gate.lock")).ok()?,
+            busy: crate::store::root::open_private(&root.join("agents-busy.lock")).ok()?,
+        })
+    }
+
+    /// A request's share: returns once no GC holds or waits for the locks.
+    fn enter_request(&self) -> bool {
+        let ok = flock(&self.gate, libc::LOCK_SH) && flock(&self.busy, libc::LOCK_SH);
+        flock(&self.gate, libc::LOCK_UN);
+        ok
+    }
+
+    fn leave_request(&self) {
+        flock(&self.busy, libc::LOCK_UN);
+    }
+}
+
+/// flock(2), waiting, again after a signal.
+fn flock(f: &std::fs::File, op: libc::c_int) -> bool {
+    loop {
+        // SAFETY: flock(2) on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return true;
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
+        }
+    }
+}
+
+/// Held by a GC while it runs: no agent request of its root runs meanwhile.
+pub struct AgentsQuiet {
+    _busy: Option<std::fs::File>,
+}
+
+/// Waits until every agent request of `root` has ended, and keeps new ones from starting
+/// until the result is dropped. A root without a directory has no agent: nothing to wait
+/// for. In an agent itself (whose own request holds a share) it does not wait.
+pub fn quiet_agents(root: &Path) -> crate::Result<AgentsQuiet> {
+    if RESIDENT.load(Ordering::Relaxed) || !root.is_dir() {
+        return Ok(AgentsQuiet { _busy: None });
+    }
+    let Some(locks) = InFlightLocks::open(root) else {
+        return Err(crate::Error::Unavailable(format!(
+            "cannot open the agents' lock files in {}: check that it is writable by root",
+            root.display()
+        )));
+    };
+    if !(flock(&locks.gate, libc::LOCK_EX) && flock(&locks.busy, libc::LOCK_EX)) {
+        return Err(crate::Error::Unavailable(format!(
+            "cannot lock the agents' lock files in {}: {}",
+            root.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    // The gate only had to hold new requests back until `busy` was ours.
+    drop(locks.gate);
+    Ok(AgentsQuiet {
+        _busy: Some(locks.busy),
+    })
+}
+
 // ---------------------------------------------------------------- the engine cache
 
 /// Set in the agent: worker threads keep their store between requests.
@@ -193,9 +272,11 @@ impl Drop for EngineGuard {
 /// committed and before it activates is either seen by that GC or rolled back here.
 pub fn caller_gone() -> bool {
     let fd = CALLER.with(|c| c.get());
-    if fd < 0 {
-        return false;
-    }
+    fd >= 0 && hung_up(fd)
+}
+
+/// True when the other end of the connection `fd` has been closed.
+fn hung_up(fd: RawFd) -> bool {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLRDHUP,
@@ -401,6 +482,9 @@ fn worker(shared: &Shared, ctx: &WorkerCtx) {
         let _ = engine(&ctx.root);
         park_store();
     }
+    // Each worker has its own open files: flock(2) locks belong to an open file, and one
+    // worker's unlock must not end another's share.
+    let mut locks: Option<InFlightLocks> = None;
     loop {
         shared.idle_workers.fetch_add(1, Ordering::SeqCst);
         let taken = shared.listener.accept();
@@ -417,7 +501,10 @@ fn worker(shared: &Shared, ctx: &WorkerCtx) {
             shared.started.elapsed().as_millis() as u64,
             Ordering::SeqCst,
         );
-        let healthy = serve_one(stream, shared, ctx);
+        if locks.is_none() {
+            locks = InFlightLocks::open(&ctx.root);
+        }
+        let healthy = serve_one(stream, shared, ctx, locks.as_ref());
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         if !healthy {
             // This thread could not return to the agent's namespace: end it.
@@ -428,7 +515,12 @@ fn worker(shared: &Shared, ctx: &WorkerCtx) {
 }
 
 /// Serves one connection; false if this thread is no longer fit to serve.
-fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
+fn serve_one(
+    mut stream: UnixStream,
+    shared: &Shared,
+    ctx: &WorkerCtx,
+    locks: Option<&InFlightLocks>,
+) -> bool {
     let taken = Instant::now();
     let Ok((header, caller_ns)) = read_request(&stream) else {
         return true;
@@ -461,8 +553,18 @@ fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
         decline(&mut stream, "another MVNET_ environment");
         return true;
     }
+    let Some(locks) = locks.filter(|l| l.enter_request()) else {
+        decline(&mut stream, "cannot lock the agents' lock files");
+        return true;
+    };
+    // Taken after a GC that started once its caller was reaped (see `InFlightLocks`).
+    if hung_up(stream.as_raw_fd()) {
+        locks.leave_request();
+        return true;
+    }
     // SAFETY: setns of this thread to a namespace fd we own.
     if unsafe { libc::setns(caller_ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        locks.leave_request();
         decline(&mut stream, "cannot join the caller's network namespace");
         return true;
     }
@@ -509,6 +611,8 @@ fn serve_one(mut stream: UnixStream, shared: &Shared, ctx: &WorkerCtx) -> bool {
         write_chunk(&mut out, reply.stdout.as_bytes());
         write_chunk(&mut out, stderr.as_bytes());
     }
+    // The command is done (committed or rolled back): a GC may start.
+    locks.leave_request();
     if served {
         let _ = stream.write_all(&out);
         let _ = stream.shutdown(std::net::Shutdown::Write);
