@@ -178,7 +178,7 @@ pub fn quiet_agents(root: &Path) -> crate::Result<AgentsQuiet> {
     };
     if !(flock(&locks.gate, libc::LOCK_EX) && flock(&locks.busy, libc::LOCK_EX)) {
         return Err(crate::Error::Unavailable(format!(
-            "cannot lock the agents' lock files in {}: {}",
+            "cannot lock the agents' lock files in {}: {}; run the command again",
             root.display(),
             std::io::Error::last_os_error()
         )));
@@ -693,6 +693,61 @@ mod tests {
         let c = compared_env(env.into_iter());
         assert_eq!(c.len(), 1);
         assert_eq!(c["MVNET_ROOT"], "/x");
+    }
+
+    #[test]
+    fn gc_waits_for_requests_in_flight_and_holds_new_ones_back() {
+        let dir = std::env::temp_dir().join(format!("mvnet-inflight-{}", crate::ids::new_id()));
+        std::fs::create_dir(&dir).unwrap();
+        let (a, b) = (
+            InFlightLocks::open(&dir).unwrap(),
+            InFlightLocks::open(&dir).unwrap(),
+        );
+        // Two requests at once: shares do not exclude each other.
+        assert!(a.enter_request() && b.enter_request());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let gc_over = Arc::new(AtomicBool::new(false));
+        let gc = {
+            let (dir, gc_over) = (dir.clone(), gc_over.clone());
+            std::thread::spawn(move || {
+                let quiet = quiet_agents(&dir).unwrap();
+                tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                gc_over.store(true, Ordering::SeqCst);
+                drop(quiet);
+            })
+        };
+        // Until GC holds the gate (it then waits for the two requests).
+        let probe = InFlightLocks::open(&dir).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while flock(&probe.gate, libc::LOCK_SH | libc::LOCK_NB) {
+            flock(&probe.gate, libc::LOCK_UN);
+            assert!(Instant::now() < deadline, "GC never took the gate");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A request that comes while GC waits is held back until GC is over.
+        let late = {
+            let gc_over = gc_over.clone();
+            std::thread::spawn(move || {
+                assert!(probe.enter_request());
+                let after = gc_over.load(Ordering::SeqCst);
+                probe.leave_request();
+                after
+            })
+        };
+        let wait = Duration::from_millis(200);
+        assert!(rx.recv_timeout(wait).is_err(), "GC ran beside two requests");
+        a.leave_request();
+        assert!(rx.recv_timeout(wait).is_err(), "GC ran beside one request");
+        b.leave_request();
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("GC runs once no request is in flight");
+        assert!(
+            late.join().unwrap(),
+            "a request started while GC waited or ran"
+        );
+        gc.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
