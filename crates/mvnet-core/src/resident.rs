@@ -106,9 +106,7 @@ fn compared_env(env: impl Iterator<Item = (String, String)>) -> BTreeMap<String,
 
 fn try_lock(path: &Path) -> Option<std::fs::File> {
     let f = crate::store::root::open_private(path).ok()?;
-    // SAFETY: flock(2) on an fd we own.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    (rc == 0).then_some(f)
+    flock(&f, libc::LOCK_EX | libc::LOCK_NB).then_some(f)
 }
 
 // ---------------------------------------------------------------- requests in flight
