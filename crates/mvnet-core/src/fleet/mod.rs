@@ -24,7 +24,7 @@
 //!   `alive` key on a lease and a `seen` time; another host reuses an address of a host
 //!   that has been gone for the pool's grace period (default 60 s) only through the
 //!   conflict probe, which keeps it off an address whose container still answers.
-//! - **No quorum, no new address.** etcd calls give up after 4 s with a message; removals
+//! - **No quorum, no new address.** etcd calls give up after 3 s with a message; removals
 //!   work locally, and their releases wait in a queue (`queue.rs`) until etcd is back.
 //!
 //! - `coord.rs`: the etcd operations behind a trait (and an in-memory fake);
