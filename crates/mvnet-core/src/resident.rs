@@ -695,7 +695,16 @@ mod tests {
 
     #[test]
     fn gc_waits_for_requests_in_flight_and_holds_new_ones_back() {
-        let dir = std::env::temp_dir().join(format!("mvnet-inflight-{}", crate::ids::new_id()));
+        // Removed on drop, also when an assertion fails.
+        struct TempDir(PathBuf);
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let temp =
+            TempDir(std::env::temp_dir().join(format!("mvnet-inflight-{}", crate::ids::new_id())));
+        let dir = temp.0.clone();
         std::fs::create_dir(&dir).unwrap();
         let (a, b) = (
             InFlightLocks::open(&dir).unwrap(),
@@ -745,7 +754,6 @@ mod tests {
             "a request started while GC waited or ran"
         );
         gc.join().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
