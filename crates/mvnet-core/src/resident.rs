@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
+use crate::store::root::{flock, try_lock_private as try_lock};
 use crate::store::Store;
 
 /// Variables that start with this are the agents' own: not compared between caller and
@@ -104,11 +105,6 @@ fn compared_env(env: impl Iterator<Item = (String, String)>) -> BTreeMap<String,
         .collect()
 }
 
-fn try_lock(path: &Path) -> Option<std::fs::File> {
-    let f = crate::store::root::open_private(path).ok()?;
-    flock(&f, libc::LOCK_EX | libc::LOCK_NB).then_some(f)
-}
-
 // ---------------------------------------------------------------- requests in flight
 
 /// What a GC needs from the agents: a killed plugin's request may still be in an agent
@@ -140,19 +136,6 @@ impl InFlightLocks {
 
     fn leave_request(&self) {
         flock(&self.busy, libc::LOCK_UN);
-    }
-}
-
-/// flock(2), waiting, again after a signal.
-fn flock(f: &std::fs::File, op: libc::c_int) -> bool {
-    loop {
-        // SAFETY: flock(2) on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-            return true;
-        }
-        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return false;
-        }
     }
 }
 

@@ -65,14 +65,9 @@ pub(crate) fn note_seen(root: &Path, eps: &[String], at: i64) {
 
 /// Takes the keeper lock of `root` (`None`: a keeper runs already).
 fn try_lock(root: &Path) -> Result<Option<std::fs::File>> {
-    use std::os::fd::AsRawFd;
     crate::store::root::private_dir(&root.join("fleet"))?;
     let f = crate::store::root::open_private(&lock_path(root))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Ok(None);
-    }
-    Ok(Some(f))
+    Ok(crate::store::root::flock(&f, libc::LOCK_EX | libc::LOCK_NB).then_some(f))
 }
 
 /// Stops the keeper of `root`, if one runs (its pid is in the lock file).

@@ -15,7 +15,6 @@
 //! Only the `mvnet` and `mvnet-cni` binaries start keepers (they call `enable`), because
 //! a keeper is started by re-executing the current binary.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,10 +45,7 @@ fn lock_path(root: &Path) -> PathBuf {
 
 /// Tries to take the keeper lock of `root`: Some(file) holds it.
 fn try_lock(root: &Path) -> Option<std::fs::File> {
-    let f = super::root::open_private(&lock_path(root)).ok()?;
-    // SAFETY: flock(2) on an fd we own; no memory is involved.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    (rc == 0).then_some(f)
+    super::root::try_lock_private(&lock_path(root))
 }
 
 /// Makes sure a keeper holds `root`'s database open. Costs one flock when one does.

@@ -93,6 +93,28 @@ fn check_parent(root: &Path, parent: &Path) -> Result<()> {
     Ok(())
 }
 
+/// flock(2) of `f` with `op` (`LOCK_SH`, `LOCK_EX`, `LOCK_UN`, optionally `| LOCK_NB`),
+/// again after a signal; false on any other failure (`EWOULDBLOCK`: held by another).
+pub fn flock(f: &File, op: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock(2) on an fd we own; no memory is involved.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return true;
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
+        }
+    }
+}
+
+/// The lock file `path` of the state root (`open_private`), if no one else holds it:
+/// locked exclusively while the file is open.
+pub fn try_lock_private(path: &Path) -> Option<File> {
+    let f = open_private(path).ok()?;
+    flock(&f, libc::LOCK_EX | libc::LOCK_NB).then_some(f)
+}
+
 /// Opens (creating if needed, 0600) a file of the state root for reading and writing, never
 /// through a symbolic link. A file another user owns is refused; a looser mode is tightened.
 pub fn open_private(path: &Path) -> Result<File> {
