@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod driver;
 pub mod engine;
 pub mod fleet;
+pub mod helper;
 pub mod kernel;
 pub mod netlink;
 pub mod netns;

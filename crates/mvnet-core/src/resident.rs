@@ -292,8 +292,14 @@ pub fn engine(root: &Path) -> crate::Result<EngineGuard> {
         }
         _ => Engine::open_existing_store(root)?,
     };
+    // The socket it keeps holds its namespace alive, so no other one can take that
+    // inode meanwhile; 0 (unknown) keeps nothing.
+    let os = Box::new(match ns {
+        0 => crate::os::RealOs::new(),
+        ns => crate::os::RealOs::for_namespace(ns),
+    });
     Ok(EngineGuard {
-        engine: Some(Engine::with_store(root, store)),
+        engine: Some(Engine::with_parts(root, store, os)),
         key: Some((root.to_path_buf(), ns)),
     })
 }
@@ -456,6 +462,8 @@ struct WorkerCtx {
 
 fn worker(shared: &Shared, ctx: &WorkerCtx) {
     crate::alloc::cache_on_this_thread();
+    crate::announce::defer_on_this_thread();
+    crate::helper::enable_on_this_thread(ctx.own_ns.as_raw_fd());
     // Open the store before the first request needs it (the first open of a connection
     // reads the schema: milliseconds, which a waiting request should not pay). Not when
     // the root is gone: opening would create it again, for nobody.
@@ -597,6 +605,7 @@ fn serve_one(
     if served {
         let _ = stream.write_all(&out);
         let _ = stream.shutdown(std::net::Shutdown::Write);
+        crate::announce::hand_deferred_over();
         // Upkeep the command left (spares of a shared pool topped up), after the caller
         // has its answer, and still in its namespace (where its etcd connection leads).
         CACHED.with(|c| {

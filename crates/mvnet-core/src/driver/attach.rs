@@ -131,6 +131,37 @@ fn with_parent_rtnl<T>(
     }
 }
 
+/// A macvlan an attach creates before it knows its address, and so its MAC
+/// (`create_early`).
+pub struct EarlyLink {
+    pub ifname: String,
+    pub parent_index: u32,
+    pub mode: MacvlanMode,
+    pub mtu: Option<u32>,
+    pub bc_queue_len: Option<u32>,
+}
+
+/// Creates `link` inside `ns` through the host's rtnetlink, with a MAC of the kernel's
+/// choosing: `configure` gives it its own before anything else (`LinkPlan::made_early`).
+/// The agent does this while another thread reserves the address in the store, so the two
+/// waits overlap. On any failure (the name taken, say) nothing is left and it returns
+/// false: the attach then creates the link the usual way, which handles and reports it.
+pub fn create_early(os: &mut dyn Os, ns: &Netns, link: &EarlyLink) -> bool {
+    let Ok(host) = os.host() else {
+        return false;
+    };
+    host.create_macvlan(&MacvlanLink {
+        name: &link.ifname,
+        parent_index: link.parent_index,
+        mode: link.mode,
+        mac: None,
+        mtu: link.mtu,
+        bc_queue_len: link.bc_queue_len,
+        netns: Some(ns),
+    })
+    .is_ok()
+}
+
 /// Creates the link inside `ns`.
 pub fn create_link(
     os: &mut dyn Os,
@@ -238,6 +269,19 @@ pub fn configure(
         // (as Docker does) honours the MAC rule. The kernel gives the parent its own MAC back
         // when the passthru link goes away.
         nl.set_mac(link.index, plan.mac).map_err(k("set MAC"))?;
+    } else if plan.made_early && link.mac != Some(plan.mac) {
+        // Made before its address was known: its own MAC now, while it is down (the kernel
+        // refuses one another macvlan on the parent has, as it would have at creation).
+        retry_while_transient(|| nl.set_mac(link.index, plan.mac), mac_busy).map_err(|e| {
+            if mac_busy(&e) {
+                Error::MacInUse {
+                    mac: plan.mac,
+                    parent: plan.parent_name.clone(),
+                }
+            } else {
+                k("set MAC")(e)
+            }
+        })?;
     }
     let mut probed = 0;
     if let (Some(w), Some(listener)) = (window, inside.listener.as_mut()) {
@@ -437,7 +481,11 @@ pub fn attach(
     replace_leftover: bool,
     on_conflict: ConflictHandler,
 ) -> Result<()> {
-    let created = create_link(os, parent_ns, ns, plan)?;
+    let created = if plan.made_early {
+        CreateOutcome::Created
+    } else {
+        create_link(os, parent_ns, ns, plan)?
+    };
     crate::timing::mark("create-link");
     if let CreateOutcome::NameTaken = created {
         if !replace_leftover {

@@ -9,6 +9,8 @@ pub mod attach;
 pub mod conflict;
 pub mod plan;
 
-pub use attach::{attach, create_link, delete_endpoint_link, CreateOutcome, ParentNs};
+pub use attach::{
+    attach, create_early, create_link, delete_endpoint_link, CreateOutcome, EarlyLink, ParentNs,
+};
 pub use conflict::{ConflictHandler, OnConflict, MAX_PROBED_ADDRESSES};
 pub use plan::{gateway_for, parent_down_notice, parent_is_down, LinkKind, LinkPlan, RoutePlan};

@@ -65,6 +65,10 @@ pub struct LinkPlan {
     /// The container runtime moves the link and configures it itself (Docker): the link
     /// is left down, with no addresses, routes or announcements, after the IPv4 probe.
     pub handover: bool,
+    /// The link exists already: made while the store reserved its address, so with a MAC
+    /// of the kernel's choosing (`attach::create_early`). `attach` only configures it,
+    /// and gives it `mac` first.
+    pub made_early: bool,
 }
 
 impl LinkPlan {
@@ -113,6 +117,7 @@ impl LinkPlan {
             probe: net.options.probe_window(),
             disable_ipv6: ep.ipv6.is_none(),
             handover: false,
+            made_early: false,
         }
     }
 }

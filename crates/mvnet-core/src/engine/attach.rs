@@ -234,12 +234,7 @@ impl Engine {
     /// The network named exactly `name` (never an id or an id prefix: a CNI network named
     /// "2" must not select another network whose id starts with 2).
     pub fn network_by_exact_name(&mut self, name: &str) -> Result<Option<Network>> {
-        match self.store.network(name) {
-            Ok(n) if n.name == name => Ok(Some(n)),
-            Ok(_) | Err(Error::NotFound(_)) => Ok(None),
-            Err(Error::Invalid(m)) if m.contains("ambiguous") => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.store.network_named(name)
     }
 
     fn attach_to(&mut self, net: &Network, req: &AttachRequest) -> Result<Attached> {
@@ -462,13 +457,65 @@ impl Engine {
                     .unwrap_or(net.options.probe_window())
                     .is_some(),
         };
-        let mut ep = self.store.reserve_endpoint(net, &reservation)?;
+        // In an agent, the link is created while the store reserves its address (the MAC
+        // follows once the address is known): the two waits overlap.
+        let early = self.early_link(net, req, parent, parent_ns);
+        let (reserved, mut made_early) = match &early {
+            Some(link) => {
+                let (store, os) = (&mut self.store, &mut self.os);
+                crate::helper::join(
+                    || store.reserve_endpoint(net, &reservation),
+                    || driver::create_early(os.as_mut(), ns, link),
+                )
+            }
+            None => (self.store.reserve_endpoint(net, &reservation), false),
+        };
         crate::timing::mark("reserve");
+        let early_name = early.map(|l| l.ifname).unwrap_or_default();
+        let mut ep = match reserved {
+            Ok(ep) if made_early && ep.ifname != early_name => {
+                // The store chose another name (cannot happen with a name given): the
+                // early link goes, and the link is made the usual way.
+                let _ = driver::delete_endpoint_link(
+                    self.os.as_mut(),
+                    &req.target.netns,
+                    &early_name,
+                    None,
+                );
+                made_early = false;
+                ep
+            }
+            Ok(ep) => ep,
+            Err(e) => {
+                if made_early {
+                    let _ = driver::delete_endpoint_link(
+                        self.os.as_mut(),
+                        &req.target.netns,
+                        &early_name,
+                        None,
+                    );
+                }
+                return Err(e);
+            }
+        };
         self.delete_reclaimed_links();
         let mut refused = None;
         let mut mac_skips = 0;
         loop {
-            match self.build_endpoint(net, req, &ep, parent, ns, parent_ns, &mut refused) {
+            let built = self.build_endpoint(
+                net,
+                req,
+                &ep,
+                parent,
+                ns,
+                parent_ns,
+                &mut refused,
+                made_early,
+            );
+            // A retry (another address) makes its link the usual way: a failed build
+            // deleted the early one.
+            made_early = false;
+            match built {
                 Ok(built) => {
                     let activated = self.commit_endpoint(&built.id);
                     crate::timing::mark("activate");
@@ -536,8 +583,41 @@ impl Engine {
         }
     }
 
+    /// The link an attach may create while the store reserves its address: only in a
+    /// process with a helper thread (the agent), and only where that changes nothing else
+    /// (a macvlan that is not passthru, whose name is given, on a parent in our own
+    /// namespace, and a network whose reservation needs no etcd: the helper lives in
+    /// another namespace, where new connections would lead nowhere).
+    fn early_link(
+        &self,
+        net: &Network,
+        req: &AttachRequest,
+        parent: &Link,
+        parent_ns: ParentNs,
+    ) -> Option<driver::EarlyLink> {
+        if !crate::helper::enabled() || parent_ns != ParentNs::Host || !may_create_early(req) {
+            return None;
+        }
+        if net.fleet.is_some() {
+            return None;
+        }
+        let mode = match req.link.kind.unwrap_or(LinkKind::of(net)) {
+            LinkKind::Macvlan(crate::model::MacvlanMode::Passthru) | LinkKind::Ipvlan(..) => {
+                return None
+            }
+            LinkKind::Macvlan(mode) => mode,
+        };
+        Some(driver::EarlyLink {
+            ifname: req.options.ifname.clone()?,
+            parent_index: parent.index,
+            mode,
+            mtu: req.link.mtu.or(net.options.mtu),
+            bc_queue_len: req.link.bc_queue_len,
+        })
+    }
+
     /// Builds the link; returns the endpoint as finally configured (probing may have moved
-    /// it to other addresses).
+    /// it to other addresses). `made_early`: the link exists (`early_link`).
     #[allow(clippy::too_many_arguments)]
     fn build_endpoint(
         &mut self,
@@ -548,6 +628,7 @@ impl Engine {
         ns: &Netns,
         parent_ns: ParentNs,
         refused: &mut Option<AddressTaken>,
+        made_early: bool,
     ) -> Result<Endpoint> {
         let with_gw: Vec<(IpAddr, u8, Option<IpAddr>)> = ep
             .ipv4
@@ -556,6 +637,7 @@ impl Engine {
             .map(|(ip, p)| (*ip, *p, driver::gateway_for(net, *ip)))
             .collect();
         let mut plan = self.plan(net, req, parent, &with_gw, ep.mac, &ep.ifname);
+        plan.made_early = made_early;
         let mut current = ep.clone();
         let opts = &req.options;
         let fix = req.link.static_fix.as_deref().unwrap_or(CLI_STATIC_FIX);
@@ -709,6 +791,25 @@ impl Engine {
             .find(|e| e.network_id == net.id)
             .ok_or_else(|| not_found!("{who} is not connected to network {}", net.name))
     }
+}
+
+/// What `Engine::early_link` can tell from the request alone: whether the attach may
+/// create its link while the store reserves the address.
+fn may_create_early(req: &AttachRequest) -> bool {
+    let net = match &req.network {
+        NetworkSpec::Existing(n) | NetworkSpec::Unrecorded(n) | NetworkSpec::Ensure(n) => n,
+    };
+    crate::helper::enabled()
+        && matches!(req.addressing, Addressing::Managed)
+        && !req.link.parent_in_target
+        && !req.link.handover
+        && req.options.ifname.is_some()
+        && !net.dhcp
+        && net.fleet.is_none()
+        && !matches!(
+            req.link.kind.unwrap_or(LinkKind::of(net)),
+            LinkKind::Macvlan(crate::model::MacvlanMode::Passthru) | LinkKind::Ipvlan(..)
+        )
 }
 
 impl AttachOptions {

@@ -136,6 +136,87 @@ fn rollback_attach_fails_at_each_step_and_leaves_nothing() {
     assert!(failures >= 8, "{failures}");
 }
 
+/// The agent's way: the link is created while a helper thread reserves the address
+/// (`helper::join`), with a MAC the kernel chose, then given its own. A failure at each
+/// step, or a reservation that fails after the link was made, leaves nothing; a success
+/// leaves the link with the MAC its address maps to.
+#[test]
+fn rollback_with_the_link_made_while_the_address_is_reserved() {
+    std::thread::spawn(|| {
+        use std::os::fd::IntoRawFd;
+        let home = std::fs::File::open("/proc/self/ns/net")
+            .unwrap()
+            .into_raw_fd();
+        crate::helper::enable_on_this_thread(home);
+        let named = AttachOptions {
+            ifname: Some("eth0".into()),
+            ..Default::default()
+        };
+        let setup = || {
+            let mut w = world(&["c1", "c2"]);
+            let net = create(&mut w, "n", "eth0", &[]).unwrap();
+            (w, net)
+        };
+        let failures = fail_each_step(
+            setup,
+            |w, net| {
+                let ep = w.engine.connect(net, &target("c1"), &named)?;
+                // Made early or (when that failed) the usual way: the MAC of its address.
+                let ip = match ep.ipv4.unwrap().0 {
+                    std::net::IpAddr::V4(v4) => v4,
+                    other => panic!("{other}"),
+                };
+                assert_eq!(
+                    Some(ep.mac),
+                    MacAddr::from_ipv4_addr(std::net::IpAddr::V4(ip))
+                );
+                let k = w.kernel.borrow();
+                let link = k.namespaces["c1"]
+                    .links
+                    .iter()
+                    .find(|l| l.link.name == "eth0")
+                    .expect("the link");
+                assert_eq!(link.link.mac, Some(ep.mac));
+                Ok(())
+            },
+            |w, net, step| nothing_left(w, net, "c1", step),
+        );
+        assert!(failures >= 8, "{failures}");
+        // Without failures: made early (no MAC asked for), then given its own.
+        let (mut w, net) = setup();
+        w.engine.connect(&net, &target("c1"), &named).unwrap();
+        let calls = w.kernel.borrow().calls.clone();
+        let at = |what: &str| calls.iter().position(|c| c.contains(what));
+        assert!(at(" create_macvlan ") < at(" set_mac "), "{calls:?}");
+        assert!(at(" set_mac ") < at(" set_up_announcing "), "{calls:?}");
+        // The store refuses after the link was made (the address is taken): it goes again.
+        let (mut w, net) = setup();
+        let taken = AttachOptions {
+            ipv4: Some("10.103.19.9".parse().unwrap()),
+            ..named.clone()
+        };
+        w.engine.connect(&net, &target("c1"), &taken).unwrap();
+        let e = w.engine.connect(&net, &target("c2"), &taken).unwrap_err();
+        assert!(e.to_string().contains("already in use"), "{e}");
+        assert!(
+            extra_links(&w, "c2").is_empty(),
+            "{:?}",
+            extra_links(&w, "c2")
+        );
+        let calls = w.kernel.borrow().calls.clone();
+        assert!(
+            calls
+                .iter()
+                .filter(|c| c.contains(" create_macvlan "))
+                .count()
+                == 2,
+            "the second link was made early: {calls:?}"
+        );
+    })
+    .join()
+    .unwrap();
+}
+
 #[test]
 fn rollback_dual_stack_with_probing_and_dad() {
     fail_each_step(

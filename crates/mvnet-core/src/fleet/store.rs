@@ -638,6 +638,13 @@ impl Store for FleetStore {
         self.remember(&n);
         Ok(n)
     }
+    fn network_named(&mut self, name: &str) -> Result<Option<Network>> {
+        let n = self.inner.network_named(name)?;
+        if let Some(n) = &n {
+            self.remember(n);
+        }
+        Ok(n)
+    }
     fn remove_network(&mut self, id: &str) -> Result<Option<String>> {
         // Its spares' claims go after the local rows (never a claim-less spare here).
         let pool = self.pool_of(id)?;

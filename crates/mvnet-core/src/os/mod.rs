@@ -223,11 +223,50 @@ pub trait Os {
 #[derive(Default)]
 pub struct RealOs {
     host: Option<Netlink>,
+    /// Keep the host's socket for this thread's next request in namespace `.0`
+    /// (`for_namespace`).
+    park_as: Option<u64>,
+}
+
+thread_local! {
+    /// A long-lived thread's host socket between requests, with the inode of the network
+    /// namespace it was opened in (a socket stays in its namespace for good).
+    static PARKED_HOST: std::cell::RefCell<Option<(u64, Netlink)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 impl RealOs {
     pub fn new() -> RealOs {
         RealOs::default()
+    }
+
+    /// For a resident process's worker serving one request after another: the kernel of
+    /// the thread's current network namespace, whose inode is `ns`. The host's rtnetlink
+    /// socket of this thread's last request in that namespace is used again, and this one's
+    /// is kept when it ends (an open costs five system calls per request).
+    pub fn for_namespace(ns: u64) -> RealOs {
+        let host = PARKED_HOST.with(|p| {
+            let mut p = p.borrow_mut();
+            match p.take() {
+                Some((n, nl)) if n == ns => Some(nl),
+                other => {
+                    *p = other;
+                    None
+                }
+            }
+        });
+        RealOs {
+            host,
+            park_as: Some(ns),
+        }
+    }
+}
+
+impl Drop for RealOs {
+    fn drop(&mut self) {
+        if let (Some(ns), Some(nl)) = (self.park_as, self.host.take()) {
+            let _ = PARKED_HOST.try_with(|p| *p.borrow_mut() = Some((ns, nl)));
+        }
     }
 }
 

@@ -214,6 +214,17 @@ pub trait Store: Send {
     fn update_network(&mut self, net: &Network) -> Result<()>;
     /// By exact name, full id, or unique id prefix.
     fn network(&mut self, name_or_id: &str) -> Result<Network>;
+    /// By exact name only (never an id or an id prefix), None if there is none. Every
+    /// attach of a CNI or Docker network starts with this look-up, so a store may make it
+    /// cheaper than `network` (one index look-up, no id-prefix search).
+    fn network_named(&mut self, name: &str) -> Result<Option<Network>> {
+        match self.network(name) {
+            Ok(n) if n.name == name => Ok(Some(n)),
+            Ok(_) | Err(crate::Error::NotFound(_)) => Ok(None),
+            Err(crate::Error::Invalid(m)) if m.contains("ambiguous") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
     /// Refuses while endpoints remain, naming them. Returns the parent link to delete now:
     /// one mvnet created that no remaining network uses.
     fn remove_network(&mut self, id: &str) -> Result<Option<String>>;
