@@ -260,19 +260,29 @@ pub fn configure(
         let ifname = &ifname;
         move |e: io::Error| Error::kernel(format!("{op} on {ifname} in {}", ns.path().display()), e)
     };
-    let link = nl
-        .link_by_name(&plan.ifname)
-        .map_err(k("look up"))?
-        .ok_or_else(|| Error::Internal(format!("{} vanished right after creation", plan.ifname)))?;
-    if plan.kind == LinkKind::Macvlan(MacvlanMode::Passthru) && link.mac != Some(plan.mac) {
-        // A new passthru link inherits the parent's MAC whatever we asked for; setting it now
-        // (as Docker does) honours the MAC rule. The kernel gives the parent its own MAC back
-        // when the passthru link goes away.
-        nl.set_mac(link.index, plan.mac).map_err(k("set MAC"))?;
-    } else if plan.made_early && link.mac != Some(plan.mac) {
-        // Made before its address was known: its own MAC now, while it is down (the kernel
-        // refuses one another macvlan on the parent has, as it would have at creation).
-        retry_while_transient(|| nl.set_mac(link.index, plan.mac), mac_busy).map_err(|e| {
+    let vanished = || Error::Internal(format!("{} vanished right after creation", plan.ifname));
+    let index = if plan.kind == LinkKind::Macvlan(MacvlanMode::Passthru) {
+        let link = nl
+            .link_by_name(&plan.ifname)
+            .map_err(k("look up"))?
+            .ok_or_else(vanished)?;
+        if link.mac != Some(plan.mac) {
+            // A new passthru link inherits the parent's MAC whatever we asked for; setting
+            // it now (as Docker does) honours the MAC rule. The kernel gives the parent its
+            // own MAC back when the passthru link goes away.
+            nl.set_mac(link.index, plan.mac).map_err(k("set MAC"))?;
+        }
+        link.index
+    } else {
+        nl.index_of(&plan.ifname)
+            .map_err(k("look up"))?
+            .ok_or_else(vanished)?
+    };
+    if plan.made_early {
+        // Made before its address was known, with a MAC the kernel chose: its own now,
+        // while it is down (the kernel refuses one another macvlan on the parent has, as
+        // it would have at creation).
+        retry_while_transient(|| nl.set_mac(index, plan.mac), mac_busy).map_err(|e| {
             if mac_busy(&e) {
                 Error::MacInUse {
                     mac: plan.mac,
@@ -286,13 +296,13 @@ pub fn configure(
     let mut probed = 0;
     if let (Some(w), Some(listener)) = (window, inside.listener.as_mut()) {
         // Probing needs the link up and listening before any address is on it.
-        bring_up(nl, link.index, plan)?;
-        listener.bind(link.index)?;
+        bring_up(nl, index, plan)?;
+        listener.bind(index)?;
         if has_v4 {
             let mut probe = Ipv4Probe {
                 nl,
                 listener: listener.as_mut(),
-                index: link.index,
+                index: index,
                 ifname: &plan.ifname,
                 window: w,
             };
@@ -300,11 +310,11 @@ pub fn configure(
         }
     }
     for (ip, prefix) in &plan.addresses {
-        nl.add_address_dad(link.index, *ip, *prefix, dad)
+        nl.add_address_dad(index, *ip, *prefix, dad)
             .map_err(k("add address"))?;
     }
     if window.is_none() {
-        bring_up(nl, link.index, plan)?;
+        bring_up(nl, index, plan)?;
     }
     crate::timing::mark("address+up");
     if dad {
@@ -314,7 +324,7 @@ pub fn configure(
                 .listener
                 .as_mut()
                 .map(|l| -> &mut dyn crate::os::ProbeListener { l.as_mut() }),
-            link.index,
+            index,
             plan,
             on_conflict,
             &mut probed,
@@ -327,7 +337,7 @@ pub fn configure(
     let listener = inside.listener.take().and_then(|l| l.into_fd());
     if let Some(announcer) = inside.announcer.take() {
         let what = Announce {
-            ifindex: link.index,
+            ifindex: index,
             mac: plan.mac,
             ipv4: plan.addresses.iter().find_map(|(ip, _)| match ip {
                 IpAddr::V4(v4) => Some(*v4),
@@ -345,7 +355,7 @@ pub fn configure(
     crate::timing::mark("announce");
     let nl = inside.rtnl.as_mut();
     for r in &plan.routes {
-        match nl.add_route(r.dst, r.gateway, link.index) {
+        match nl.add_route(r.dst, r.gateway, index) {
             // The same default route from two sources (e.g. IPAM routes) is not an error.
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             other => other.map_err(k("add route"))?,

@@ -301,6 +301,35 @@ fn new_link_message(name: &str, netns: Option<RawFd>) -> LinkMessage {
 }
 
 impl Netlink {
+    /// The index of the link named `name` in this socket's namespace, or `None` when it does
+    /// not exist: one ioctl (SIOCGIFINDEX) instead of a whole RTM_GETLINK answer (about a
+    /// kilobyte the kernel fills in and we parse), for a caller that needs only the index.
+    pub fn index_of(&mut self, name: &str) -> io::Result<Option<u32>> {
+        if name.is_empty() || name.len() > 15 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an interface name has 1 to 15 bytes",
+            ));
+        }
+        // SAFETY: an all-zero ifreq is valid; the name fits (checked above) with its NUL.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        // SAFETY: SIOCGIFINDEX reads the name and writes the index into `req`, which lives
+        // for the call; the ioctl answers for the socket's own network namespace.
+        let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut req) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENODEV) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        // SAFETY: the kernel filled in the index member of the union.
+        Ok(Some(unsafe { req.ifr_ifru.ifru_ifindex } as u32))
+    }
+
     /// The link named `name`, or `None` when it does not exist.
     pub fn link_by_name(&mut self, name: &str) -> io::Result<Option<Link>> {
         // The kernel's limit (IFNAMSIZ); a longer name would overflow netlink's attribute

@@ -30,6 +30,10 @@ use crate::{Error, Result};
 /// The rtnetlink operations mvnet uses, in one network namespace.
 pub trait Rtnl {
     fn link_by_name(&mut self, name: &str) -> io::Result<Option<Link>>;
+    /// Only the index of the link named `name` (cheaper than `link_by_name` in a kernel).
+    fn index_of(&mut self, name: &str) -> io::Result<Option<u32>> {
+        Ok(self.link_by_name(name)?.map(|l| l.index))
+    }
     fn link_by_index(&mut self, index: u32) -> io::Result<Option<Link>>;
     fn links(&mut self) -> io::Result<Vec<Link>>;
     fn routes(&mut self, v6: bool) -> io::Result<Vec<Route>>;
@@ -61,6 +65,9 @@ pub trait Rtnl {
 impl Rtnl for Netlink {
     fn link_by_name(&mut self, name: &str) -> io::Result<Option<Link>> {
         Netlink::link_by_name(self, name)
+    }
+    fn index_of(&mut self, name: &str) -> io::Result<Option<u32>> {
+        Netlink::index_of(self, name)
     }
     fn link_by_index(&mut self, index: u32) -> io::Result<Option<Link>> {
         Netlink::link_by_index(self, index)
