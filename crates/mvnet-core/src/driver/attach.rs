@@ -302,7 +302,7 @@ pub fn configure(
             let mut probe = Ipv4Probe {
                 nl,
                 listener: listener.as_mut(),
-                index: index,
+                index,
                 ifname: &plan.ifname,
                 window: w,
             };
