@@ -176,16 +176,7 @@ impl Announcer {
                 next: std::time::Instant::now() + FIRST_FROM_THREAD,
                 _hand_over: hand_over,
             };
-            let job = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
-                Some(later) => {
-                    later.push(job);
-                    None
-                }
-                None => Some(job),
-            });
-            if let Some(job) = job {
-                let _ = resident.lock().map(|tx| tx.send(job));
-            }
+            let _ = resident.lock().map(|tx| tx.send(job));
             return Ok(());
         }
         let devnull = c"/dev/null".as_ptr();
@@ -247,36 +238,6 @@ const ANNOUNCER_COMM: &std::ffi::CStr = c"mvnet-announce";
 
 /// How long the announcer thread waits before an endpoint's first announcement.
 const FIRST_FROM_THREAD: Duration = Duration::from_millis(3);
-
-thread_local! {
-    /// Jobs of the request this thread serves, handed to the announcer thread once its
-    /// caller has the answer (`defer_on_this_thread`, `hand_deferred_over`).
-    static DEFERRED: std::cell::RefCell<Option<Vec<Job>>> = const { std::cell::RefCell::new(None) };
-}
-
-/// From now on this thread (an agent's worker) keeps its announcement jobs until
-/// `hand_deferred_over`. Why: handing a job over wakes the announcer thread, and on a
-/// small or virtual machine that wake-up (an interrupt to the other CPU, or a switch to
-/// that thread on this one) lands on the request's clock. Its first announcement is due
-/// milliseconds later anyway, and the kernel's own went out at link-up.
-pub fn defer_on_this_thread() {
-    DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
-}
-
-/// Hands the jobs this thread kept to the announcer thread.
-pub fn hand_deferred_over() {
-    let jobs = DEFERRED.with(|d| d.borrow_mut().as_mut().map(std::mem::take));
-    let Some(jobs) = jobs.filter(|j| !j.is_empty()) else {
-        return;
-    };
-    if let Some(resident) = RESIDENT.get() {
-        if let Ok(tx) = resident.lock() {
-            for job in jobs {
-                let _ = tx.send(job);
-            }
-        }
-    }
-}
 
 /// The announcer thread of a long-lived process (see `announce_from_a_thread`).
 static RESIDENT: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =

@@ -462,7 +462,6 @@ struct WorkerCtx {
 
 fn worker(shared: &Shared, ctx: &WorkerCtx) {
     crate::alloc::cache_on_this_thread();
-    crate::announce::defer_on_this_thread();
     crate::helper::enable_on_this_thread(ctx.own_ns.as_raw_fd());
     // Open the store before the first request needs it (the first open of a connection
     // reads the schema: milliseconds, which a waiting request should not pay). Not when
@@ -605,7 +604,6 @@ fn serve_one(
     if served {
         let _ = stream.write_all(&out);
         let _ = stream.shutdown(std::net::Shutdown::Write);
-        crate::announce::hand_deferred_over();
         // Upkeep the command left (spares of a shared pool topped up), after the caller
         // has its answer, and still in its namespace (where its etcd connection leads).
         CACHED.with(|c| {

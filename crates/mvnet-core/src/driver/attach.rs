@@ -278,21 +278,6 @@ pub fn configure(
             .map_err(k("look up"))?
             .ok_or_else(vanished)?
     };
-    if plan.made_early {
-        // Made before its address was known, with a MAC the kernel chose: its own now,
-        // while it is down (the kernel refuses one another macvlan on the parent has, as
-        // it would have at creation).
-        retry_while_transient(|| nl.set_mac(index, plan.mac), mac_busy).map_err(|e| {
-            if mac_busy(&e) {
-                Error::MacInUse {
-                    mac: plan.mac,
-                    parent: plan.parent_name.clone(),
-                }
-            } else {
-                k("set MAC")(e)
-            }
-        })?;
-    }
     let mut probed = 0;
     if let (Some(w), Some(listener)) = (window, inside.listener.as_mut()) {
         // Probing needs the link up and listening before any address is on it.
@@ -419,9 +404,13 @@ fn configure_for_handover(
 }
 
 /// Brings the link up, with arp_notify on, waiting out a MAC still held by a macvlan being
-/// torn down (EADDRINUSE).
+/// torn down (EADDRINUSE). A link made early (`LinkPlan::made_early`) gets its own MAC in
+/// the same message: the kernel sets it first, refusing one another macvlan on the parent
+/// has, as it would have at creation, and the IPv6 link-local address made at up comes
+/// from it.
 pub(crate) fn bring_up(nl: &mut dyn Rtnl, index: u32, plan: &LinkPlan) -> Result<()> {
-    retry_while_transient(|| nl.set_up_announcing(index), mac_busy).map_err(|e| {
+    let mac = plan.made_early.then_some(plan.mac);
+    retry_while_transient(|| nl.set_up_announcing(index, mac), mac_busy).map_err(|e| {
         if mac_busy(&e) {
             Error::MacInUse {
                 mac: plan.mac,

@@ -595,10 +595,8 @@ impl Engine {
         parent: &Link,
         parent_ns: ParentNs,
     ) -> Option<driver::EarlyLink> {
-        if !crate::helper::enabled() || parent_ns != ParentNs::Host || !may_create_early(req) {
-            return None;
-        }
-        if net.fleet.is_some() {
+        // The network as stored (the request may carry only a template of it).
+        if parent_ns != ParentNs::Host || !may_create_early(req) || net.fleet.is_some() {
             return None;
         }
         let mode = match req.link.kind.unwrap_or(LinkKind::of(net)) {

@@ -535,8 +535,13 @@ impl Netlink {
     /// /proc/sys: opening a per-interface sysctl file walks a dcache chain holding that
     /// name for every namespace on the machine, which gets slow with thousands of
     /// containers, while RTM_SETLINK finds the link by index.
-    pub fn set_up_announcing(&mut self, index: u32) -> io::Result<()> {
+    /// With `mac`, the link takes that MAC in the same message, before it goes up (the
+    /// kernel applies the address before the flags).
+    pub fn set_up_announcing(&mut self, index: u32, mac: Option<MacAddr>) -> io::Result<()> {
         self.set_link(index, |m| {
+            if let Some(mac) = mac {
+                m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+            }
             m.header.change_mask = LinkFlags::Up;
             m.header.flags = LinkFlags::Up;
             m.attributes.push(LinkAttribute::Other(DefaultNla::new(

@@ -303,13 +303,18 @@ impl Rtnl for FakeRtnl {
             Ok(())
         })
     }
-    fn set_up_announcing(&mut self, index: u32) -> io::Result<()> {
-        self.with(format!("set_up_announcing {index}"), |k, ns| {
+    fn set_up_announcing(&mut self, index: u32, mac: Option<MacAddr>) -> io::Result<()> {
+        let with_mac = mac.map(|m| format!(" mac {m}")).unwrap_or_default();
+        self.with(format!("set_up_announcing {index}{with_mac}"), |k, ns| {
             if k.busy_mac_answers > 0 {
                 k.busy_mac_answers -= 1;
                 return Err(io::Error::from_raw_os_error(libc::EADDRINUSE));
             }
-            k.link_mut(ns, index)?.link.up = true;
+            let link = &mut k.link_mut(ns, index)?.link;
+            link.up = true;
+            if mac.is_some() {
+                link.mac = mac;
+            }
             Ok(())
         })
     }

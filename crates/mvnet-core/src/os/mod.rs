@@ -42,8 +42,8 @@ pub trait Rtnl {
     fn create_ipvlan(&mut self, spec: &IpvlanLink) -> io::Result<()>;
     fn create_vlan(&mut self, name: &str, base_index: u32, vid: u16) -> io::Result<()>;
     fn set_up(&mut self, index: u32, up: bool) -> io::Result<()>;
-    /// Up, with arp_notify on (one message).
-    fn set_up_announcing(&mut self, index: u32) -> io::Result<()>;
+    /// Up, with arp_notify on, and the MAC `mac` first when given (one message).
+    fn set_up_announcing(&mut self, index: u32, mac: Option<MacAddr>) -> io::Result<()>;
     fn set_name(&mut self, index: u32, name: &str) -> io::Result<()>;
     fn set_mac(&mut self, index: u32, mac: MacAddr) -> io::Result<()>;
     fn delete_link(&mut self, index: u32) -> io::Result<()>;
@@ -93,8 +93,8 @@ impl Rtnl for Netlink {
     fn set_up(&mut self, index: u32, up: bool) -> io::Result<()> {
         Netlink::set_up(self, index, up)
     }
-    fn set_up_announcing(&mut self, index: u32) -> io::Result<()> {
-        Netlink::set_up_announcing(self, index)
+    fn set_up_announcing(&mut self, index: u32, mac: Option<MacAddr>) -> io::Result<()> {
+        Netlink::set_up_announcing(self, index, mac)
     }
     fn set_name(&mut self, index: u32, name: &str) -> io::Result<()> {
         Netlink::set_name(self, index, name)
