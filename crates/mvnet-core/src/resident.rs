@@ -510,7 +510,12 @@ fn serve_one(
     locks: Option<&InFlightLocks>,
 ) -> bool {
     let taken = Instant::now();
-    let Ok((header, caller_ns)) = read_request(&stream) else {
+    let Ok(mvnet_forward::Incoming {
+        header,
+        netns: caller_ns,
+        taken: taken_pipe,
+    }) = read_request(&stream)
+    else {
         return true;
     };
     let read = taken.elapsed();
@@ -556,7 +561,10 @@ fn serve_one(
         decline(&mut stream, "cannot join the caller's network namespace");
         return true;
     }
-    let served = stream.write_all(b"A").is_ok();
+    // Taken: from here on, a caller that loses us says "try again" instead of doing the
+    // work itself (this marks a pipe the caller does not wait on, so it is not woken).
+    let served = mvnet_forward::mark_taken(&taken_pipe);
+    drop(taken_pipe);
     let mut out = Vec::new();
     if served {
         let handle = ctx.service.handle;
@@ -595,6 +603,7 @@ fn serve_one(
             }
         };
         CALLER.with(|c| c.set(-1));
+        out.push(b'R');
         out.push(reply.status);
         write_chunk(&mut out, reply.stdout.as_bytes());
         write_chunk(&mut out, stderr.as_bytes());

@@ -6,10 +6,17 @@
 //! starting a 0.6 MB binary costs a fraction of starting the 8 MB one that does the work.
 //!
 //! One request on a fresh unix-socket connection:
-//! - caller → agent: `MVN1`, a length-prefixed JSON header ([`Header`]), the length-prefixed
-//!   stdin, and the caller's network namespace as an SCM_RIGHTS fd on the first bytes;
-//! - agent → caller: `D` + a reason (declined: do the work yourself), or `A` (accepted),
-//!   then the exit status byte, stdout and stderr, each length-prefixed.
+//! - caller → agent: `MVN2`, a length-prefixed JSON header ([`Header`]), the length-prefixed
+//!   stdin, and two SCM_RIGHTS fds on the first bytes: the caller's network namespace, and
+//!   the write end of a pipe (the "taken" pipe);
+//! - agent → caller: `D` + a reason (declined: do the work yourself), or, once the work is
+//!   done, `R`, the exit status byte, stdout and stderr, each length-prefixed.
+//!
+//! An agent that takes the request writes one byte into the taken pipe before it starts.
+//! A caller whose connection ends without an answer reads that pipe: a byte there means
+//! the agent took the command and ended mid-way (`Forwarded::Lost`); none, that nothing
+//! was done. (Version 1 sent that byte on the socket, which woke the waiting caller once
+//! more per request, for nothing.)
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -27,7 +34,7 @@ pub const OFF_ENV: &str = "MVNET_NO_AGENT";
 /// ended: that binary then reports the loss as it does when it forwards itself.
 pub const LOST_ENV: &str = "MVNET_AGENT_LOST";
 /// The first bytes of every request.
-pub const MAGIC: &[u8; 4] = b"MVN1";
+pub const MAGIC: &[u8; 4] = b"MVN2";
 
 /// A forwarded command: the caller's CNI_*/MVNET_* environment, its arguments (argv[0]
 /// first) and its stdin.
@@ -95,23 +102,31 @@ pub fn forward(socket: &Path, exe: Option<String>, args: Vec<String>, stdin: &[u
             },
         };
         let netns = std::fs::File::open("/proc/thread-self/ns/net").ok()?;
-        Some((header, netns))
+        let taken = taken_pipe().ok()?;
+        Some((header, netns, taken))
     })();
     let Ok(mut stream) = UnixStream::connect(socket) else {
         return start;
     };
-    let Some((header, netns)) = prepared else {
+    let Some((header, netns, (taken, taken_w))) = prepared else {
         return Forwarded::NotServed { start_agent: false };
     };
     let timing = header.request.env.contains_key("MVNET_TIMING");
-    if send_request(&stream, &header, stdin, netns.as_raw_fd()).is_err() {
+    let fds = [netns.as_raw_fd(), taken_w.as_raw_fd()];
+    if send_request(&stream, &header, stdin, &fds).is_err() {
         return start;
     }
+    // Only the agent holds the write end now: its end is the only one that can mark it.
+    drop(taken_w);
     let sent = began.elapsed();
     let mut verdict = [0u8; 1];
-    if stream.read_exact(&mut verdict).is_err() || verdict[0] != b'A' {
-        // Declined (another binary or environment) or gone before taking it: our turn.
-        return start;
+    if stream.read_exact(&mut verdict).is_err() || verdict[0] != b'R' {
+        // Declined, or gone: did it take the command first?
+        return if verdict[0] != b'D' && was_taken(&taken) {
+            Forwarded::Lost
+        } else {
+            start
+        };
     }
     match read_reply(&mut stream) {
         Ok((reply, stderr)) => {
@@ -130,6 +145,32 @@ pub fn forward(socket: &Path, exe: Option<String>, args: Vec<String>, stdin: &[u
         }
         Err(_) => Forwarded::Lost,
     }
+}
+
+/// The taken pipe: (read end, write end), both close-on-exec; the read end does not block.
+fn taken_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds into the array, which we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh fds that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Whether the agent marked the taken pipe.
+fn was_taken(read_end: &OwnedFd) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: a read of at most one byte into a live buffer, from a non-blocking pipe.
+    unsafe { libc::read(read_end.as_raw_fd(), b.as_mut_ptr().cast(), 1) == 1 }
+}
+
+/// The agent's side: marks the request taken (see the module's notes). False when the
+/// caller has gone already (its read end is closed): then nothing may be done for it.
+pub fn mark_taken(pipe: &OwnedFd) -> bool {
+    // SAFETY: a write of one byte from a live buffer; a closed read end gives EPIPE (the
+    // process ignores SIGPIPE, as Rust programs do).
+    unsafe { libc::write(pipe.as_raw_fd(), b"T".as_ptr().cast(), 1) == 1 }
 }
 
 /// A binary's identity: device, inode, size and modification time. A binary replaced on
@@ -156,7 +197,7 @@ fn send_request(
     stream: &UnixStream,
     header: &Header,
     raw: &[u8],
-    fd: RawFd,
+    fds: &[RawFd],
 ) -> std::io::Result<()> {
     let head = serde_json::to_vec(header).map_err(std::io::Error::other)?;
     let mut msg = Vec::with_capacity(12 + head.len() + raw.len());
@@ -165,16 +206,31 @@ fn send_request(
     msg.extend_from_slice(&head);
     msg.extend_from_slice(&(raw.len() as u32).to_le_bytes());
     msg.extend_from_slice(raw);
-    let sent = send_with_fd(stream.as_raw_fd(), &msg, fd)?;
+    let sent = send_with_fds(stream.as_raw_fd(), &msg, fds)?;
     (&*stream).write_all(&msg[sent..])
 }
 
-/// Reads a request on the agent's side: the header, stdin, and the namespace fd.
-pub fn read_request(stream: &UnixStream) -> std::io::Result<(Header, OwnedFd)> {
+/// A request as the agent reads it.
+pub struct Incoming {
+    pub header: Header,
+    /// The caller's network namespace.
+    pub netns: OwnedFd,
+    /// The write end of the caller's taken pipe ([`mark_taken`]).
+    pub taken: OwnedFd,
+}
+
+/// Reads a request on the agent's side: the header, stdin, and the two fds.
+pub fn read_request(stream: &UnixStream) -> std::io::Result<Incoming> {
     // Big enough for most configs; the rest is read from the stream.
     let mut first = vec![0u8; 8 * 1024];
-    let (n, fd) = recv_with_fd(stream.as_raw_fd(), &mut first)?;
-    let fd = fd.ok_or_else(|| std::io::Error::other("no namespace passed"))?;
+    let (n, mut fds) = recv_with_fds(stream.as_raw_fd(), &mut first)?;
+    if fds.len() != 2 {
+        return Err(std::io::Error::other(
+            "not the namespace and the taken pipe",
+        ));
+    }
+    let taken = fds.pop().expect("two fds");
+    let netns = fds.pop().expect("two fds");
     first.truncate(n);
     let mut rest = std::io::Cursor::new(first).chain(stream);
     let mut magic = [0u8; 4];
@@ -185,9 +241,14 @@ pub fn read_request(stream: &UnixStream) -> std::io::Result<(Header, OwnedFd)> {
     let head = read_chunk(&mut rest)?;
     let mut header: Header = serde_json::from_slice(&head).map_err(std::io::Error::other)?;
     header.request.stdin = read_chunk(&mut rest)?;
-    Ok((header, fd))
+    Ok(Incoming {
+        header,
+        netns,
+        taken,
+    })
 }
 
+/// Reads what follows the `R` of a reply.
 fn read_reply(stream: &mut UnixStream) -> std::io::Result<(Reply, String)> {
     let mut status = [0u8; 1];
     stream.read_exact(&mut status)?;
@@ -232,22 +293,28 @@ fn one_buffer_message(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr
     msg
 }
 
-fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> std::io::Result<usize> {
+fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> std::io::Result<usize> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
     let mut control = [0u8; CMSG_SPACE];
     let mut msg = one_buffer_message(&mut iov, &mut control);
+    let bytes = std::mem::size_of_val(fds) as u32;
     // SAFETY: CMSG_SPACE/CMSG_LEN compute sizes only.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as _;
-    // SAFETY: the control buffer is large enough for one header with one fd.
+    let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
+    assert!(space <= CMSG_SPACE, "room for the fds");
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer is large enough for one header with these fds (above).
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
+        (*cmsg).cmsg_len = libc::CMSG_LEN(bytes) as _;
+        let at = libc::CMSG_DATA(cmsg) as *mut RawFd;
+        for (i, fd) in fds.iter().enumerate() {
+            std::ptr::write_unaligned(at.add(i), *fd);
+        }
     }
     // SAFETY: msg points at live buffers for the duration of the call.
     let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
@@ -257,7 +324,9 @@ fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> std::io::Result<usize> {
     Ok(n as usize)
 }
 
-fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<OwnedFd>)> {
+/// Receives into `buf`, with the fds passed on these bytes (all of them, in order: each is
+/// ours to close, kept or not).
+fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
@@ -269,19 +338,22 @@ fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<O
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let mut fd = None;
+    let mut fds = Vec::new();
     // SAFETY: walking the control messages the kernel wrote into our buffer.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
-                fd = Some(OwnedFd::from_raw_fd(raw));
+                let data = libc::CMSG_DATA(cmsg) as *const RawFd;
+                let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    Ok((n as usize, fd))
+    Ok((n as usize, fds))
 }
 
 #[cfg(test)]
@@ -301,13 +373,74 @@ mod tests {
             },
         };
         let ns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
-        send_request(&a, &header, b"{\"x\":1}", ns.as_raw_fd()).unwrap();
-        let (h, fd) = read_request(&b).unwrap();
+        let (taken, taken_w) = taken_pipe().unwrap();
+        let fds = [ns.as_raw_fd(), taken_w.as_raw_fd()];
+        send_request(&a, &header, b"{\"x\":1}", &fds).unwrap();
+        drop(taken_w);
+        let got = read_request(&b).unwrap();
+        let h = &got.header;
         assert_eq!(h.request.env["CNI_COMMAND"], "ADD");
         assert_eq!(h.request.args, ["mvnet-cni"]);
         assert_eq!(h.request.stdin, b"{\"x\":1}");
-        let passed = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        let passed = std::fs::metadata(format!("/proc/self/fd/{}", got.netns.as_raw_fd())).unwrap();
         assert_eq!(passed.ino(), ns.metadata().unwrap().ino());
+        // The pipe: unmarked until the agent marks it; then marked.
+        assert!(!was_taken(&taken));
+        assert!(mark_taken(&got.taken));
+        assert!(was_taken(&taken));
+        // A caller gone: marking fails, so the agent does nothing for it.
+        drop(taken);
+        assert!(!mark_taken(&got.taken));
+    }
+
+    /// The caller's view of each way an agent can answer, through a real socket.
+    #[test]
+    fn served_declined_lost_or_untouched() {
+        let dir = std::env::temp_dir().join(format!("mvnet-forward-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        struct Gone(std::path::PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let _gone = Gone(dir.clone());
+        let sock = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        // What the agent does with each request, in turn.
+        let agent = std::thread::spawn(move || {
+            for way in ["reply", "decline", "take and die", "die"] {
+                let (mut s, _) = listener.accept().unwrap();
+                let got = read_request(&s).unwrap();
+                match way {
+                    "reply" => {
+                        assert!(mark_taken(&got.taken));
+                        let mut out = vec![b'R', 7];
+                        write_chunk(&mut out, b"out");
+                        write_chunk(&mut out, b"");
+                        s.write_all(&out).unwrap();
+                    }
+                    "decline" => {
+                        let mut out = vec![b'D'];
+                        write_chunk(&mut out, b"no");
+                        s.write_all(&out).unwrap();
+                    }
+                    "take and die" => {
+                        assert!(mark_taken(&got.taken));
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let call = || forward(&sock, Some("exe".into()), vec!["x".into()], b"{}");
+        match call() {
+            Forwarded::Served(r) => assert_eq!((r.status, r.stdout.as_str()), (7, "out")),
+            _ => panic!("served"),
+        }
+        assert!(matches!(call(), Forwarded::NotServed { start_agent: true }));
+        assert!(matches!(call(), Forwarded::Lost));
+        assert!(matches!(call(), Forwarded::NotServed { start_agent: true }));
+        agent.join().unwrap();
     }
 
     #[test]
