@@ -142,6 +142,20 @@ fn the_agent_prints_what_the_plugin_prints() {
     assert!(agent_pid(&here).is_none(), "MVNET_NO_AGENT starts none");
     let b = play(&w, &steps, &agent, true);
     assert!(agent_pid(&agent).is_some(), "the agent served");
+    // On a machine with several CPUs, the agent has a socket per CPU beside the shared one
+    // (each caller knocks on its own CPU's).
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        let doors: Vec<String> = std::fs::read_dir(&agent)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("cni-agent.cpu") && n.ends_with(".sock"))
+            .collect();
+        assert!(
+            !doors.is_empty(),
+            "no per-CPU sockets in {}",
+            agent.display()
+        );
+    }
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert_eq!(x, y, "step {i} {:?} differs", steps[i].0);
     }

@@ -334,6 +334,7 @@ pub fn start_agent(root: &Path) -> Result<()> {
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            crate::os::run_anywhere_in_child();
             Ok(())
         });
     }

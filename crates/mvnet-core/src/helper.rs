@@ -23,17 +23,26 @@ struct Helper {
     done: Receiver<()>,
 }
 
+/// Where a helper thread lives: its network namespace, and the CPUs it may run on (empty:
+/// those of the thread that starts it).
+struct Home {
+    ns: RawFd,
+    cpus: Vec<usize>,
+}
+
 thread_local! {
-    /// None: no helper (the default); Some((ns, None)): on, not started yet.
-    static HELPER: RefCell<Option<(RawFd, Option<Helper>)>> = const { RefCell::new(None) };
+    /// None: no helper (the default); Some((home, None)): on, not started yet.
+    static HELPER: RefCell<Option<(Home, Option<Helper>)>> = const { RefCell::new(None) };
 }
 
 /// Gives the calling thread a helper from its first `join` on. The helper lives in the
 /// network namespace `home_ns` (an fd that stays open for the process's life: the agent's
 /// own namespace), not in whichever one the worker visits when it starts it: a thread
 /// keeps its namespace alive, and a caller's must be free to go.
-pub fn enable_on_this_thread(home_ns: RawFd) {
-    HELPER.with(|h| *h.borrow_mut() = Some((home_ns, None)));
+/// `cpus`: the CPUs the helper may run on (a worker bound to one CPU gives the others, so
+/// that its helper runs beside it); empty: the worker's own.
+pub fn enable_on_this_thread(home_ns: RawFd, cpus: Vec<usize>) {
+    HELPER.with(|h| *h.borrow_mut() = Some((Home { ns: home_ns, cpus }, None)));
 }
 
 /// Whether `join` runs its two parts at once on this thread.
@@ -47,8 +56,8 @@ pub fn enabled() -> bool {
 pub fn join<A: Send, B>(beside: impl FnOnce() -> A + Send, here: impl FnOnce() -> B) -> (A, B) {
     let Some((jobs, done)) = HELPER.with(|h| {
         let mut h = h.borrow_mut();
-        let (home_ns, slot) = h.as_mut()?;
-        let helper = slot.get_or_insert_with(|| start(*home_ns));
+        let (home, slot) = h.as_mut()?;
+        let helper = slot.get_or_insert_with(|| start(home));
         Some((helper.jobs.clone(), std::ptr::from_ref(&helper.done)))
     }) else {
         let a = beside();
@@ -92,14 +101,16 @@ pub fn join<A: Send, B>(beside: impl FnOnce() -> A + Send, here: impl FnOnce() -
     }
 }
 
-fn start(home_ns: RawFd) -> Helper {
+fn start(home: &Home) -> Helper {
     let (jobs, rx) = channel::<Job>();
     let (tx, done) = channel::<()>();
+    let (home_ns, cpus) = (home.ns, home.cpus.clone());
     std::thread::Builder::new()
         .name("mvnet-helper".into())
         .spawn(move || {
             // SAFETY: setns(2) of this new thread to an fd the process keeps open.
             unsafe { libc::setns(home_ns, libc::CLONE_NEWNET) };
+            crate::os::run_this_thread_on(&cpus);
             // Ends when its worker thread does (the sender goes with the thread-local).
             for job in rx {
                 job();
@@ -144,7 +155,7 @@ mod tests {
     #[test]
     fn with_a_helper_the_parts_overlap_and_borrow_from_the_caller() {
         std::thread::spawn(|| {
-            enable_on_this_thread(own_ns());
+            enable_on_this_thread(own_ns(), Vec::new());
             for round in 0..3 {
                 let mut borrowed = vec![round];
                 let gate = std::sync::Barrier::new(2);
@@ -171,7 +182,7 @@ mod tests {
     #[test]
     fn a_panic_beside_is_raised_here_after_both_parts_ended() {
         std::thread::spawn(|| {
-            enable_on_this_thread(own_ns());
+            enable_on_this_thread(own_ns(), Vec::new());
             let here_done = std::sync::atomic::AtomicBool::new(false);
             let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 join(

@@ -180,6 +180,7 @@ pub fn start_detached_self(key: &str, value: &std::path::Path) {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {
             libc::setsid();
+            crate::os::run_anywhere_in_child();
             Ok(())
         });
     }

@@ -79,8 +79,54 @@ pub enum Forwarded {
     Lost,
 }
 
-/// Hands a command to the agent listening on `socket`, for the binary whose identity is
-/// `exe` (the agent compares it with its own).
+/// The agent's socket for callers on `cpu`, beside its shared `socket`
+/// (`cni-agent.sock` → `cni-agent.cpu3.sock`): its workers run on that CPU only.
+pub fn cpu_socket(socket: &Path, cpu: usize) -> std::path::PathBuf {
+    let stem = socket
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    socket.with_file_name(format!("{stem}.cpu{cpu}.sock"))
+}
+
+/// This thread kept on the CPU it runs on, until dropped (then it may run where it could
+/// before). Why: see the agent's per-CPU sockets (`cpu_socket`): the worker there wakes on
+/// our CPU, and its answer wakes us on it, with no wake-up of an idle virtual CPU between.
+struct OnThisCpu {
+    cpu: usize,
+    before: libc::cpu_set_t,
+}
+
+impl OnThisCpu {
+    fn new() -> Option<OnThisCpu> {
+        // SAFETY: sched_getcpu has no arguments.
+        let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+        // SAFETY: all-zero cpu_set_t values are valid; the calls fill in or read sets that
+        // live for the calls, with their own size; 0 is this thread.
+        unsafe {
+            let mut before: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of_val(&before), &mut before) != 0 {
+                return None;
+            }
+            let mut only: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut only);
+            if libc::sched_setaffinity(0, std::mem::size_of_val(&only), &only) != 0 {
+                return None;
+            }
+            Some(OnThisCpu { cpu, before })
+        }
+    }
+}
+
+impl Drop for OnThisCpu {
+    fn drop(&mut self) {
+        // SAFETY: the set saved in `new`, with its own size; 0 is this thread.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&self.before), &self.before) };
+    }
+}
+
+/// Hands a command to the agent listening on `socket` (or on its socket for this CPU, when
+/// it has one), for the binary whose identity is `exe` (the agent compares it with its own).
 pub fn forward(socket: &Path, exe: Option<String>, args: Vec<String>, stdin: &[u8]) -> Forwarded {
     if std::env::var_os(OFF_ENV).is_some() {
         return Forwarded::NotServed { start_agent: false };
@@ -105,7 +151,13 @@ pub fn forward(socket: &Path, exe: Option<String>, args: Vec<String>, stdin: &[u
         let taken = taken_pipe().ok()?;
         Some((header, netns, taken))
     })();
-    let Ok(mut stream) = UnixStream::connect(socket) else {
+    // Kept on this CPU until we return: whoever we hand over to (an exec of the full plugin,
+    // the agent that plugin may start) gets our CPUs back.
+    let here = OnThisCpu::new();
+    let door = here
+        .as_ref()
+        .and_then(|h| UnixStream::connect(cpu_socket(socket, h.cpu)).ok());
+    let Some(mut stream) = door.or_else(|| UnixStream::connect(socket).ok()) else {
         return start;
     };
     let Some((header, netns, (taken, taken_w))) = prepared else {
@@ -441,6 +493,42 @@ mod tests {
         assert!(matches!(call(), Forwarded::Lost));
         assert!(matches!(call(), Forwarded::NotServed { start_agent: true }));
         agent.join().unwrap();
+    }
+
+    #[test]
+    fn each_cpu_has_its_socket_beside_the_shared_one() {
+        let shared = Path::new("/r/cni-agent.sock");
+        assert_eq!(
+            cpu_socket(shared, 3),
+            Path::new("/r/cni-agent.cpu3.sock").to_path_buf()
+        );
+    }
+
+    #[test]
+    fn a_caller_is_kept_on_its_cpu_only_while_it_forwards() {
+        let all = |set: &libc::cpu_set_t| {
+            (0..libc::CPU_SETSIZE as usize)
+                // SAFETY: reads a bit within the set's size.
+                .filter(|c| unsafe { libc::CPU_ISSET(*c, set) })
+                .count()
+        };
+        let now = || {
+            // SAFETY: fills in a valid set of its own size, for this thread.
+            let mut s: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&s), &mut s) };
+            s
+        };
+        std::thread::spawn(move || {
+            let before = all(&now());
+            let here = OnThisCpu::new().expect("pinned");
+            assert_eq!(all(&now()), 1);
+            // SAFETY: sched_getcpu has no arguments.
+            assert_eq!(unsafe { libc::sched_getcpu() } as usize, here.cpu);
+            drop(here);
+            assert_eq!(all(&now()), before);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

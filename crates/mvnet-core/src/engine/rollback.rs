@@ -147,7 +147,7 @@ fn rollback_with_the_link_made_while_the_address_is_reserved() {
         let home = std::fs::File::open("/proc/self/ns/net")
             .unwrap()
             .into_raw_fd();
-        crate::helper::enable_on_this_thread(home);
+        crate::helper::enable_on_this_thread(home, Vec::new());
         let named = AttachOptions {
             ifname: Some("eth0".into()),
             ..Default::default()

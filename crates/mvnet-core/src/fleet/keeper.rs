@@ -123,6 +123,7 @@ pub fn ensure_running(root: &Path) {
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            crate::os::run_anywhere_in_child();
             Ok(())
         });
     }

@@ -226,6 +226,48 @@ pub trait Os {
     fn host_listener(&mut self) -> Result<Box<dyn ProbeListener>>;
 }
 
+/// The CPUs the calling thread may run on (sched_getaffinity), lowest first.
+pub fn cpus_of_this_thread() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is valid; the call fills it in for this thread.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the size is the set's own; the set lives for the call.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) } != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads a bit of the set within its size.
+        .filter(|c| unsafe { libc::CPU_ISSET(*c, &set) })
+        .collect()
+}
+
+/// Lets the calling thread run only on `cpus` (best effort: nothing changes on an error,
+/// or when `cpus` is empty).
+pub fn run_this_thread_on(cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    // SAFETY: an all-zero cpu_set_t is valid.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus.iter().filter(|c| **c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: CPU_SET writes a bit of the set within its size (checked above).
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: the size is the set's own; the set lives for the call; 0 is this thread.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+}
+
+/// In a child between fork and exec: may run on any CPU again. A process the agent starts
+/// from a worker bound to one CPU (a keeper, the DHCP agent) must not inherit that.
+/// Async-signal-safe: one system call on a set on the stack.
+pub fn run_anywhere_in_child() {
+    // SAFETY: an all-ones cpu_set_t is valid; the kernel keeps the CPUs the process's
+    // cpuset allows.
+    let set: libc::cpu_set_t =
+        unsafe { std::mem::transmute([0xffu8; std::mem::size_of::<libc::cpu_set_t>()]) };
+    // SAFETY: the size is the set's own; the set lives for the call; 0 is this thread.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+}
+
 /// The real kernel. The host's rtnetlink socket is opened on first use.
 #[derive(Default)]
 pub struct RealOs {
