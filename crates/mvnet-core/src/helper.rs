@@ -52,7 +52,8 @@ pub fn enabled() -> bool {
 
 /// Runs `beside` on the helper thread while `here` runs on this one, and returns both
 /// results once both are done. Without a helper: `beside`, then `here`. A panic in
-/// `beside` is raised again here, after `here` has finished.
+/// `beside` is raised again here, after `here` has finished. Not reentrant: neither part
+/// may call `join` (the helper runs one job at a time, and says only that one is done).
 pub fn join<A: Send, B>(beside: impl FnOnce() -> A + Send, here: impl FnOnce() -> B) -> (A, B) {
     let Some((jobs, done)) = HELPER.with(|h| {
         let mut h = h.borrow_mut();
