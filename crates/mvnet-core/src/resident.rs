@@ -328,15 +328,14 @@ pub fn run_if_agent(service: &'static Service) {
     }
 }
 
-/// What the workers and the housekeeping thread share.
 /// A socket the agent listens on, with its workers. Besides the shared one
 /// (`Service::socket`), each CPU the agent may run on gets its own
 /// (`mvnet_forward::cpu_socket`), whose workers run only on that CPU. Why: on a virtual
 /// machine, waking a thread on another, idle CPU takes 60 to 80 µs before it runs (the
 /// vCPU has to be woken by the host). A caller that pins itself to its CPU and knocks on
 /// that CPU's door wakes a worker on the CPU it is about to leave idle by waiting, and the
-/// answer wakes the caller there too: an ADD 6 to 8% faster in an A/B. The worker's helper
-/// thread runs on the other CPUs, beside it.
+/// answer wakes the caller there too: an ADD about 3% faster in an A/B (scripts/ab-cni.sh,
+/// both orders). The worker's helper thread runs on the other CPUs, beside it.
 struct Door {
     listener: UnixListener,
     /// The CPU its workers run on; None: any.
@@ -344,6 +343,7 @@ struct Door {
     idle_workers: AtomicUsize,
 }
 
+/// What the workers and the housekeeping thread share.
 struct Shared {
     doors: Vec<Door>,
     workers: AtomicUsize,
