@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
 for p in containernetworking-plugins netavark iperf3 docker.io busybox-static iproute2 iputils-ping tar \
-         etcd-server etcd-client curl protobuf-compiler; do
+         etcd-server etcd-client curl protobuf-compiler libprotobuf-dev musl-tools; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

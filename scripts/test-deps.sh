@@ -8,4 +8,4 @@ apt-get install -y --no-install-recommends \
   qemu-system-x86 linux-image-amd64 busybox-static cpio \
   containernetworking-plugins podman runc netavark iperf3 \
   docker.io dnsmasq-base \
-  etcd-server etcd-client protobuf-compiler curl musl-tools
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev curl musl-tools
