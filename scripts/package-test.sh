@@ -7,13 +7,13 @@
 # (deletes it). Run as root. Prints "package-test: ok" at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/package.sh >/dev/null 2>&1 || bash scripts/package.sh
-deb=$(ls -1t target/debian/mvnet_*.deb | head -1)
+deb=$(bash scripts/package.sh | tail -1)
+[ -f "$deb" ] || { echo "package-test: FAILED: scripts/package.sh made no package" >&2; exit 1; }
 root=$(mktemp -d /tmp/mvnet-pkgroot.XXXXXX)
 lab="pk$$"
 cleanup() {
   # The packaged binary may be gone already (remove/purge): the built one takes it down.
-  target/release/mvnet lab down --name "$lab" >/dev/null 2>&1 || true
+  target/x86_64-unknown-linux-musl/release/mvnet lab down --name "$lab" >/dev/null 2>&1 || true
   rm -rf "$root"
 }
 trap cleanup EXIT

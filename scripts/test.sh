@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's second command and CI run it (as root).
+# Each stage prints how long it took (CI must stay under 30 minutes on a 2-core machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/test-deps.sh
-cargo build --workspace --all-targets
-cargo test --workspace -- --test-threads=8
-# The package ships static (musl) builds of mvnet and mvnet-cni: the CNI tests again with
-# that plugin (its resident agent included).
-bash scripts/build-static.sh
-MVNET_TEST_CNI_PLUGIN=$PWD/target/x86_64-unknown-linux-musl/release/mvnet-cni \
-  cargo test -p mvnet-cni --test cni --test resident -- --test-threads=8
+stage() {
+  local began=$SECONDS
+  "$@"
+  echo "test.sh: '$*' took $((SECONDS - began)) s" >&2
+}
+stage bash scripts/test-deps.sh
+stage cargo build --workspace --all-targets
+stage cargo test --workspace -- --test-threads=8
+# The package ships static (musl) builds: the CNI tests again with that plugin (its
+# resident agent included).
+stage bash scripts/build-static.sh
+export MVNET_TEST_CNI_PLUGIN=$PWD/target/x86_64-unknown-linux-musl/release/mvnet-cni
+stage cargo test -p mvnet-cni --test cni --test resident -- --test-threads=8
+unset MVNET_TEST_CNI_PLUGIN
 # Tests that need 802.1Q/ipvlan, under Debian's full kernel in a VM (fails if it cannot boot).
-bash scripts/vm-tests.sh
+stage bash scripts/vm-tests.sh
 # The VM must also work for a checkout under /tmp (its /tmp is a fresh tmpfs).
-bash scripts/vm-tmp-checkout-test.sh
-# The Debian package, installed into a clean root and used from the installed paths.
-bash scripts/package-test.sh
+stage bash scripts/vm-tmp-checkout-test.sh
+# The Debian package (of the static builds above), installed into a clean root and used
+# from the installed paths.
+stage bash scripts/package-test.sh
+echo "test.sh: all stages passed in $SECONDS s" >&2
