@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -74,7 +74,7 @@ impl Service {
     }
 }
 
-use mvnet_forward::{mnt_identity, read_request, write_chunk};
+use mvnet_forward::{mnt_identity, receive_request, write_chunk};
 pub use mvnet_forward::{Forwarded, Reply, Request, OFF_ENV};
 
 /// Hands a command to `root`'s agent of `service`, if one can serve it (an agent of this
@@ -337,7 +337,8 @@ pub fn run_if_agent(service: &'static Service) {
 /// answer wakes the caller there too: an ADD about 3% faster in an A/B (scripts/ab-cni.sh,
 /// both orders). The worker's helper thread runs on the other CPUs, beside it.
 struct Door {
-    listener: UnixListener,
+    /// Callers send their requests here, one datagram each (see `mvnet_forward`).
+    socket: UnixDatagram,
     /// The CPU its workers run on; None: any.
     cpu: Option<usize>,
     idle_workers: AtomicUsize,
@@ -378,7 +379,7 @@ fn serve(service: &'static Service, root: &Path) {
     let my_env = compared_env(std::env::vars());
     let path = service.socket(root);
     let _ = std::fs::remove_file(&path);
-    let Ok(listener) = UnixListener::bind(&path) else {
+    let Ok(listener) = UnixDatagram::bind(&path) else {
         return;
     };
     let Ok(ino) = std::fs::metadata(&path).map(|m| m.ino()) else {
@@ -389,7 +390,7 @@ fn serve(service: &'static Service, root: &Path) {
     RESIDENT.store(true, Ordering::Relaxed);
     let allowed = crate::os::cpus_of_this_thread();
     let mut doors = vec![Door {
-        listener,
+        socket: listener,
         cpu: None,
         idle_workers: AtomicUsize::new(0),
     }];
@@ -397,9 +398,9 @@ fn serve(service: &'static Service, root: &Path) {
         for &cpu in allowed.iter().take(MAX_CPU_DOORS) {
             let at = mvnet_forward::cpu_socket(&path, cpu);
             let _ = std::fs::remove_file(&at);
-            if let Ok(listener) = UnixListener::bind(&at) {
+            if let Ok(socket) = UnixDatagram::bind(&at) {
                 doors.push(Door {
-                    listener,
+                    socket,
                     cpu: Some(cpu),
                     idle_workers: AtomicUsize::new(0),
                 });
@@ -450,7 +451,7 @@ fn serve(service: &'static Service, root: &Path) {
         // worker there.
         for (i, door) in shared.doors.iter().enumerate() {
             let mut pfd = libc::pollfd {
-                fd: door.listener.as_raw_fd(),
+                fd: door.socket.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
@@ -482,10 +483,11 @@ fn serve(service: &'static Service, root: &Path) {
                     let _ = std::fs::remove_file(mvnet_forward::cpu_socket(&path, cpu));
                 }
             }
-            // Wake the workers blocked in accept (it fails once the socket is shut down).
+            // Wake the workers waiting for a request (a receive returns nothing once the
+            // socket is shut down).
             for door in &shared.doors {
-                // SAFETY: shutdown(2) of our own listening socket.
-                unsafe { libc::shutdown(door.listener.as_raw_fd(), libc::SHUT_RDWR) };
+                // SAFETY: shutdown(2) of our own socket.
+                unsafe { libc::shutdown(door.socket.as_raw_fd(), libc::SHUT_RDWR) };
             }
             // Let the requests already taken finish (a caller waits for its answer).
             while shared.in_flight.load(Ordering::SeqCst) > 0 {
@@ -533,15 +535,18 @@ fn worker(shared: &Shared, ctx: &WorkerCtx, door: usize) {
     // Each worker has its own open files: flock(2) locks belong to an open file, and one
     // worker's unlock must not end another's share.
     let mut locks: Option<InFlightLocks> = None;
+    let mut buf = vec![0u8; mvnet_forward::DATAGRAM_MAX];
     loop {
         door.idle_workers.fetch_add(1, Ordering::SeqCst);
-        let taken = door.listener.accept();
+        let got = receive_request(&door.socket, &mut buf);
         door.idle_workers.fetch_sub(1, Ordering::SeqCst);
         if shared.closing.load(Ordering::SeqCst) {
             shared.workers.fetch_sub(1, Ordering::SeqCst);
             return;
         }
-        let Ok((stream, _)) = taken else {
+        // Not a whole request: dropping its fds closes the caller's reply channel, and
+        // its caller does the work itself.
+        let Ok(incoming) = got else {
             continue;
         };
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -552,7 +557,7 @@ fn worker(shared: &Shared, ctx: &WorkerCtx, door: usize) {
         if locks.is_none() {
             locks = InFlightLocks::open(&ctx.root);
         }
-        let healthy = serve_one(stream, shared, ctx, locks.as_ref());
+        let healthy = serve_one(incoming, shared, ctx, locks.as_ref());
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         if !healthy {
             // This thread could not return to the agent's namespace: end it.
@@ -564,21 +569,18 @@ fn worker(shared: &Shared, ctx: &WorkerCtx, door: usize) {
 
 /// Serves one connection; false if this thread is no longer fit to serve.
 fn serve_one(
-    mut stream: UnixStream,
+    incoming: mvnet_forward::Incoming,
     shared: &Shared,
     ctx: &WorkerCtx,
     locks: Option<&InFlightLocks>,
 ) -> bool {
     let taken = Instant::now();
-    let Ok(mvnet_forward::Incoming {
+    let mvnet_forward::Incoming {
         header,
         netns: caller_ns,
         taken: taken_pipe,
-    }) = read_request(&stream)
-    else {
-        return true;
-    };
-    let read = taken.elapsed();
+        reply: mut stream,
+    } = incoming;
     let decline = |stream: &mut UnixStream, why: &str| {
         let mut out = vec![b'D'];
         write_chunk(&mut out, why.as_bytes());
@@ -637,9 +639,8 @@ fn serve_one(
             if timing {
                 // The agent's share of the request (the caller adds its own around it).
                 crate::to_stderr(&format!(
-                    "mvnet agent timing: read={:.3}ms checks+setns={:.3}ms handle={:.3}ms",
-                    read.as_secs_f64() * 1e3,
-                    (checked - read).as_secs_f64() * 1e3,
+                    "mvnet agent timing: checks+setns={:.3}ms handle={:.3}ms",
+                    checked.as_secs_f64() * 1e3,
                     (taken.elapsed() - checked).as_secs_f64() * 1e3,
                 ));
             }

@@ -5,24 +5,32 @@
 //! binary a runtime starts for every ADD) can speak it without linking the whole core:
 //! starting a 0.6 MB binary costs a fraction of starting the 8 MB one that does the work.
 //!
-//! One request on a fresh unix-socket connection:
-//! - caller → agent: `MVN2`, a length-prefixed JSON header ([`Header`]), the length-prefixed
-//!   stdin, and two SCM_RIGHTS fds on the first bytes: the caller's network namespace, and
-//!   the write end of a pipe (the "taken" pipe);
-//! - agent → caller: `D` + a reason (declined: do the work yourself), or, once the work is
-//!   done, `R`, the exit status byte, stdout and stderr, each length-prefixed.
+//! One request is one datagram to the agent's unix datagram socket:
+//! - caller → agent: `MVN3`, a length-prefixed JSON header ([`Header`]), the length-prefixed
+//!   stdin, and SCM_RIGHTS fds: the caller's network namespace, the write end of a pipe
+//!   (the "taken" pipe), the agent's end of a fresh socket pair (the reply channel), and,
+//!   for a stdin larger than [`INLINE_MAX`], a memfd holding it (the inline stdin is empty);
+//! - agent → caller, on the socket pair: `D` + a reason (declined: do the work yourself),
+//!   or, once the work is done, `R`, the exit status byte, stdout and stderr, each
+//!   length-prefixed.
+//!
+//! Why a datagram: with a stream connection, `connect` woke the agent's worker once (its
+//! `accept` returned and its read found nothing yet) and the request's bytes woke it again;
+//! and the worker's reading of them woke the waiting caller once more, for nothing (a unix
+//! stream socket wakes every sleeper on its queue when its send buffer drains). One
+//! datagram wakes the worker once; nobody sleeps on the caller's datagram socket.
 //!
 //! An agent that takes the request writes one byte into the taken pipe before it starts.
-//! A caller whose connection ends without an answer reads that pipe: a byte there means
+//! A caller whose reply channel ends without an answer reads that pipe: a byte there means
 //! the agent took the command and ended mid-way (`Forwarded::Lost`); none, that nothing
-//! was done. (Version 1 sent that byte on the socket, which woke the waiting caller once
-//! more per request, for nothing.)
+//! was done. An agent that dies with the request still queued closes its fds with it, so
+//! the caller sees the same end.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
 use std::time::Instant;
 
@@ -34,7 +42,12 @@ pub const OFF_ENV: &str = "MVNET_NO_AGENT";
 /// ended: that binary then reports the loss as it does when it forwards itself.
 pub const LOST_ENV: &str = "MVNET_AGENT_LOST";
 /// The first bytes of every request.
-pub const MAGIC: &[u8; 4] = b"MVN2";
+pub const MAGIC: &[u8; 4] = b"MVN3";
+/// A stdin up to this size travels in the request's datagram; a larger one in a memfd.
+pub const INLINE_MAX: usize = 32 * 1024;
+/// The largest request datagram (the agent's receive buffer): the header and an inline
+/// stdin. Unix datagrams up to the sender's buffer (about 208 KiB by default) are fine.
+pub const DATAGRAM_MAX: usize = 64 * 1024;
 
 /// A forwarded command: the caller's CNI_*/MVNET_* environment, its arguments (argv[0]
 /// first) and its stdin.
@@ -133,8 +146,7 @@ pub fn forward(socket: &Path, exe: Option<String>, args: Vec<String>, stdin: &[u
     }
     let began = Instant::now();
     let start = Forwarded::NotServed { start_agent: true };
-    // The whole request is ready before we connect: the agent's worker then wakes once,
-    // with the request waiting, rather than for the connection and again for the data.
+    // The whole request is ready before we send it: one datagram wakes the agent's worker.
     let prepared = (|| {
         let header = Header {
             exe: exe?,
@@ -149,27 +161,40 @@ pub fn forward(socket: &Path, exe: Option<String>, args: Vec<String>, stdin: &[u
         };
         let netns = std::fs::File::open("/proc/thread-self/ns/net").ok()?;
         let taken = taken_pipe().ok()?;
-        Some((header, netns, taken))
+        let (mine, theirs) = UnixStream::pair().ok()?;
+        let big = if stdin.len() > INLINE_MAX {
+            Some(memfd_holding(stdin).ok()?)
+        } else {
+            None
+        };
+        let inline = if big.is_some() { &[][..] } else { stdin };
+        let msg = encode_request(&header, inline).ok()?;
+        let door = UnixDatagram::unbound().ok()?;
+        Some((header, msg, netns, taken, mine, theirs, big, door))
     })();
+    let Some((header, msg, netns, (taken, taken_w), mut stream, theirs, big, door)) = prepared
+    else {
+        return Forwarded::NotServed { start_agent: false };
+    };
+    let mut fds = vec![netns.as_raw_fd(), taken_w.as_raw_fd(), theirs.as_raw_fd()];
+    if let Some(f) = &big {
+        fds.push(f.as_raw_fd());
+    }
     // Kept on this CPU until we return: whoever we hand over to (an exec of the full plugin,
     // the agent that plugin may start) gets our CPUs back.
     let here = OnThisCpu::new();
-    let door = here
+    let sent = here
         .as_ref()
-        .and_then(|h| UnixStream::connect(cpu_socket(socket, h.cpu)).ok());
-    let Some(mut stream) = door.or_else(|| UnixStream::connect(socket).ok()) else {
-        return start;
-    };
-    let Some((header, netns, (taken, taken_w))) = prepared else {
-        return Forwarded::NotServed { start_agent: false };
-    };
-    let timing = header.request.env.contains_key("MVNET_TIMING");
-    let fds = [netns.as_raw_fd(), taken_w.as_raw_fd()];
-    if send_request(&stream, &header, stdin, &fds).is_err() {
+        .and_then(|h| send_datagram(&door, &cpu_socket(socket, h.cpu), &msg, &fds).ok())
+        .or_else(|| send_datagram(&door, socket, &msg, &fds).ok());
+    if sent.is_none() {
+        // Nobody there: the work is done here, and an agent started for the next one.
         return start;
     }
-    // Only the agent holds the write end now: its end is the only one that can mark it.
-    drop(taken_w);
+    // Only the agent holds these now: its ends are the only ones that can mark the pipe or
+    // answer, and they close when it ends.
+    drop((taken_w, theirs, big));
+    let timing = header.request.env.contains_key("MVNET_TIMING");
     let sent = began.elapsed();
     let mut verdict = [0u8; 1];
     if stream.read_exact(&mut verdict).is_err() || verdict[0] != b'R' {
@@ -188,7 +213,7 @@ pub fn forward(socket: &Path, exe: Option<String>, args: Vec<String>, stdin: &[u
             if timing {
                 let _ = writeln!(
                     std::io::stderr(),
-                    "mvnet forward timing: connect+send={:.3}ms until-reply={:.3}ms",
+                    "mvnet forward timing: send={:.3}ms until-reply={:.3}ms",
                     sent.as_secs_f64() * 1e3,
                     (began.elapsed() - sent).as_secs_f64() * 1e3
                 );
@@ -245,46 +270,58 @@ pub fn mnt_identity() -> Option<String> {
     Some(format!("{}:{}", m.dev(), m.ino()))
 }
 
-fn send_request(
-    stream: &UnixStream,
-    header: &Header,
-    raw: &[u8],
-    fds: &[RawFd],
-) -> std::io::Result<()> {
+/// A request's bytes: the magic, the header and the stdin, each length-prefixed.
+fn encode_request(header: &Header, stdin: &[u8]) -> std::io::Result<Vec<u8>> {
     let head = serde_json::to_vec(header).map_err(std::io::Error::other)?;
-    let mut msg = Vec::with_capacity(12 + head.len() + raw.len());
+    let mut msg = Vec::with_capacity(12 + head.len() + stdin.len());
     msg.extend_from_slice(MAGIC);
-    msg.extend_from_slice(&(head.len() as u32).to_le_bytes());
-    msg.extend_from_slice(&head);
-    msg.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-    msg.extend_from_slice(raw);
-    let sent = send_with_fds(stream.as_raw_fd(), &msg, fds)?;
-    (&*stream).write_all(&msg[sent..])
+    write_chunk(&mut msg, &head);
+    write_chunk(&mut msg, stdin);
+    if msg.len() > DATAGRAM_MAX {
+        return Err(std::io::Error::other(
+            "the request is too large for a datagram",
+        ));
+    }
+    Ok(msg)
 }
 
-/// A request as the agent reads it.
+/// A memfd holding `bytes`, read from its start (a stdin too large for the datagram).
+fn memfd_holding(bytes: &[u8]) -> std::io::Result<std::fs::File> {
+    // SAFETY: memfd_create with a valid C string; the fd is ours.
+    let fd = unsafe { libc::memfd_create(c"mvnet-request".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    f.write_all(bytes)?;
+    Ok(f)
+}
+
+/// A request as the agent receives it.
 pub struct Incoming {
     pub header: Header,
     /// The caller's network namespace.
     pub netns: OwnedFd,
     /// The write end of the caller's taken pipe ([`mark_taken`]).
     pub taken: OwnedFd,
+    /// Where the answer goes; it hangs up when the caller ends.
+    pub reply: UnixStream,
 }
 
-/// Reads a request on the agent's side: the header, stdin, and the two fds.
-pub fn read_request(stream: &UnixStream) -> std::io::Result<Incoming> {
-    // Big enough for most configs; the rest is read from the stream.
-    let mut first = vec![0u8; 8 * 1024];
-    let (n, mut fds) = recv_with_fds(stream.as_raw_fd(), &mut first)?;
-    if fds.len() != 2 {
-        return Err(std::io::Error::other(
-            "not the namespace and the taken pipe",
-        ));
+/// Waits for a request on the agent's datagram socket `door` (`buf`: at least
+/// [`DATAGRAM_MAX`] bytes, reused between calls). An error for anything that is not a
+/// whole request; its fds are closed then, so its caller sees the agent decline.
+pub fn receive_request(door: &UnixDatagram, buf: &mut [u8]) -> std::io::Result<Incoming> {
+    let (n, flags, mut fds) = recv_with_fds(door.as_raw_fd(), buf)?;
+    if flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 || !(3..=4).contains(&fds.len()) {
+        return Err(std::io::Error::other("not a whole request"));
     }
-    let taken = fds.pop().expect("two fds");
-    let netns = fds.pop().expect("two fds");
-    first.truncate(n);
-    let mut rest = std::io::Cursor::new(first).chain(stream);
+    let big = if fds.len() == 4 { fds.pop() } else { None };
+    let reply = UnixStream::from(fds.pop().expect("three fds"));
+    let taken = fds.pop().expect("three fds");
+    let netns = fds.pop().expect("three fds");
+    let mut rest = &buf[..n];
     let mut magic = [0u8; 4];
     rest.read_exact(&mut magic)?;
     if &magic != MAGIC {
@@ -293,10 +330,17 @@ pub fn read_request(stream: &UnixStream) -> std::io::Result<Incoming> {
     let head = read_chunk(&mut rest)?;
     let mut header: Header = serde_json::from_slice(&head).map_err(std::io::Error::other)?;
     header.request.stdin = read_chunk(&mut rest)?;
+    if let Some(fd) = big {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::File::from(fd);
+        f.seek(SeekFrom::Start(0))?;
+        f.read_to_end(&mut header.request.stdin)?;
+    }
     Ok(Incoming {
         header,
         netns,
         taken,
+        reply,
     })
 }
 
@@ -345,13 +389,32 @@ fn one_buffer_message(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr
     msg
 }
 
-fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> std::io::Result<usize> {
+/// Sends `data` with `fds` as one datagram from `sock` to the socket bound at `to`.
+fn send_datagram(
+    sock: &UnixDatagram,
+    to: &Path,
+    data: &[u8],
+    fds: &[RawFd],
+) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: a plain C struct, for which all-zero bytes are a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let path = to.as_os_str().as_bytes();
+    if path.len() >= addr.sun_path.len() {
+        return Err(std::io::Error::other("socket path too long"));
+    }
+    for (d, s) in addr.sun_path.iter_mut().zip(path) {
+        *d = *s as libc::c_char;
+    }
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
     let mut control = [0u8; CMSG_SPACE];
     let mut msg = one_buffer_message(&mut iov, &mut control);
+    msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
     let bytes = std::mem::size_of_val(fds) as u32;
     // SAFETY: CMSG_SPACE/CMSG_LEN compute sizes only.
     let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
@@ -369,16 +432,17 @@ fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> std::io::Result<usi
         }
     }
     // SAFETY: msg points at live buffers for the duration of the call.
-    let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(n as usize)
+    Ok(())
 }
 
 /// Receives into `buf`, with the fds passed on these bytes (all of them, in order: each is
 /// ours to close, kept or not).
-fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+/// Also returns the message's flags (MSG_TRUNC, MSG_CTRUNC).
+fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, i32, Vec<OwnedFd>)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
@@ -405,17 +469,15 @@ fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<Own
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    Ok((n as usize, fds))
+    Ok((n as usize, msg.msg_flags, fds))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_request_and_its_namespace_pass_through_a_socket_pair() {
-        let (a, b) = UnixStream::pair().unwrap();
-        let header = Header {
+    fn header() -> Header {
+        Header {
             exe: "e".into(),
             mnt: "m".into(),
             request: Request {
@@ -423,47 +485,91 @@ mod tests {
                 args: vec!["mvnet-cni".into()],
                 stdin: Vec::new(),
             },
-        };
-        let ns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
-        let (taken, taken_w) = taken_pipe().unwrap();
-        let fds = [ns.as_raw_fd(), taken_w.as_raw_fd()];
-        send_request(&a, &header, b"{\"x\":1}", &fds).unwrap();
-        drop(taken_w);
-        let got = read_request(&b).unwrap();
-        let h = &got.header;
-        assert_eq!(h.request.env["CNI_COMMAND"], "ADD");
-        assert_eq!(h.request.args, ["mvnet-cni"]);
-        assert_eq!(h.request.stdin, b"{\"x\":1}");
-        let passed = std::fs::metadata(format!("/proc/self/fd/{}", got.netns.as_raw_fd())).unwrap();
-        assert_eq!(passed.ino(), ns.metadata().unwrap().ino());
-        // The pipe: unmarked until the agent marks it; then marked.
-        assert!(!was_taken(&taken));
-        assert!(mark_taken(&got.taken));
-        assert!(was_taken(&taken));
-        // A caller gone: marking fails, so the agent does nothing for it.
-        drop(taken);
-        assert!(!mark_taken(&got.taken));
+        }
+    }
+
+    /// A private directory for sockets, removed on drop.
+    struct Dir(std::path::PathBuf);
+    impl Dir {
+        fn new(what: &str) -> Dir {
+            let d =
+                std::env::temp_dir().join(format!("mvnet-forward-{what}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Dir(d)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_request_its_fds_and_a_large_stdin_pass_in_one_datagram() {
+        let dir = Dir::new("dgram");
+        let at = dir.0.join("agent.sock");
+        let agent = UnixDatagram::bind(&at).unwrap();
+        let mut buf = vec![0u8; DATAGRAM_MAX];
+        let big = vec![b'x'; INLINE_MAX + 1];
+        for stdin in [&b"{\"x\":1}"[..], &big[..]] {
+            let ns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+            let (taken, taken_w) = taken_pipe().unwrap();
+            let (mut mine, theirs) = UnixStream::pair().unwrap();
+            let memfd = (stdin.len() > INLINE_MAX).then(|| memfd_holding(stdin).unwrap());
+            let mut fds = vec![ns.as_raw_fd(), taken_w.as_raw_fd(), theirs.as_raw_fd()];
+            fds.extend(memfd.as_ref().map(|f| f.as_raw_fd()));
+            let inline = if memfd.is_some() { &[][..] } else { stdin };
+            let msg = encode_request(&header(), inline).unwrap();
+            send_datagram(&UnixDatagram::unbound().unwrap(), &at, &msg, &fds).unwrap();
+            drop((taken_w, theirs, memfd));
+            let got = receive_request(&agent, &mut buf).unwrap();
+            let h = &got.header;
+            assert_eq!(h.request.env["CNI_COMMAND"], "ADD");
+            assert_eq!(h.request.args, ["mvnet-cni"]);
+            assert_eq!(h.request.stdin, stdin);
+            let passed =
+                std::fs::metadata(format!("/proc/self/fd/{}", got.netns.as_raw_fd())).unwrap();
+            assert_eq!(passed.ino(), ns.metadata().unwrap().ino());
+            // The reply channel leads back to the caller.
+            (&got.reply).write_all(b"R").unwrap();
+            let mut r = [0u8; 1];
+            mine.read_exact(&mut r).unwrap();
+            assert_eq!(&r, b"R");
+            // The pipe: unmarked until the agent marks it; then marked.
+            assert!(!was_taken(&taken));
+            assert!(mark_taken(&got.taken));
+            assert!(was_taken(&taken));
+            // A caller gone: marking fails, and its reply channel says it hung up.
+            drop(taken);
+            assert!(!mark_taken(&got.taken));
+        }
+        // A request too large for a datagram is not sent at all.
+        let mut huge = header();
+        huge.request.args = vec!["y".repeat(DATAGRAM_MAX)];
+        assert!(encode_request(&huge, b"").is_err());
+        // Anything else is refused: no fds, or not our magic.
+        let junk = UnixDatagram::unbound().unwrap();
+        junk.send_to(b"MVN3", &at).unwrap();
+        assert!(receive_request(&agent, &mut buf).is_err());
+        let (_keep, theirs) = UnixStream::pair().unwrap();
+        let fd = theirs.as_raw_fd();
+        send_datagram(&junk, &at, b"MVN2\0\0\0\0\0\0\0\0", &[fd, fd, fd]).unwrap();
+        assert!(receive_request(&agent, &mut buf).is_err());
     }
 
     /// The caller's view of each way an agent can answer, through a real socket.
     #[test]
     fn served_declined_lost_or_untouched() {
-        let dir = std::env::temp_dir().join(format!("mvnet-forward-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        struct Gone(std::path::PathBuf);
-        impl Drop for Gone {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-        let _gone = Gone(dir.clone());
-        let sock = dir.join("agent.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let dir = Dir::new("ways");
+        let sock = dir.0.join("agent.sock");
+        let door = UnixDatagram::bind(&sock).unwrap();
         // What the agent does with each request, in turn.
         let agent = std::thread::spawn(move || {
+            let mut buf = vec![0u8; DATAGRAM_MAX];
             for way in ["reply", "decline", "take and die", "die"] {
-                let (mut s, _) = listener.accept().unwrap();
-                let got = read_request(&s).unwrap();
+                let got = receive_request(&door, &mut buf).unwrap();
+                let mut s = &got.reply;
                 match way {
                     "reply" => {
                         assert!(mark_taken(&got.taken));
@@ -483,6 +589,7 @@ mod tests {
                     _ => {}
                 }
             }
+            door
         });
         let call = || forward(&sock, Some("exe".into()), vec!["x".into()], b"{}");
         match call() {
@@ -492,7 +599,33 @@ mod tests {
         assert!(matches!(call(), Forwarded::NotServed { start_agent: true }));
         assert!(matches!(call(), Forwarded::Lost));
         assert!(matches!(call(), Forwarded::NotServed { start_agent: true }));
-        agent.join().unwrap();
+        // An agent that ends with a request still queued: its fds close with its socket.
+        let door = agent.join().unwrap();
+        let queued = std::thread::spawn(move || call_at(&dir.0.join("agent.sock")));
+        while door_queue_is_empty(&door) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(door);
+        assert!(matches!(
+            queued.join().unwrap(),
+            Forwarded::NotServed { start_agent: true }
+        ));
+        // And no agent at all.
+        assert!(matches!(call(), Forwarded::NotServed { start_agent: true }));
+    }
+
+    fn call_at(sock: &Path) -> Forwarded {
+        forward(sock, Some("exe".into()), vec!["x".into()], b"{}")
+    }
+
+    fn door_queue_is_empty(door: &UnixDatagram) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: door.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, without waiting.
+        unsafe { libc::poll(&mut pfd, 1, 0) == 0 }
     }
 
     #[test]
