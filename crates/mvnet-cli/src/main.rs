@@ -14,8 +14,12 @@ use std::process::ExitCode;
 
 use mvnet_core::resident::{self, Forwarded, Reply, Request, Service};
 
+/// Most `mvnet` processes live a millisecond (a forwarded `network connect`): their memory
+/// comes from an arena that is never freed (no mmap/munmap per buffer, see the arena's
+/// notes), and then from the agent's caching allocator.
 #[global_allocator]
-static ALLOCATOR: mvnet_core::alloc::CachingAlloc = mvnet_core::alloc::CachingAlloc;
+static ALLOCATOR: mvnet_forward::arena::Arena<mvnet_core::alloc::CachingAlloc> =
+    mvnet_forward::arena::Arena(mvnet_core::alloc::CachingAlloc);
 
 /// `mvnet network connect` and `disconnect` are served by the state root's resident agent
 /// when one runs (`mvnet_core::resident`): they are what a runtime calls per container,

@@ -18,6 +18,12 @@ use std::process::{Command, ExitCode, Stdio};
 use mvnet_forward::Forwarded;
 use serde_json::Value;
 
+/// Memory that is never freed: this process exits within a millisecond (see the arena's
+/// notes).
+#[global_allocator]
+static ALLOCATOR: mvnet_forward::arena::Arena<std::alloc::System> =
+    mvnet_forward::arena::Arena(std::alloc::System);
+
 /// The full plugin, beside this binary.
 const FULL: &str = "mvnet-cni-full";
 /// `mvnet_core::engine::DEFAULT_ROOT` (a test checks they agree).

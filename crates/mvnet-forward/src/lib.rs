@@ -26,6 +26,8 @@
 //! was done. An agent that dies with the request still queued closes its fds with it, so
 //! the caller sees the same end.
 
+pub mod arena;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
