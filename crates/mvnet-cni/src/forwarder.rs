@@ -10,7 +10,6 @@
 //! module), so a forwarded command and one done by the full plugin print the same bytes.
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -101,7 +100,7 @@ fn exec_full(full: Option<&std::path::Path>, raw: &[u8], lost: bool) -> ExitCode
     let Some(full) = full else {
         return fail("cannot read /proc/self/exe to find mvnet-cni-full".into());
     };
-    let stdin = match stdin_of(raw) {
+    let stdin = match mvnet_forward::memfd_holding(c"mvnet-cni-config", raw) {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot pass the config on to {FULL}: {e}")),
     };
@@ -121,21 +120,6 @@ fn exec_full(full: Option<&std::path::Path>, raw: &[u8], lost: bool) -> ExitCode
         "cannot run {} ({e}): mvnet-cni needs {FULL} in the same directory; reinstall mvnet",
         full.display()
     ))
-}
-
-/// A file holding `raw`, read from its start: the full plugin's stdin.
-fn stdin_of(raw: &[u8]) -> std::io::Result<std::fs::File> {
-    // SAFETY: memfd_create with a valid C string; the fd is ours.
-    let fd = unsafe { libc::memfd_create(c"mvnet-cni-config".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd that nothing else owns.
-    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    f.write_all(raw)?;
-    use std::io::Seek;
-    f.rewind()?;
-    Ok(f)
 }
 
 /// The spec's error on stdout, for the one failure the full plugin cannot report: it is

@@ -165,7 +165,7 @@ pub fn forward(socket: &Path, exe: Option<String>, args: Vec<String>, stdin: &[u
         let taken = taken_pipe().ok()?;
         let (mine, theirs) = UnixStream::pair().ok()?;
         let big = if stdin.len() > INLINE_MAX {
-            Some(memfd_holding(stdin).ok()?)
+            Some(memfd_holding(c"mvnet-request", stdin).ok()?)
         } else {
             None
         };
@@ -287,16 +287,19 @@ fn encode_request(header: &Header, stdin: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(msg)
 }
 
-/// A memfd holding `bytes`, read from its start (a stdin too large for the datagram).
-fn memfd_holding(bytes: &[u8]) -> std::io::Result<std::fs::File> {
+/// A memfd named `name` holding `bytes`, positioned at its start: a stdin too large for
+/// the request's datagram, or the config the forwarder hands to the full plugin.
+pub fn memfd_holding(name: &std::ffi::CStr, bytes: &[u8]) -> std::io::Result<std::fs::File> {
+    use std::io::Seek;
     // SAFETY: memfd_create with a valid C string; the fd is ours.
-    let fd = unsafe { libc::memfd_create(c"mvnet-request".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a fresh fd that nothing else owns.
     let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     f.write_all(bytes)?;
+    f.rewind()?;
     Ok(f)
 }
 
@@ -518,7 +521,8 @@ mod tests {
             let ns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
             let (taken, taken_w) = taken_pipe().unwrap();
             let (mut mine, theirs) = UnixStream::pair().unwrap();
-            let memfd = (stdin.len() > INLINE_MAX).then(|| memfd_holding(stdin).unwrap());
+            let memfd =
+                (stdin.len() > INLINE_MAX).then(|| memfd_holding(c"mvnet-request", stdin).unwrap());
             let mut fds = vec![ns.as_raw_fd(), taken_w.as_raw_fd(), theirs.as_raw_fd()];
             fds.extend(memfd.as_ref().map(|f| f.as_raw_fd()));
             let inline = if memfd.is_some() { &[][..] } else { stdin };
