@@ -34,6 +34,21 @@ fn ip_in_range(ip: &str) -> bool {
 /// The scenario: a container leases its address from the LAN's server, reaches
 /// the gateway and the outside, the server's lease file lists its MAC, client id and
 /// hostname, inspect shows the lease, and `rm` releases it.
+/// Waits (up to 5 s) until the server's lease file no longer lists `ip`. DHCPRELEASE has
+/// no answer: the command that sends it returns before dnsmasq has read it and rewritten
+/// its lease file.
+fn assert_released(dhcpd: &Dhcpd, ip: &str, what: &str) {
+    let started = Instant::now();
+    while dhcpd.leases().contains(ip) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: still leased: {}",
+            dhcpd.leases()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_container_leases_its_address_from_the_lans_server() {
     let lab = TestLab::new();
@@ -113,11 +128,7 @@ fn a_container_leases_its_address_from_the_lans_server() {
     let o = lab.mvnet(&["rm", "-f", "printer-spooler"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.stderr.is_empty(), "rm: {}", o.stderr);
-    assert!(
-        !dhcpd.leases().contains(&ip),
-        "DHCPRELEASE must remove the lease: {}",
-        dhcpd.leases()
-    );
+    assert_released(&dhcpd, &ip, "DHCPRELEASE must remove the lease");
     assert!(dhcpd.log().contains("DHCPRELEASE"), "{}", dhcpd.log());
 }
 
@@ -353,11 +364,7 @@ fn cni_add_check_del_with_dhcp() {
     assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
     let d = lab.cni("DEL", &ns.path, "eth0", "pod-1", conf);
     assert_eq!(d.code, 0, "{}{}", d.stdout, d.stderr);
-    assert!(
-        !dhcpd.leases().contains(&ip),
-        "DEL must release: {}",
-        dhcpd.leases()
-    );
+    assert_released(&dhcpd, &ip, "DEL must release");
     let d = lab.cni("DEL", &ns.path, "eth0", "pod-1", conf);
     assert_eq!(d.code, 0, "DEL is idempotent: {}{}", d.stdout, d.stderr);
 }
@@ -537,15 +544,7 @@ fn disconnect_releases_the_lease() {
     assert!(ip_in_range(&ip), "{ip}");
     assert!(dhcpd.leases().contains(&ip), "{}", dhcpd.leases());
     lab.ok(&["network", "disconnect", "lan", "two"]);
-    let started = Instant::now();
-    while dhcpd.leases().contains(&ip) {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "still leased: {}",
-            dhcpd.leases()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_released(&dhcpd, &ip, "disconnect must release");
     assert!(dhcpd.log().contains("DHCPRELEASE"), "{}", dhcpd.log());
     assert!(lab.container_reaches("two", "10.103.19.1"));
 }

@@ -47,6 +47,8 @@ pub const LOST_ENV: &str = "MVNET_AGENT_LOST";
 pub const MAGIC: &[u8; 4] = b"MVN3";
 /// A stdin up to this size travels in the request's datagram; a larger one in a memfd.
 pub const INLINE_MAX: usize = 32 * 1024;
+/// The largest stdin the agent accepts in a memfd (a CNI config is kilobytes).
+pub const BIG_STDIN_MAX: u64 = 16 << 20;
 /// The largest request datagram (the agent's receive buffer): the header and an inline
 /// stdin. Unix datagrams up to the sender's buffer (about 208 KiB by default) are fine.
 pub const DATAGRAM_MAX: usize = 64 * 1024;
@@ -336,10 +338,19 @@ pub fn receive_request(door: &UnixDatagram, buf: &mut [u8]) -> std::io::Result<I
     let mut header: Header = serde_json::from_slice(&head).map_err(std::io::Error::other)?;
     header.request.stdin = read_chunk(&mut rest)?;
     if let Some(fd) = big {
+        // Read before the caller's uid is checked (that check needs the whole request), so
+        // only what cannot block or grow without end: a regular file (the memfd), up to
+        // its size at this moment and at most BIG_STDIN_MAX.
         use std::io::{Seek, SeekFrom};
         let mut f = std::fs::File::from(fd);
+        let meta = f.metadata()?;
+        if !meta.is_file() || meta.len() > BIG_STDIN_MAX {
+            return Err(std::io::Error::other(
+                "the stdin fd is not a memfd of a sane size",
+            ));
+        }
         f.seek(SeekFrom::Start(0))?;
-        f.read_to_end(&mut header.request.stdin)?;
+        f.take(meta.len()).read_to_end(&mut header.request.stdin)?;
     }
     Ok(Incoming {
         header,
@@ -562,6 +573,15 @@ mod tests {
         let fd = theirs.as_raw_fd();
         send_datagram(&junk, &at, b"MVN2\0\0\0\0\0\0\0\0", &[fd, fd, fd]).unwrap();
         assert!(receive_request(&agent, &mut buf).is_err());
+        // A fourth fd that is not a regular file (here an empty pipe, whose writer stays
+        // open) is refused at once instead of blocking the agent's worker on a read.
+        let (pipe_r, _pipe_w) = taken_pipe().unwrap();
+        let msg = encode_request(&header(), b"").unwrap();
+        send_datagram(&junk, &at, &msg, &[fd, fd, fd, pipe_r.as_raw_fd()]).unwrap();
+        let err = receive_request(&agent, &mut buf)
+            .err()
+            .expect("a pipe is refused");
+        assert!(err.to_string().contains("not a memfd"), "{err}");
     }
 
     /// The caller's view of each way an agent can answer, through a real socket.

@@ -356,10 +356,13 @@ fn orphan_pass() -> Vec<String> {
     if candidates.is_empty() {
         return candidates;
     }
-    let mut roots: Vec<String> = names("/run/mvnet/lab")
-        .into_iter()
-        .map(|n| format!("/run/mvnet/lab/{n}"))
-        .collect();
+    // Every state root a test may be using right now, not only this test's: another test
+    // binary (or a benchmark run) may run beside this one, and its container is no orphan.
+    // Tests keep their roots in labs (/run/mvnet/lab/NAME, and NAME/hosts/PART for more
+    // hosts) or under the temp directory (the benchmark's smoke run, DHCP and Docker labs).
+    let mut roots = Vec::new();
+    state_roots_under(std::path::Path::new("/run/mvnet/lab"), 3, &mut roots);
+    state_roots_under(&std::env::temp_dir(), 3, &mut roots);
     roots.push(mvnet_core::engine::DEFAULT_ROOT.to_string());
     for root in &roots {
         // Read in place, never created: another test's lab may be going away right now,
@@ -383,6 +386,25 @@ fn orphan_pass() -> Vec<String> {
     }
     candidates.sort();
     candidates
+}
+
+/// The directories under `dir`, down to `depth` levels, that hold an mvnet state
+/// (`mvnet.db`). Symbolic links are not followed.
+fn state_roots_under(dir: &std::path::Path, depth: usize, roots: &mut Vec<String>) {
+    if dir.join("mvnet.db").is_file() {
+        roots.push(dir.display().to_string());
+    }
+    if depth == 0 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            state_roots_under(&e.path(), depth - 1, roots);
+        }
+    }
 }
 
 #[allow(unused_imports)]
