@@ -548,3 +548,54 @@ fn disconnect_releases_the_lease() {
     assert!(dhcpd.log().contains("DHCPRELEASE"), "{}", dhcpd.log());
     assert!(lab.container_reaches("two", "10.103.19.1"));
 }
+
+/// A lease agent whose state root is removed (a lab torn down, the directory deleted)
+/// leaves by itself within a few seconds; it used to stay forever.
+#[test]
+fn the_lease_agent_leaves_when_its_state_root_is_removed() {
+    common::require_root();
+    let root = common::Scratch::new("mvnet-dhcp-gone");
+    drop(mvnet_core::engine::Engine::open(&root).expect("a state root"));
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_mvnet")).with_file_name("mvnet-dhcp");
+    let mut agent = std::process::Command::new(exe)
+        .arg("--root")
+        .arg(&*root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the lease agent");
+    // Killed whatever happens below (a no-op once it has left).
+    struct Reap<'a>(&'a mut std::process::Child);
+    impl Drop for Reap<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let agent = Reap(&mut agent);
+    let sock = mvnet_core::dhcp::agent_socket(&root);
+    let started = Instant::now();
+    while !sock.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the agent never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        agent.0.try_wait().unwrap().is_none(),
+        "the agent left early"
+    );
+    std::fs::remove_dir_all(&*root).unwrap();
+    let removed = Instant::now();
+    loop {
+        if agent.0.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(10),
+            "the agent still runs 10 s after its root was removed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -77,7 +77,7 @@ fn run(root: &Path) -> Result<(), String> {
     }
     let dir = mvnet_core::dhcp::agent_dir(root);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let _lock = match lock(&dir.join("agent.lock"))? {
+    let held_lock = match lock(&dir.join("agent.lock"))? {
         Some(l) => l,
         None => {
             eprintln!(
@@ -95,6 +95,7 @@ fn run(root: &Path) -> Result<(), String> {
     let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
     let leases: Leases = Arc::new(Mutex::new(BTreeMap::new()));
     resume(root, &leases);
+    leave_when_replaced(dir.join("agent.lock"), &held_lock, root);
     eprintln!("mvnet-dhcp: listening on {}", sock.display());
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
@@ -102,6 +103,30 @@ fn run(root: &Path) -> Result<(), String> {
         std::thread::spawn(move || serve(conn, &root, &leases));
     }
     Ok(())
+}
+
+/// How often the agent checks that its state root is still there.
+const ROOT_CHECK: Duration = Duration::from_secs(2);
+
+/// Ends the agent once its lock file is no longer the one it holds: the state root was
+/// removed (a lab torn down, the directory deleted), or removed and made again, where a
+/// new agent may already serve it. Nobody could reach this agent any more, and without
+/// it the lease processes end too (their stdin closes). Without this, such an agent
+/// stayed forever.
+fn leave_when_replaced(lock_path: PathBuf, held: &std::fs::File, root: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ours) = held.metadata().map(|m| (m.dev(), m.ino())) else {
+        return;
+    };
+    let root = root.to_path_buf();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(ROOT_CHECK);
+        let now = std::fs::metadata(&lock_path).map(|m| (m.dev(), m.ino()));
+        if now.ok() != Some(ours) {
+            eprintln!("mvnet-dhcp: {} is gone; leaving", root.display());
+            std::process::exit(0);
+        }
+    });
 }
 
 /// The agent's lock: held for its whole life, so a second agent (two front ends starting
