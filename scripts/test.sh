@@ -17,11 +17,7 @@ stage cargo test --workspace -- --test-threads=8
 # features (about a minute here).
 static_cni_tests() {
   local bins b plugin=$PWD/target/x86_64-unknown-linux-musl/release/mvnet-cni
-  mapfile -t bins < <(cargo test --workspace --no-run --message-format=json 2>/dev/null \
-    | jq -r 'select(.reason=="compiler-artifact" and .profile.test==true
-          and (.manifest_path|endswith("/mvnet-cni/Cargo.toml"))
-          and (.target.kind|index("test")) and (.target.name=="cni" or .target.name=="resident"))
-          | .executable')
+  mapfile -t bins < <(bash scripts/test-binaries.sh cni resident)
   [ "${#bins[@]}" -eq 2 ] || { echo "test.sh: expected the cni and resident test binaries, found ${#bins[@]}" >&2; return 1; }
   for b in "${bins[@]}"; do
     (cd crates/mvnet-cni && MVNET_TEST_CNI_PLUGIN=$plugin "$b" --test-threads=8)

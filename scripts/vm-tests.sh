@@ -11,11 +11,8 @@ cd "$(dirname "$0")/.."
 # plus probe and announce (ARP/DAD timing and sysctls are kernel behaviour too), plus Docker
 # parity (disable_ipv6, DAD with a parent that is down), plus the Docker plugin's ipvlan and
 # 802.1Q cases (a private dockerd inside the VM).
-wanted='["vlan","ipvlan","doctor","demo","netlink","containers","modes","probe","announce","docker_parity","docker_fullkernel"]'
-mapfile -t bins < <(cargo test --workspace --no-run --message-format=json 2>/dev/null \
-  | jq -r --argjson w "$wanted" 'select(.reason=="compiler-artifact" and .profile.test==true
-        and (.target.kind|index("test")) and (.target.name as $n | $w | index($n)))
-        | .executable')
+mapfile -t bins < <(bash scripts/test-binaries.sh vlan ipvlan doctor demo netlink containers \
+  modes probe announce docker_parity docker_fullkernel)
 # The Docker cases last: a stopped dockerd's containerd and shims wind down for a while,
 # and would slow the timing-sensitive tests after them.
 mapfile -t bins < <(printf '%s\n' "${bins[@]}" | grep -v '/docker_fullkernel-'; printf '%s\n' "${bins[@]}" | grep '/docker_fullkernel-')
