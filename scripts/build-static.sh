@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The static (musl) release builds of every binary the package ships (mvnet, mvnet-cni,
-# mvnet-cni-full, mvnet-docker, mvnet-dhcp) and of the benchmark's floor (mvnet-floor).
+# The static (musl) release builds of every binary the package ships (mvnet, mvnet-full,
+# mvnet-cni, mvnet-cni-full, mvnet-docker, mvnet-dhcp) and of the benchmark's floor
+# (mvnet-floor).
 # What matters most is the short-lived ones, mvnet and mvnet-cni: a static musl binary
 # starts in about a third of the time of a dynamic glibc one here (no dynamic relocation,
 # and no glibc CPU-feature probing, whose cpuid instructions trap in a virtual machine).

@@ -26,7 +26,7 @@ mkdir -p "$root/var/lib/dpkg/updates" "$root/var/lib/dpkg/info"
 touch "$root/var/lib/dpkg/status"
 
 dpkg_root -i "$deb"
-for f in usr/bin/mvnet usr/bin/mvnet-docker usr/bin/mvnet-dhcp usr/lib/cni/mvnet-cni \
+for f in usr/bin/mvnet usr/bin/mvnet-full usr/bin/mvnet-docker usr/bin/mvnet-dhcp usr/lib/cni/mvnet-cni \
          usr/lib/cni/mvnet-cni-full \
          lib/systemd/system/mvnet-dhcp.service lib/systemd/system/mvnet-fleet.service \
          lib/systemd/system/mvnet-docker.service lib/systemd/system/mvnet-restore.service \

@@ -18,7 +18,9 @@ rm -rf "$tree"
 install -d "$tree"/{DEBIAN,usr/bin,usr/lib/cni,usr/lib/mvnet/cni,lib/systemd/system} \
   "$tree"/usr/share/{man/man1,doc/mvnet,bash-completion/completions,zsh/vendor-completions} \
   "$tree"/usr/share/fish/vendor_completions.d
-for b in mvnet mvnet-docker mvnet-dhcp; do
+# mvnet is the small forwarder users and runtimes start; it runs mvnet-full, beside it,
+# for whatever the resident agent does not serve.
+for b in mvnet mvnet-full mvnet-docker mvnet-dhcp; do
   install -m 0755 -s "$static/$b" "$tree/usr/bin/$b"
 done
 # mvnet-cni is the small forwarder runtimes start; it runs mvnet-cni-full, beside it, for

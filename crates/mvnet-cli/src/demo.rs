@@ -80,8 +80,11 @@ impl Demo {
 }
 
 pub fn run(name: &str, keep: bool) -> Result<u8> {
-    let exe = std::env::current_exe()
-        .map_err(|e| mvnet_core::Error::io("find the mvnet executable", e))?
+    let full = std::env::current_exe()
+        .map_err(|e| mvnet_core::Error::io("find the mvnet executable", e))?;
+    // The commands run as users run them: through `mvnet`, the forwarder beside us.
+    let forwarder = full.with_file_name("mvnet");
+    let exe = if forwarder.is_file() { forwarder } else { full }
         .display()
         .to_string();
     println!("# Building the sandbox lab '{name}': a LAN made of network namespaces.");

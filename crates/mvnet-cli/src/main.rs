@@ -6,10 +6,11 @@ mod commands;
 mod demo;
 mod filter;
 mod format;
+mod forwardable;
+mod quick_parse;
 mod table;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use mvnet_core::resident::{self, Forwarded, Reply, Request, Service};
@@ -29,22 +30,6 @@ static AGENT: Service = Service {
     handle: agent_handle,
 };
 
-/// The state root of a command the agent may serve: `network connect|disconnect` with
-/// no `--root` and no help.
-fn forwardable(args: &[String]) -> Option<PathBuf> {
-    let shape = args.len() > 3
-        && args[1] == "network"
-        && matches!(args[2].as_str(), "connect" | "disconnect");
-    let plain = !args
-        .iter()
-        .any(|a| a == "-h" || a == "--help" || a == "--root" || a.starts_with("--root="));
-    (shape && plain).then(|| {
-        std::env::var_os("MVNET_ROOT")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(mvnet_core::engine::DEFAULT_ROOT))
-    })
-}
-
 /// In the agent: the command, as `main` runs it, with its stderr lines captured.
 fn agent_handle(req: &Request) -> Reply {
     let quiet = |status| Reply {
@@ -52,7 +37,7 @@ fn agent_handle(req: &Request) -> Reply {
         status,
     };
     let t = std::time::Instant::now();
-    let parsed = parse_in_agent(&req.args);
+    let parsed = quick_parse::parse(&req.args).map_or_else(|| parse_in_agent(&req.args), Ok);
     if req.env.contains_key("MVNET_TIMING") {
         mvnet_core::to_stderr(&format!(
             "mvnet agent parse={:.3}ms",
@@ -141,8 +126,15 @@ fn main() -> ExitCode {
     }
     let raw_args: Vec<String> = std::env::args().collect();
     let mut start_agent = None;
-    if let Some(root) = forwardable(&raw_args) {
-        match resident::forward(&AGENT, &root, raw_args, b"") {
+    if let Some(root) = forwardable::forwardable(&raw_args) {
+        // The forwarder (`mvnet`) lost the agent that had taken this command: say so, as
+        // when it happens here.
+        let forwarded = if std::env::var_os(mvnet_forward::LOST_ENV).is_some() {
+            Forwarded::Lost
+        } else {
+            resident::forward(&AGENT, &root, raw_args, b"")
+        };
+        match forwarded {
             Forwarded::Served(reply) => {
                 let _ = std::io::stdout().write_all(reply.stdout.as_bytes());
                 return ExitCode::from(reply.status);
@@ -182,5 +174,34 @@ fn run() -> ExitCode {
             eprintln!("mvnet: error: {}", mvnet_core::one_line(&e.to_string()));
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_forwarders_constants_agree_with_the_core() {
+        assert_eq!(forwardable::DEFAULT_ROOT, mvnet_core::engine::DEFAULT_ROOT);
+        let root = Path::new("/r");
+        assert_eq!(root.join(forwardable::SOCKET), AGENT.socket(root));
+    }
+
+    #[test]
+    fn only_plain_network_connect_and_disconnect_are_forwarded() {
+        let f = |a: &str| {
+            let v: Vec<String> = a.split(' ').map(String::from).collect();
+            forwardable::forwardable(&v).is_some()
+        };
+        assert!(f("mvnet network connect n c"));
+        assert!(f("mvnet network disconnect n --netns /p"));
+        assert!(!f("mvnet network connect"));
+        assert!(!f("mvnet network create n x"));
+        assert!(!f("mvnet network connect n c --help"));
+        assert!(!f("mvnet network connect n c --root=/x"));
+        assert!(!f("mvnet network connect --root /x n c"));
+        assert!(!f("mvnet run network connect n"));
     }
 }

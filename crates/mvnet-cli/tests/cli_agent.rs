@@ -144,3 +144,48 @@ fn background_commands_leave_a_removed_root_removed() {
         assert!(!root.exists(), "{args:?} created {}", root.display());
     }
 }
+
+/// `mvnet` is a small forwarder that runs `mvnet-full` for everything the agent does not
+/// serve: without it beside, it says so and what to do.
+#[test]
+fn the_forwarder_says_when_the_full_cli_is_missing() {
+    let dir = std::env::temp_dir().join(format!("mvnet-lone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lone = dir.join("mvnet");
+    std::fs::copy(MVNET, &lone).unwrap();
+    let o = Command::new(&lone).arg("version").output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("mvnet: error: cannot run ")
+            && err.contains("mvnet needs mvnet-full in the same directory; reinstall mvnet")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+/// When the agent that took a command ends mid-way, the forwarder hands the command to the
+/// full CLI with MVNET_AGENT_LOST set, which reports it as when it forwards itself (and
+/// does not run the command a second time).
+#[test]
+fn the_full_cli_reports_an_agent_lost_by_the_forwarder() {
+    let root = std::env::temp_dir().join(format!("mvnet-lost-{}", std::process::id()));
+    let o = Command::new(env!("CARGO_BIN_EXE_mvnet-full"))
+        .args(["network", "connect", "n", "--netns", "/proc/self/ns/net"])
+        .env("MVNET_ROOT", &root)
+        .env("MVNET_AGENT_LOST", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("mvnet: error: the mvnet agent ended while it ran this command"),
+        "{err}"
+    );
+    assert!(
+        !root.exists(),
+        "the command ran: {} was made",
+        root.display()
+    );
+}
