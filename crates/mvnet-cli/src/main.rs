@@ -28,7 +28,25 @@ static ALLOCATOR: mvnet_forward::arena::Arena<mvnet_core::alloc::CachingAlloc> =
 static AGENT: Service = Service {
     name: "cli",
     handle: agent_handle,
+    key: agent_key,
 };
+
+/// The container (or namespace) a forwarded `network connect|disconnect` acts on: the agent
+/// runs the commands of one target in turn (`mvnet_core::resident::Service::key`).
+fn agent_key(req: &Request) -> Option<String> {
+    let args = quick_parse::parse(&req.args).or_else(|| parse_in_agent(&req.args).ok())?;
+    match args.command {
+        cli::Command::Network(
+            cli::NetworkCmd::Connect {
+                container, netns, ..
+            }
+            | cli::NetworkCmd::Disconnect {
+                container, netns, ..
+            },
+        ) => container.or(netns),
+        _ => None,
+    }
+}
 
 /// In the agent: the command, as `main` runs it, with its stderr lines captured.
 fn agent_handle(req: &Request) -> Reply {
@@ -187,6 +205,27 @@ mod tests {
         assert_eq!(forwardable::DEFAULT_ROOT, mvnet_core::engine::DEFAULT_ROOT);
         let root = Path::new("/r");
         assert_eq!(root.join(forwardable::SOCKET), AGENT.socket(root));
+    }
+
+    #[test]
+    fn the_agent_runs_the_commands_of_one_target_in_turn() {
+        let key = |a: &str| {
+            agent_key(&Request {
+                env: Default::default(),
+                args: a.split(' ').map(String::from).collect(),
+                stdin: Vec::new(),
+            })
+        };
+        assert_eq!(key("mvnet network connect n c"), Some("c".into()));
+        assert_eq!(key("mvnet network disconnect n c"), Some("c".into()));
+        assert_eq!(
+            key("mvnet network connect --ip 10.0.0.2 n --netns /p"),
+            Some("/p".into())
+        );
+        // A form left to clap has its key too; help has none.
+        assert_eq!(key("mvnet network connect n -- c"), Some("c".into()));
+        assert_eq!(key("mvnet network connect -h"), None);
+        assert_eq!(key("mvnet network ls"), None);
     }
 
     #[test]

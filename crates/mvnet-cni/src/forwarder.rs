@@ -146,6 +146,7 @@ mod tests {
         mvnet_core::resident::Service {
             name: "cni",
             handle: |_| unreachable!(),
+            key: |_| None,
         }
     }
 

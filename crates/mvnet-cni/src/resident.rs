@@ -21,7 +21,18 @@ const REQUIRED_ENV: &str = "MVNET_AGENT_REQUIRED";
 pub static SERVICE: Service = Service {
     name: "cni",
     handle,
+    key,
 };
+
+/// The container's interface a command acts on: the agent runs ADD, DEL and CHECK of one
+/// interface in turn (`mvnet_core::resident::Service::key`), as the spec has runtimes do.
+fn key(req: &Request) -> Option<String> {
+    Some(format!(
+        "{} {}",
+        req.var("CNI_CONTAINERID")?,
+        req.var("CNI_IFNAME").unwrap_or_default()
+    ))
+}
 
 fn handle(req: &Request) -> Reply {
     let argv0 = req.args.first().cloned().unwrap_or_default();

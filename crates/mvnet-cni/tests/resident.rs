@@ -461,3 +461,56 @@ fn an_agent_killed_mid_add_makes_the_plugin_say_try_again_and_del_cleans_up() {
     assert_eq!(code, 0, "DEL: {r}");
     assert_nothing_left(&h.w, &h.root, &h.t);
 }
+
+/// A runtime that kills a plugin mid-ADD runs DEL next, and may retry the ADD. The DEL
+/// must not return while the killed plugin's ADD still runs in the agent: that ADD would
+/// go on to make its link after the runtime was told the interface is gone, and its
+/// rollback could then take the link of the retried ADD. The agent runs the commands of
+/// one container interface in turn; those of another interface do not wait. The agent is
+/// caught mid-ADD by holding the store's write lock.
+#[test]
+fn a_del_waits_for_the_killed_plugins_add_of_the_same_interface() {
+    let h = AgentHeldAtReserve::new("k", "10.1.12.0/24");
+    let env = h.env();
+    let mut add = h.w.spawn(PLUGIN, "ADD", &h.t, "eth0", &h.c, &env);
+    h.wait_until_taken();
+    add.kill().unwrap();
+    assert!(!add.wait().unwrap().success());
+
+    // Another interface's command is not held up.
+    let mut other = h.w.spawn(PLUGIN, "DEL", &h.t, "eth1", &h.c, &env);
+    let started = std::time::Instant::now();
+    while other.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a DEL of another interface waited for the held ADD"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(other.wait().unwrap().success());
+
+    let mut del = h.w.spawn(PLUGIN, "DEL", &h.t, "eth0", &h.c, &env);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        del.try_wait().unwrap().is_none(),
+        "DEL returned while the killed plugin's ADD of the same interface was still in the agent"
+    );
+    h.release();
+    let out = del.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "DEL: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // No waiting here: what DEL leaves is what the runtime sees.
+    assert_nothing_left(&h.w, &h.root, &h.t);
+
+    // The runtime's retry is made, and stays.
+    let (code, r) = h.w.exec(PLUGIN, "ADD", &h.t, "eth0", &h.c, &env);
+    assert_eq!(code, 0, "{r}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        h.w.link(&h.t, "eth0").is_some(),
+        "the retried ADD's link went"
+    );
+}

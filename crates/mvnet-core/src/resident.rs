@@ -58,6 +58,14 @@ pub struct Service {
     pub name: &'static str,
     /// Runs one command, as the front end would in its own process.
     pub handle: fn(&Request) -> Reply,
+    /// What a command acts on (a container's interface, say), or None. The agent runs
+    /// commands with the same key one at a time, in turn. Why: a caller killed mid-command
+    /// (a runtime's timeout) leaves its command running here until it rolls back, where in
+    /// the caller's own process it would have died with it. The runtime's next command for
+    /// the same container (its DEL, the ADD it retries) must not run beside it: a DEL
+    /// would return while that ADD still makes its link, and the ADD's rollback could take
+    /// the link of the retried one.
+    pub key: fn(&Request) -> Option<String>,
 }
 
 impl Service {
@@ -356,6 +364,45 @@ struct Shared {
     stale: AtomicBool,
     /// Leaving: workers stop taking requests.
     closing: AtomicBool,
+    /// The keys of the commands running now (`Service::key`), and a signal when one ends.
+    keys_running: std::sync::Mutex<Vec<String>>,
+    key_freed: std::sync::Condvar,
+}
+
+/// A command's turn on its key: taken when no other command with that key runs, given back
+/// when dropped.
+struct KeyTurn<'a> {
+    shared: &'a Shared,
+    key: String,
+}
+
+impl<'a> KeyTurn<'a> {
+    fn wait(shared: &'a Shared, key: String) -> KeyTurn<'a> {
+        let mut running = shared
+            .keys_running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while running.contains(&key) {
+            running = shared
+                .key_freed
+                .wait(running)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        running.push(key.clone());
+        KeyTurn { shared, key }
+    }
+}
+
+impl Drop for KeyTurn<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .shared
+            .keys_running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        running.retain(|k| *k != self.key);
+        self.shared.key_freed.notify_all();
+    }
 }
 
 fn serve(service: &'static Service, root: &Path) {
@@ -415,6 +462,8 @@ fn serve(service: &'static Service, root: &Path) {
         started: Instant::now(),
         stale: AtomicBool::new(false),
         closing: AtomicBool::new(false),
+        keys_running: std::sync::Mutex::new(Vec::new()),
+        key_freed: std::sync::Condvar::new(),
     });
     let ctx = Arc::new(WorkerCtx {
         service,
@@ -630,6 +679,8 @@ fn serve_one(
     let mut out = Vec::new();
     if served {
         let handle = ctx.service.handle;
+        // After any command on the same key that is still running (see `Service::key`).
+        let turn = (ctx.service.key)(&header.request).map(|k| KeyTurn::wait(shared, k));
         let checked = taken.elapsed();
         let timing = header.request.env.contains_key("MVNET_TIMING");
         CALLER.with(|c| c.set(stream.as_raw_fd()));
@@ -664,6 +715,7 @@ fn serve_one(
             }
         };
         CALLER.with(|c| c.set(-1));
+        drop(turn);
         out.push(b'R');
         out.push(reply.status);
         write_chunk(&mut out, reply.stdout.as_bytes());
