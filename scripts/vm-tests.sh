@@ -17,6 +17,9 @@ mapfile -t bins < <(bash scripts/test-binaries.sh vlan ipvlan doctor demo netlin
 # and would slow the timing-sensitive tests after them.
 mapfile -t bins < <(printf '%s\n' "${bins[@]}" | grep -v '/docker_fullkernel-'; printf '%s\n' "${bins[@]}" | grep '/docker_fullkernel-')
 [ "${#bins[@]}" -ge 12 ] || { echo "vm-tests: expected 12 test binaries, found ${#bins[@]}" >&2; exit 1; }
+# Left out in the VM: load tests without a kernel feature for subject (the host runs them).
+# Under software emulation twenty_containers_on_one_network alone took over a minute.
+skips="--skip twenty_containers_on_one_network"
 # One VM running the given test binaries in turn; its console goes to stdout and to LOG.
 run_vm() {   # run_vm LOG BIN...
   local log=$1; shift
@@ -25,7 +28,7 @@ run_vm() {   # run_vm LOG BIN...
   cmd+="; export MVNET_REQUIRE_FULL_KERNEL=1 RUST_BACKTRACE=1; cd /tmp; failed=0"
   local b
   for b in "$@"; do
-    cmd+="; echo \"== \$(basename $b) under \$(uname -r)\"; $b --test-threads=2 || failed=\$((failed+1))"
+    cmd+="; echo \"== \$(basename $b) under \$(uname -r)\"; $b --test-threads=2 $skips || failed=\$((failed+1))"
   done
   cmd+="; exit \$failed"
   set +e

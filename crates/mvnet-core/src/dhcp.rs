@@ -284,12 +284,19 @@ fn connect_or_start(root: &Path) -> Result<UnixStream> {
     if let Ok(s) = UnixStream::connect(&sock) {
         return Ok(s);
     }
-    start_agent(root)?;
+    let failed = start_agent(root)?;
     let started = Instant::now();
     loop {
         match UnixStream::connect(&sock) {
             Ok(s) => return Ok(s),
-            Err(e) if started.elapsed() > Duration::from_secs(5) => {
+            // The agent we started failed (an agent that finds another one running leaves
+            // with success, and that one answers): no point in waiting. Otherwise up to
+            // 20 s: a loaded machine, or a VM in software emulation, may take several
+            // seconds to start it.
+            Err(e)
+                if failed.load(std::sync::atomic::Ordering::SeqCst)
+                    || started.elapsed() > Duration::from_secs(20) =>
+            {
                 return Err(Error::io(
                     format!(
                         "the DHCP agent did not come up (see {})",
@@ -310,8 +317,9 @@ fn agent_binary() -> Result<PathBuf> {
 }
 
 /// Starts the agent for `root`, detached (its own session, output to agent.log). Two
-/// starts at once are fine: the second agent finds the first one's lock and leaves.
-pub fn start_agent(root: &Path) -> Result<()> {
+/// starts at once are fine: the second agent finds the first one's lock and leaves. The
+/// flag returned turns true if the agent ends with a failure.
+pub fn start_agent(root: &Path) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     use std::os::unix::process::CommandExt;
     let dir = agent_dir(root);
     std::fs::create_dir_all(&dir)
@@ -342,10 +350,14 @@ pub fn start_agent(root: &Path) -> Result<()> {
         .spawn()
         .map_err(|e| Error::io("start the DHCP agent mvnet-dhcp", e))?;
     // Reap it in the background if it leaves early (a second agent does).
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = failed.clone();
     std::thread::spawn(move || {
-        let _ = child.wait();
+        if child.wait().is_ok_and(|s| !s.success()) {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     });
-    Ok(())
+    Ok(failed)
 }
 
 #[cfg(test)]
