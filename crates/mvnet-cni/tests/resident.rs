@@ -382,6 +382,26 @@ impl AgentHeldAtReserve {
     fn release(&self) {
         drop(self.lock.take());
     }
+
+    /// `command` (started after the held ADD's caller was killed) must not return while
+    /// that ADD is still in the agent; once it is let go, the command succeeds and
+    /// nothing of the ADD is left. No waiting after it: what it leaves is what the runtime
+    /// sees.
+    fn waits_for_the_held_add(&self, mut command: std::process::Child, what: &str) {
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            command.try_wait().unwrap().is_none(),
+            "{what} returned while the killed plugin's ADD was still in the agent"
+        );
+        self.release();
+        let out = command.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_nothing_left(&self.w, &self.root, &self.t);
+    }
 }
 
 /// The store of `root` is consistent and holds no endpoint of the tests' network, and `t`
@@ -422,21 +442,8 @@ fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
     // The runtime's GC: no attachment is valid.
     let mut gc = h.c.clone();
     gc["cni.dev/valid-attachments"] = json!([]);
-    let mut gc = h.w.spawn(PLUGIN, "GC", "", "eth0", &gc, &env[..1]);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        gc.try_wait().unwrap().is_none(),
-        "GC returned while the killed plugin's ADD was still in the agent"
-    );
-    h.release();
-    let out = gc.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "GC: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    // No waiting here: what GC leaves is what the runtime sees.
-    assert_nothing_left(&h.w, &h.root, &h.t);
+    let gc = h.w.spawn(PLUGIN, "GC", "", "eth0", &gc, &env[..1]);
+    h.waits_for_the_held_add(gc, "GC");
 }
 
 /// An agent killed after it took an ADD: the plugin says "try again" (code 11), as the
@@ -489,21 +496,8 @@ fn a_del_waits_for_the_killed_plugins_add_of_the_same_interface() {
     }
     assert!(other.wait().unwrap().success());
 
-    let mut del = h.w.spawn(PLUGIN, "DEL", &h.t, "eth0", &h.c, &env);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        del.try_wait().unwrap().is_none(),
-        "DEL returned while the killed plugin's ADD of the same interface was still in the agent"
-    );
-    h.release();
-    let out = del.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "DEL: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    // No waiting here: what DEL leaves is what the runtime sees.
-    assert_nothing_left(&h.w, &h.root, &h.t);
+    let del = h.w.spawn(PLUGIN, "DEL", &h.t, "eth0", &h.c, &env);
+    h.waits_for_the_held_add(del, "DEL");
 
     // The runtime's retry is made, and stays.
     let (code, r) = h.w.exec(PLUGIN, "ADD", &h.t, "eth0", &h.c, &env);
