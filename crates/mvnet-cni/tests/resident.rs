@@ -383,6 +383,18 @@ impl AgentHeldAtReserve {
         drop(self.lock.take());
     }
 
+    /// An ADD of eth0 that the agent takes and holds at its reservation, whose plugin is
+    /// then killed and reaped, as a runtime's timeout does. (The plugin under test: the
+    /// agent serves only its own binary, the one start_agent ran.)
+    fn add_and_kill_its_caller(&self) {
+        let mut add = self
+            .w
+            .spawn(PLUGIN, "ADD", &self.t, "eth0", &self.c, &self.env());
+        self.wait_until_taken();
+        add.kill().unwrap();
+        assert!(!add.wait().unwrap().success());
+    }
+
     /// `command` (started after the held ADD's caller was killed) must not return while
     /// that ADD is still in the agent; once it is let go, the command succeeds and
     /// nothing of the ADD is left. No waiting after it: what it leaves is what the runtime
@@ -433,11 +445,7 @@ fn assert_nothing_left(w: &World, root: &Path, t: &str) {
 fn an_add_whose_caller_was_killed_is_not_committed_behind_the_runtimes_gc() {
     let h = AgentHeldAtReserve::new("g", "10.1.10.0/24");
     let env = h.env();
-    // The plugin under test: the agent serves only its own binary, the one start_agent ran.
-    let mut child = h.w.spawn(PLUGIN, "ADD", &h.t, "eth0", &h.c, &env);
-    h.wait_until_taken();
-    child.kill().unwrap();
-    assert!(!child.wait().unwrap().success());
+    h.add_and_kill_its_caller();
 
     // The runtime's GC: no attachment is valid.
     let mut gc = h.c.clone();
@@ -479,10 +487,7 @@ fn an_agent_killed_mid_add_makes_the_plugin_say_try_again_and_del_cleans_up() {
 fn a_del_waits_for_the_killed_plugins_add_of_the_same_interface() {
     let h = AgentHeldAtReserve::new("k", "10.1.12.0/24");
     let env = h.env();
-    let mut add = h.w.spawn(PLUGIN, "ADD", &h.t, "eth0", &h.c, &env);
-    h.wait_until_taken();
-    add.kill().unwrap();
-    assert!(!add.wait().unwrap().success());
+    h.add_and_kill_its_caller();
 
     // Another interface's command is not held up.
     let mut other = h.w.spawn(PLUGIN, "DEL", &h.t, "eth1", &h.c, &env);
